@@ -18,7 +18,7 @@ _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*(.*?)```", re.DOTALL)
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?%?|[-+]?(?:nan|inf(?:inity)?)\b"
 _NUMBER_RE = re.compile(_NUMBER, re.IGNORECASE)
 _KEYED = re.compile(
-    r"(?:action|dim(?:ension)?|a)?\s*#?\s*(\d+)\s*(?:\([^)\n]*\))?\s*[:=]\s*(" + _NUMBER + ")",
+    r"(?:\b(?:action|dim(?:ension)?)\s*#?\s*)?\b(\d{1,4})\s*(?:\([^)\n]{0,80}\))?\s*[:=]\s*(" + _NUMBER + ")",
     re.IGNORECASE,
 )
 KEYS = ("probabilities", "distribution", "probs", "bias", "biases", "values", "weights")
