@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
@@ -74,6 +75,9 @@ class OpenAIProvider(Provider):
             model=self.model_name(settings), base_url=settings.base_url, api_key=api_key,
             temperature=settings.temperature, timeout=settings.timeout_s, max_retries=0,
             use_responses_api=False, seed=settings.seed,
+            # a client of this model's own: langchain-openai shares a cached async client across
+            # models, which breaks when each explorer runs its own event loop
+            http_async_client=httpx.AsyncClient(timeout=settings.timeout_s),
         )
 
     def token_kwargs(self, max_tokens: int, settings: ProviderSettings) -> dict[str, Any]:

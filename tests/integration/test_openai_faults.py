@@ -1,0 +1,72 @@
+"""The openai provider against a fault-injecting OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import pytest
+
+from explorer_pipeline import ActionSpec, EpisodeRecord, ExplorationUpdate, ExplorerConfig, open_explorer
+from explorer_pipeline.types import RequestFailure
+
+from .. import fault_server as fs
+
+SPEC = ActionSpec.discrete(3)
+RECORD = EpisodeRecord(5.0, 30, "Acrobot-v1", 1, (0, 1, 2) * 10)
+
+
+def run(server, model, **overrides):
+    config = ExplorerConfig(provider="openai", base_url=server.base_url, model=model, max_attempts=2,
+                            call_timeout_s=overrides.pop("call_timeout_s", 10), **overrides)
+    with open_explorer(config, "Acrobot-v1", SPEC) as explorer:
+        outcome = explorer.runtime.submit_and_wait(RECORD, timeout=30)
+        return outcome, explorer.stats(), explorer.cache.current()
+
+
+def test_good_answer(fault_server):
+    outcome, stats, current = run(fault_server, "good")
+    assert isinstance(outcome, ExplorationUpdate) and current is outcome
+    assert outcome.provenance.tokens["proposal"].input_tokens == 50
+
+
+@pytest.mark.parametrize(("model", "reason"), [
+    ("garbage", "parse_error"),
+    ("nan", "validation:non_finite"),
+    ("http500", "provider_error"),
+    ("http401", "provider_error"),
+])
+def test_faults_are_counted_and_nothing_is_published(fault_server, model, reason):
+    outcome, stats, current = run(fault_server, model)
+    assert isinstance(outcome, RequestFailure) and outcome.reason == reason
+    assert stats["failures"] == {reason: 1}
+    assert current.source == "default"
+
+
+def test_transient_503_is_retried(fault_server):
+    outcome, stats, _ = run(fault_server, "flaky", prompt_set="single-stage")
+    assert isinstance(outcome, ExplorationUpdate)
+    assert outcome.provenance.attempts == 2
+
+
+def test_slow_server_times_out(fault_server, monkeypatch):
+    monkeypatch.setattr(fs, "SLOW_S", 3.0)
+    outcome, stats, current = run(fault_server, "slow", call_timeout_s=0.3, max_tokens_analysis=10)
+    assert isinstance(outcome, RequestFailure) and outcome.reason == "provider_error"
+    assert current.source == "default"
+
+
+def test_missing_key_for_hosted_openai_names_the_variable(monkeypatch):
+    from explorer_pipeline import UsageError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(UsageError, match="OPENAI_API_KEY"):
+        open_explorer(ExplorerConfig(provider="openai"), "Acrobot-v1", SPEC)
+
+
+def test_key_is_never_in_the_manifest_or_repr(monkeypatch, fault_server):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-supersecret-abcdef123456")
+    config = ExplorerConfig(provider="openai")
+    explorer = open_explorer(config, "Acrobot-v1", SPEC)
+    try:
+        assert "sk-supersecret" not in repr(explorer.manifest())
+        assert "sk-supersecret" not in repr(explorer.runtime.handler.proposal_model)
+    finally:
+        explorer.close()
