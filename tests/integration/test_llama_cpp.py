@@ -61,15 +61,16 @@ def test_local_provider_in_process(tmp_path):
     assert outcome.provenance.tokens["proposal"].output_tokens > 0
 
 
-def test_recorded_run_replays_offline(llama_server, tmp_path):
+def test_recorded_run_replays_offline(fresh_llama_server, tmp_path):
     db = tmp_path / "responses.sqlite"
-    config = ExplorerConfig(provider="openai", base_url=llama_server.base_url, model="smollm2",
+    config = ExplorerConfig(provider="openai", base_url=fresh_llama_server.base_url, model="smollm2",
                             max_tokens_analysis=40, response_cache=db)
     with open_explorer(config, "CartPole-v1", CARTPOLE) as explorer:
         recorded = explorer.runtime.submit_and_wait(CART_RECORD, timeout=240)
     assert_valid(recorded, CARTPOLE)
-    # the same request, replayed with no server at all (nothing listens on port 9)
-    config.base_url, config.replay = "http://127.0.0.1:9/v1", True
+    # the same request, replayed after the server is gone
+    fresh_llama_server.stop()
+    config.replay = True
     with open_explorer(config, "CartPole-v1", CARTPOLE) as explorer:
         replayed = explorer.runtime.submit_and_wait(CART_RECORD, timeout=60)
         other = explorer.runtime.submit_and_wait(EpisodeRecord(99.0, 99, "CartPole-v1", 6, (0,) * 99), timeout=60)
