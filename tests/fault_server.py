@@ -45,7 +45,7 @@ def _completion(content: str, model: str) -> dict:
 
 def make_app() -> FastAPI:
     app = FastAPI()
-    state = {"requests": 0}
+    state: dict = {"requests": 0, "bodies": []}
 
     @app.get("/v1/models")
     async def models():
@@ -55,6 +55,7 @@ def make_app() -> FastAPI:
     async def chat(request: Request):
         body = await request.json()
         state["requests"] += 1
+        state["bodies"].append(body)
         model = body.get("model", "good")
         key, n = _size(body)
         is_proposal = "exactly " in " ".join(str(m.get("content", "")) for m in body.get("messages", [])[-1:])

@@ -70,3 +70,26 @@ def test_key_is_never_in_the_manifest_or_repr(monkeypatch, fault_server):
         assert "sk-supersecret" not in repr(explorer.runtime.handler.proposal_model)
     finally:
         explorer.close()
+
+
+@pytest.mark.parametrize(("server", "fmt_type"), [("llamacpp", "json_object"), ("vllm", "json_schema")])
+def test_requests_carry_token_caps_and_schema_the_server_understands(fault_server, server, fmt_type):
+    bodies = fault_server.app.state.counters["bodies"]
+    bodies.clear()
+    outcome, _, _ = run(fault_server, "good", max_tokens_analysis=33, max_tokens_proposal=44,
+                        provider_options={"server": server})
+    assert isinstance(outcome, ExplorationUpdate)
+    analysis, proposal = bodies
+    assert analysis["max_tokens"] == 33 and "max_completion_tokens" not in analysis
+    assert proposal["max_tokens"] == 44
+    fmt = proposal["response_format"]
+    assert fmt["type"] == fmt_type
+    schema = fmt["schema"] if fmt_type == "json_object" else fmt["json_schema"]["schema"]
+    items = schema["properties"]["probabilities"]
+    assert items["minItems"] == items["maxItems"] == SPEC.n
+
+
+def test_function_calling_answers_are_read(fault_server):
+    outcome, _, _ = run(fault_server, "good", structured_output="function_calling")
+    # the fault server answers with text, not a tool call: the text is still parsed
+    assert isinstance(outcome, ExplorationUpdate)
