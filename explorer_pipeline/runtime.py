@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
@@ -116,8 +117,6 @@ class ExplorerRuntime:
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task] = []
         self._closed = False
-        self._version_lock = threading.Lock()
-        self._next_version = cache.next_version()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ExplorerRuntime:
@@ -235,15 +234,19 @@ class ExplorerRuntime:
             record, waiter = self._pending
             self._pending = None
             self._wakeup.clear()
-            outcome = await self._run_one(record)
+            try:
+                outcome = await self._run_one(record)
+            except asyncio.CancelledError:
+                if waiter is not None:
+                    waiter.cancel()  # a blocked submit_and_wait returns at once on shutdown
+                raise
             if waiter is not None and not waiter.done():
                 waiter.set_result(outcome)
 
     async def _run_one(self, record: EpisodeRecord) -> Outcome | None:
         self.stats.requests += 1
         history = tuple(self._history)
-        with self._version_lock:
-            version = self._next_version
+        version = self.cache.next_version()
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.request_timeout_s):
@@ -261,6 +264,8 @@ class ExplorerRuntime:
             return None
         if isinstance(outcome, ExplorationUpdate):
             self.stats.add_tokens(outcome.provenance.tokens)
+            if outcome.version != self.cache.next_version():  # another request published first
+                outcome = dataclasses.replace(outcome, version=self.cache.next_version())
             try:
                 self.cache.publish(outcome)
             except ValueError as exc:
@@ -268,8 +273,6 @@ class ExplorerRuntime:
                 outcome = RequestFailure("handler_error", str(exc), record.episode_index,
                                          outcome.provenance.attempts, outcome.provenance.latency_s)
             else:
-                with self._version_lock:
-                    self._next_version = outcome.version + 1
                 self.stats.updates_published += 1
                 self._notify(self._on_update, outcome)
                 return outcome

@@ -178,3 +178,32 @@ def test_cache_rejects_stale_or_mismatched_updates():
         cache.publish(ExplorationUpdate(2, "bias", (0.1, 0.1)))
     assert cache.current().values == (0.3, 0.7)
     assert not cache.current().array.flags.writeable
+
+
+def test_close_releases_a_blocked_waiter():
+    handler = GatedHandler()
+    runtime = ExplorerRuntime(handler, ExplorationCache(SPEC)).start()
+    result = {}
+    waiter = threading.Thread(target=lambda: result.setdefault("outcome", runtime.submit_and_wait(record(0), 60)))
+    waiter.start()
+    assert wait_for(lambda: runtime.stats.requests == 1)
+    runtime.close()
+    waiter.join(5)
+    assert not waiter.is_alive() and result["outcome"] is None
+
+
+def test_concurrent_requests_publish_increasing_versions():
+    class Slow:
+        async def handle(self, rec, history, version):
+            await asyncio.sleep(0.05)
+            return ExplorationUpdate(version, "distribution", (0.4, 0.6))
+
+    cache = ExplorationCache(SPEC)
+    published = []
+    with ExplorerRuntime(Slow(), cache, max_in_flight=2, on_update=[published.append]) as runtime:
+        runtime.submit(record(0))
+        assert wait_for(lambda: runtime.stats.requests == 1)
+        runtime.submit(record(1))  # a second worker takes it while the first is still busy
+        assert wait_for(lambda: runtime.stats.updates_published == 2)
+    assert [u.version for u in published] == [1, 2]
+    assert runtime.stats.failures == {} and cache.current().version == 2
