@@ -29,9 +29,9 @@ def entropy(p: np.ndarray) -> float:
 def entropy_matched(logits: np.ndarray, target: float) -> np.ndarray:
     """``softmax(logits / t)`` with the temperature ``t`` chosen so its entropy equals ``target``."""
     n = len(logits)
-    if n == 1:
-        return np.ones(1)
-    target = min(max(target, 1e-6), math.log(n) - 1e-9)
+    if n == 1 or target >= math.log(n) - 1e-6:
+        return np.full(n, 1.0 / n)
+    target = max(target, 1e-6)
 
     def softmax(t: float) -> np.ndarray:
         z = logits / t

@@ -32,9 +32,13 @@ def _to_float(token: str) -> float:
     return value / 100.0 if percent else value
 
 
+_DASHES = re.compile(r"[\u2212\u2012\u2013\u2014](?=\s?[\d.])")
+
+
 def clean_reply(text: str) -> str:
-    """Drop ``<think>`` blocks; prefer the content of a code fence when there is one."""
-    text = _THINK.sub("", text)
+    """Drop ``<think>`` blocks, read typographic minus signs as ``-``, and prefer the content of
+    a code fence when there is one."""
+    text = _DASHES.sub("-", _THINK.sub("", text))
     fence = _FENCE.search(text)
     return fence.group(1) if fence else text
 
@@ -63,6 +67,8 @@ def _from_json_value(value: object, spec: ActionSpec) -> list[float] | None:
                 numbers.append(_to_float(item) if isinstance(item, str) else float(item))
             except ValueError:
                 return None
+            except OverflowError:  # an integer beyond float range: let the validator reject it
+                numbers.append(math.inf if item > 0 else -math.inf)
         return numbers
     return None
 
@@ -72,7 +78,7 @@ def _json_candidates(text: str):
     for match in re.finditer(r"[\[{]", text):
         try:
             value, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # malformed, absurdly nested, or over the int-digit limit
             continue
         yield value
 
@@ -90,9 +96,9 @@ class DefaultParser:
     def parse(self, text: str, spec: ActionSpec) -> list[float]:
         if not isinstance(text, str) or not text.strip():
             raise ParseError("the reply is empty")
-        if len(text) > MAX_REPLY_CHARS:
-            text = text[:MAX_REPLY_CHARS]
         body = clean_reply(text)
+        if len(body) > MAX_REPLY_CHARS:
+            body = body[:MAX_REPLY_CHARS]
         wrong_length: list[float] | None = None
         for value in _json_candidates(body):
             numbers = _from_json_value(value, spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -59,7 +60,10 @@ def _usage(message: BaseMessage) -> StageUsage:
 
 @dataclass
 class _Attempts:
+    """Model calls of one request: ``count`` in total (the update's ``attempts``), and per stage."""
+
     count: int = 0
+    per_stage: Counter = field(default_factory=Counter)
     tokens: dict[str, StageUsage] = field(default_factory=dict)
 
     def add(self, stage: str, usage: StageUsage) -> None:
@@ -103,7 +107,7 @@ class ExplorationPipeline:
         self.summariser, self.parser, self.validator = summariser, parser, validator
         self.analysis_model, self.proposal_model = analysis_model, proposal_model
         self.provider, self.model = provider, model
-        self.transient_errors = tuple(transient_errors) + (TimeoutError,)
+        self.transient_errors = (*tuple(transient_errors), TimeoutError)
         self.retry = retry
         self.call_timeout_s = call_timeout_s
         self.exchange_log = exchange_log
@@ -154,17 +158,19 @@ class ExplorationPipeline:
     async def _call(self, runnable: Runnable, messages: list[BaseMessage], stage: str,
                     record: EpisodeRecord, attempts: _Attempts) -> str:
         attempts.count += 1
+        attempts.per_stage[stage] += 1
+        attempt = attempts.per_stage[stage]
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.call_timeout_s):
                 reply = await runnable.ainvoke(messages)
         except Exception as exc:
-            self._log(stage, attempts.count, record, messages, None, f"{type(exc).__name__}: {exc}", started, None)
+            self._log(stage, attempt, record, messages, None, f"{type(exc).__name__}: {exc}", started, None)
             raise
         usage = _usage(reply)
         attempts.add(stage, usage)
         text = reply.content if isinstance(reply.content, str) else str(reply.content)
-        self._log(stage, attempts.count, record, messages, text, None, started,
+        self._log(stage, attempt, record, messages, text, None, started,
                   {"input": usage.input_tokens, "output": usage.output_tokens})
         return text
 

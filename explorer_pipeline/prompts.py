@@ -53,7 +53,7 @@ class MessageTemplate(BaseModel):
         for text in (self.system, self.user):
             template = string.Template(text)
             if not template.is_valid():
-                raise PromptError(f"invalid '$' placeholder in template text: {text[:60]!r}… (write $$ for a literal $)")
+                raise ValueError(f"invalid '$' placeholder in template text: {text[:60]!r}… (write $$ for a literal $)")
             ids.update(template.get_identifiers())
         return ids
 
@@ -95,6 +95,13 @@ class PromptSet(BaseModel):
 
     @model_validator(mode="after")
     def _check_variables(self) -> PromptSet:
+        unknown_options = set(self.options) - {"target_entropy", "bias_scale"}
+        if unknown_options:
+            raise ValueError(f"unknown option(s) {sorted(unknown_options)}; allowed: bias_scale, target_entropy")
+        if not 0.0 <= self.options.get("target_entropy", 0.8) <= 1.0:
+            raise ValueError(f"options.target_entropy must be in [0, 1], got {self.options['target_entropy']}")
+        if not 0.0 < self.options.get("bias_scale", 0.2) <= 1.0:
+            raise ValueError(f"options.bias_scale must be in (0, 1], got {self.options['bias_scale']}")
         if self.control == "random":
             return self  # no LLM call, templates optional
         if self.distribution is None and self.bias is None:

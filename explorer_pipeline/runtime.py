@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -159,10 +160,8 @@ class ExplorerRuntime:
             await loop.shutdown_asyncgens()
             loop.stop()
 
-        try:
+        with contextlib.suppress(RuntimeError):  # loop already stopped
             asyncio.run_coroutine_threadsafe(shutdown(), loop)
-        except RuntimeError:  # loop already stopped
-            pass
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise RuntimeError(f"explorer runtime thread did not stop within {timeout} s")
@@ -184,10 +183,8 @@ class ExplorerRuntime:
         loop = self._loop
         if loop is None or self._closed:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
             loop.call_soon_threadsafe(self._intake, record, None)
-        except RuntimeError:  # loop closed between the check and the call
-            pass
 
     def submit_and_wait(self, record: EpisodeRecord, timeout: float | None = None) -> Outcome | None:
         """Blocking (paper-parity) mode: request an update for ``record`` and wait for it.

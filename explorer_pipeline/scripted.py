@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
+from pydantic import Field
 
 from .errors import UsageError
 from .providers import Provider, ProviderSettings
@@ -22,15 +24,16 @@ class ScriptedChatModel(BaseChatModel):
     """Answers from a script instead of a model.
 
     Stage-2 replies come, in order of precedence, from ``replies`` (cycled), ``reply`` (fixed), or
-    a rule: the emphasised action (or bias sign) rotates with every call, so successive updates
-    differ. Stage-1 replies are ``analysis``. ``latency_s`` is slept before each answer.
+    a rule: the emphasised action (0.7 of the mass) or the bias sign rotates with every stage-2
+    call, so successive updates differ. Stage-1 replies are ``analysis``. ``latency_s`` is slept before each answer.
     """
 
     reply: str | None = None
-    replies: list[str] = []
+    replies: list[str] = Field(default_factory=list)
     analysis: str = "The agent is still learning; explore actions it has rarely taken."
     latency_s: float = 0.0
     calls: int = 0
+    proposals: int = 0
 
     @property
     def _llm_type(self) -> str:
@@ -41,17 +44,20 @@ class ScriptedChatModel(BaseChatModel):
         return {"reply": self.reply, "replies": self.replies, "analysis": self.analysis}
 
     def _answer(self, stage: str, n: int, kind: str) -> str:
-        index = self.calls
         self.calls += 1
         if stage != "proposal":
             return self.analysis
+        index = self.proposals
+        self.proposals += 1
         if self.replies:
             return self.replies[index % len(self.replies)]
         if self.reply is not None:
             return self.reply
         if kind == "distribution":
-            probs = [0.5 / max(n - 1, 1)] * n if n > 1 else [1.0]
-            probs[index % n] = 0.5 if n > 1 else 1.0
+            if n == 1:
+                return json.dumps({"probabilities": [1.0]})
+            probs = [round(0.3 / (n - 1), 4)] * n
+            probs[index % n] = 0.7
             return json.dumps({"probabilities": probs})
         sign = 1.0 if index % 2 == 0 else -1.0
         return json.dumps({"bias": [sign * 0.2] * n})
@@ -99,15 +105,18 @@ class ScriptedProvider(Provider):
                 kwargs["replies"] = [line for line in path.read_text().splitlines() if line.strip()]
             except OSError as exc:
                 raise UsageError(f"cannot read scripted replies file {path}: {exc.strerror}") from None
+            if not kwargs["replies"]:
+                raise UsageError(f"scripted replies file {path} has no replies (one per non-blank line)")
         if "analysis" in options:
             kwargs["analysis"] = options["analysis"]
         if "latency" in options:
             try:
                 kwargs["latency_s"] = float(options["latency"])
             except ValueError:
-                raise UsageError(f"scripted option latency must be a number of seconds, got {options['latency']!r}") from None
-            if kwargs["latency_s"] < 0:
-                raise UsageError(f"scripted option latency must be >= 0, got {kwargs['latency_s']}")
+                raise UsageError(
+                    f"scripted option latency must be a number of seconds, got {options['latency']!r}") from None
+            if not (math.isfinite(kwargs["latency_s"]) and kwargs["latency_s"] >= 0):
+                raise UsageError(f"scripted option latency must be a finite number >= 0, got {options['latency']!r}")
         return ScriptedChatModel(**kwargs)
 
     def model_name(self, settings: ProviderSettings) -> str:

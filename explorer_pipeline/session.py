@@ -121,6 +121,18 @@ class Explorer:
         self._closers.clear()
 
 
+def observers(pm: pluggy.PluginManager, hook_name: str, arg: str) -> list[Callable[[object], None]]:
+    """One callback per implementation of an observer hook, so that one failing plugin (the
+    runtime logs and contains its exception) does not silence the others."""
+    def bind(impl) -> Callable[[object], None]:
+        def call(value: object) -> None:
+            impl.function(**({arg: value} if arg in impl.argnames else {}))
+        call.__qualname__ = f"{impl.plugin_name}.{hook_name}"
+        return call
+
+    return [bind(impl) for impl in getattr(pm.hook, hook_name).get_hookimpls()]
+
+
 def resolve_task(catalogues: Catalogues, env_id: str, prompt_set: PromptSet, text: str | None,
                  spec: ActionSpec) -> TaskDescription:
     """The task description for ``env_id``: the user's text, else a registered one, else (for
@@ -181,8 +193,9 @@ def open_explorer(
     if prompt_set.calls_llm:
         provider: Provider = cat.providers.get(config.provider)
         if config.structured_output and config.structured_output not in provider.structured_output_methods:
+            supported = ", ".join(provider.structured_output_methods)
             raise UsageError(f"provider {config.provider!r} does not support structured output "
-                             f"{config.structured_output!r}; it supports: {', '.join(provider.structured_output_methods)}")
+                             f"{config.structured_output!r}; it supports: {supported}")
         chat_model = provider.create(settings)
         if config.response_cache is not None:
             response_cache = SQLiteResponseCache(config.response_cache, replay=config.replay)
@@ -206,8 +219,8 @@ def open_explorer(
     cache = ExplorationCache(spec)
     runtime = ExplorerRuntime(
         pipeline, cache, every_k=config.every_k, request_timeout_s=config.request_timeout_s,
-        on_update=[*on_update, lambda u: pm.hook.exploration_update_published(update=u)],
-        on_failure=[*on_failure, lambda f: pm.hook.exploration_request_failed(failure=f)],
+        on_update=[*on_update, *observers(pm, "exploration_update_published", "update")],
+        on_failure=[*on_failure, *observers(pm, "exploration_request_failed", "failure")],
     )
     manifest = {
         "explorer": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},

@@ -17,7 +17,9 @@ class Summariser(Protocol):
     (``task_title``, ``task_description``), which the pipeline adds.
     """
 
-    def summarise(self, record: EpisodeRecord, history: Sequence[EpisodeRecord], spec: ActionSpec) -> dict[str, str]: ...
+    def summarise(
+        self, record: EpisodeRecord, history: Sequence[EpisodeRecord], spec: ActionSpec
+    ) -> dict[str, str]: ...
 
 
 @runtime_checkable

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 import numpy as np
@@ -45,7 +45,7 @@ class EpisodeRecord:
             object.__setattr__(self, "actions", tuple(self.actions))
 
 
-class ActionKind(str, Enum):
+class ActionKind(StrEnum):
     DISCRETE = "discrete"
     CONTINUOUS = "continuous"
 

@@ -8,6 +8,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
 
 
 class ReplayChatModel(BaseChatModel):
@@ -16,7 +17,7 @@ class ReplayChatModel(BaseChatModel):
 
     script: list[Any]
     delay_s: float = 0.0
-    calls: list[list] = []
+    calls: list[list] = Field(default_factory=list)
 
     @property
     def _llm_type(self) -> str:

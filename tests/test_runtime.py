@@ -29,7 +29,7 @@ class GatedHandler:
 
     async def handle(self, rec, history, version):
         try:
-            while not self.gate.is_set():
+            while not self.gate.is_set():  # noqa: ASYNC110 - a threading.Event set by the test thread
                 await asyncio.sleep(0.005)
         except asyncio.CancelledError:
             self.cancelled = True
@@ -69,7 +69,7 @@ def test_every_k_gates_requests():
     with ExplorerRuntime(handler, ExplorationCache(SPEC), every_k=3) as runtime:
         for i in range(7):
             runtime.submit(record(i))
-            wait_for(lambda: runtime.stats.episodes_seen == i + 1)
+            wait_for(lambda n=i + 1: runtime.stats.episodes_seen == n)
         assert wait_for(lambda: runtime.stats.updates_published == 2)
     assert handler.served == [2, 5]
 

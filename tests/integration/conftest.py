@@ -45,10 +45,9 @@ class LlamaServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"llama.cpp server exited ({self.proc.returncode}); see {self.log_path}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
-                    if response.status == 200:
-                        return self
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                if r.status == 200:
+                    return self
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"llama.cpp server did not answer within 120 s; see {self.log_path}")

@@ -22,7 +22,7 @@ def run(server, model, **overrides):
 
 
 def test_good_answer(fault_server):
-    outcome, stats, current = run(fault_server, "good")
+    outcome, _, current = run(fault_server, "good")
     assert isinstance(outcome, ExplorationUpdate) and current is outcome
     assert outcome.provenance.tokens["proposal"].input_tokens == 50
 
@@ -41,14 +41,14 @@ def test_faults_are_counted_and_nothing_is_published(fault_server, model, reason
 
 
 def test_transient_503_is_retried(fault_server):
-    outcome, stats, _ = run(fault_server, "flaky", prompt_set="single-stage")
+    outcome, _, _ = run(fault_server, "flaky", prompt_set="single-stage")
     assert isinstance(outcome, ExplorationUpdate)
     assert outcome.provenance.attempts == 2
 
 
 def test_slow_server_times_out(fault_server, monkeypatch):
     monkeypatch.setattr(fs, "SLOW_S", 3.0)
-    outcome, stats, current = run(fault_server, "slow", call_timeout_s=0.3, max_tokens_analysis=10)
+    outcome, _, current = run(fault_server, "slow", call_timeout_s=0.3, max_tokens_analysis=10)
     assert isinstance(outcome, RequestFailure) and outcome.reason == "provider_error"
     assert current.source == "default"
 
