@@ -1,0 +1,61 @@
+"""Tianshou integration of LLM-Explorer: guided exploration, the episode tap, training runs.
+
+Attach the explorer to your own Tianshou objects in a few lines::
+
+    from tianshou_integration import EpisodeTap, GuidedGaussianNoise, attach_discrete
+
+    attach_discrete(dqn_policy, explorer.cache, rng)              # DQN family
+    noise = GuidedGaussianNoise(explorer.cache, 0.1, rng)         # DDPG / TD3
+    tap = EpisodeTap(explorer.runtime, "CartPole-v1", spec)       # the collector's episode hook
+    Collector(algorithm, envs, buffer, exploration_noise=True,
+              on_episode_done_hook=tap, on_step_hook=tap.on_step)
+
+Importing the package is cheap: torch and Tianshou load on first use of a name below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .names import ALGORITHMS, CONTINUOUS_ALGOS, DISCRETE_ALGOS
+
+_LAZY = {
+    "EnvStepCounter": ".counter",
+    "EpisodeTap": ".tap",
+    "GuidedEpsGreedyMixin": ".discrete",
+    "GuidedDQNPolicy": ".discrete",
+    "GuidedC51Policy": ".discrete",
+    "GuidedQRDQNPolicy": ".discrete",
+    "attach_discrete": ".discrete",
+    "GuidedGaussianNoise": ".continuous",
+    "GuidedSACPolicy": ".continuous",
+    "attach_continuous": ".continuous",
+    "AlgoSetup": ".algorithms",
+    "Hyperparams": ".algorithms",
+    "build_setup": ".algorithms",
+    "default_hyperparams": ".algorithms",
+    "FastVectorReplayBuffer": ".algorithms",
+    "EnvInfo": ".envs",
+    "describe_env": ".envs",
+    "TrainResult": ".training",
+    "train": ".training",
+    "RunDir": ".rundir",
+    "RunSpec": ".experiment",
+    "run_experiment": ".experiment",
+}
+
+__all__ = ["ALGORITHMS", "CONTINUOUS_ALGOS", "DISCRETE_ALGOS", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,187 @@
+"""LLM-guided epsilon-greedy for Tianshou's DQN family.
+
+:class:`GuidedEpsGreedyMixin` overrides ``DiscreteQLearningPolicy.add_exploration_noise``. The
+epsilon gate, the ``is_within_training_step`` switch and action masks work as in Tianshou; only
+the *random* action of a training step is drawn from the distribution in the
+:class:`~explorer_pipeline.cache.ExplorationCache` instead of uniformly. Greedy actions and
+evaluation (``is_within_training_step`` False, ``eps_inference``) are Tianshou's own.
+
+Usage::
+
+    policy = GuidedDQNPolicy(model=net, action_space=env.action_space, eps_training=0.1)
+    policy.attach_explorer(cache, rng=np.random.default_rng(seed), counter=counter)
+    # or, for a policy that already exists:
+    attach_discrete(policy, cache, rng)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tianshou.algorithm.modelfree.c51 import C51Policy
+from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
+from tianshou.algorithm.modelfree.qrdqn import QRDQNPolicy
+
+from explorer_pipeline.cache import ExplorationCache
+
+from .counter import EnvStepCounter
+
+__all__ = [
+    "GuidedC51Policy",
+    "GuidedDQNPolicy",
+    "GuidedEpsGreedyMixin",
+    "GuidedQRDQNPolicy",
+    "attach_discrete",
+    "sample_guided_actions",
+]
+
+
+def sample_guided_actions(
+    probs: np.ndarray, count: int, rng: np.random.Generator, legal: np.ndarray | None = None
+) -> np.ndarray:
+    """Draw ``count`` actions from ``probs`` (shape ``(n,)``).
+
+    :param legal: optional boolean mask of shape ``(count, n)``; each draw is restricted to its
+        row's legal actions (probabilities renormalised over them). A row whose legal actions all
+        have probability 0 falls back to uniform over its legal actions; a row with no legal
+        action at all falls back to uniform over every action (what Tianshou does).
+    """
+    if legal is None:
+        cumulative = np.cumsum(probs)
+        draws = np.searchsorted(cumulative, rng.random(count) * cumulative[-1], side="right")
+        return np.minimum(draws, len(probs) - 1)
+    weights = probs[None, :] * legal
+    totals = weights.sum(axis=1)
+    empty = totals <= 0.0
+    if empty.any():
+        fallback = legal[empty].astype(np.float64)
+        fallback[fallback.sum(axis=1) == 0] = 1.0
+        weights[empty] = fallback
+        totals = weights.sum(axis=1)
+    cumulative = np.cumsum(weights, axis=1)
+    thresholds = rng.random(count) * totals
+    draws = (cumulative <= thresholds[:, None]).sum(axis=1)
+    return np.minimum(draws, probs.shape[0] - 1)
+
+
+class GuidedEpsGreedyMixin:
+    """Put before a ``DiscreteQLearningPolicy`` subclass in the bases.
+
+    Without an attached cache the policy behaves exactly like its Tianshou base class.
+    """
+
+    _explorer_cache: ExplorationCache | None = None
+    _explorer_rng: np.random.Generator | None = None
+    _explorer_counter: EnvStepCounter | None = None
+    _explorer_last_version: int = -1
+
+    def attach_explorer(
+        self,
+        cache: ExplorationCache,
+        rng: np.random.Generator | None = None,
+        counter: EnvStepCounter | None = None,
+    ) -> GuidedEpsGreedyMixin:
+        """Draw exploratory actions from ``cache``.
+
+        :param cache: the exploration cache; its spec must have one probability per action.
+        :param rng: the generator for the epsilon gate and the draws (``default_rng()`` if None).
+        :param counter: the env-step counter used to record when an update is first applied.
+        """
+        n = int(self.action_space.n)  # type: ignore[attr-defined]
+        if not cache.spec.is_discrete or cache.spec.n != n:
+            raise ValueError(
+                f"the exploration cache describes {cache.spec.kind.value} actions of size {cache.spec.n}; "
+                f"this policy has {n} discrete actions"
+            )
+        self._explorer_cache = cache
+        self._explorer_rng = rng if rng is not None else np.random.default_rng()
+        self._explorer_counter = counter if counter is not None else EnvStepCounter()
+        self._explorer_last_version = -1
+        return self
+
+    def detach_explorer(self) -> None:
+        """Go back to Tianshou's uniform exploration."""
+        self._explorer_cache = None
+
+    def add_exploration_noise(self, act: Any, batch: Any) -> Any:
+        cache = self._explorer_cache
+        if cache is None or not self.is_within_training_step:  # type: ignore[attr-defined]
+            return super().add_exploration_noise(act, batch)  # type: ignore[misc]
+        eps = self.eps_training  # type: ignore[attr-defined]
+        if eps <= 0.0:
+            return act
+        if not isinstance(act, np.ndarray):
+            raise NotImplementedError(
+                f"Currently only numpy array is supported for action, but got {type(act)}"
+            )
+        rng = self._explorer_rng
+        assert rng is not None
+        explore = rng.random(len(act)) < eps
+        count = int(np.count_nonzero(explore))
+        if count == 0:
+            return act
+        update = cache.current()  # read once: a batch never mixes two updates
+        if update.version != self._explorer_last_version:
+            self._explorer_last_version = update.version
+            cache.mark_applied(update.version, self._explorer_counter.value)  # type: ignore[union-attr]
+        mask = getattr(batch.obs, "mask", None) if hasattr(batch, "obs") else None
+        legal = None if mask is None else np.asarray(mask, dtype=bool)[explore]
+        act[explore] = sample_guided_actions(update.array, count, rng, legal)
+        return act
+
+
+class GuidedDQNPolicy(GuidedEpsGreedyMixin, DiscreteQLearningPolicy):
+    """``DiscreteQLearningPolicy`` (DQN, Double/Dueling DQN) with LLM-guided exploration."""
+
+
+class GuidedC51Policy(GuidedEpsGreedyMixin, C51Policy):
+    """``C51Policy`` (C51, Rainbow) with LLM-guided exploration."""
+
+
+class GuidedQRDQNPolicy(GuidedEpsGreedyMixin, QRDQNPolicy):
+    """``QRDQNPolicy`` (QRDQN) with LLM-guided exploration."""
+
+
+_GUIDED: dict[type, type] = {
+    DiscreteQLearningPolicy: GuidedDQNPolicy,
+    C51Policy: GuidedC51Policy,
+    QRDQNPolicy: GuidedQRDQNPolicy,
+}
+
+
+def _guided_class(cls: type) -> type:
+    if issubclass(cls, GuidedEpsGreedyMixin):
+        return cls
+    guided = _GUIDED.get(cls)
+    if guided is None:
+        guided = type(f"Guided{cls.__name__}", (GuidedEpsGreedyMixin, cls), {"__module__": __name__})
+        globals()[guided.__name__] = guided  # keeps pickling by reference working
+        _GUIDED[cls] = guided
+    return guided
+
+
+def attach_discrete(
+    policy: DiscreteQLearningPolicy,
+    cache: ExplorationCache,
+    rng: np.random.Generator | None = None,
+    counter: EnvStepCounter | None = None,
+) -> DiscreteQLearningPolicy:
+    """Make an existing DQN-family policy draw its exploratory actions from ``cache``.
+
+    The policy's class becomes the guided subclass of its class (``GuidedDQNPolicy`` for a
+    ``DiscreteQLearningPolicy``, a generated one for other subclasses such as IQN/FQF); networks,
+    epsilon values and everything else stay as they are. Returns the same object.
+    """
+    if not isinstance(policy, DiscreteQLearningPolicy):
+        raise TypeError(f"attach_discrete needs a DiscreteQLearningPolicy, got {type(policy).__name__}")
+    if type(policy).add_exploration_noise is not DiscreteQLearningPolicy.add_exploration_noise and not isinstance(
+        policy, GuidedEpsGreedyMixin
+    ):
+        raise TypeError(
+            f"{type(policy).__name__} overrides add_exploration_noise (e.g. BDQN's per-branch exploration); "
+            "the guided mixin would replace it"
+        )
+    policy.__class__ = _guided_class(type(policy))
+    policy.attach_explorer(cache, rng, counter)  # type: ignore[attr-defined]
+    return policy

@@ -1,0 +1,109 @@
+"""Environments: resolve a gymnasium id, describe its action space, build vector envs.
+
+Everything the CLI needs to reject bad input early lives here, with messages that name the bad
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from explorer_pipeline.errors import UsageError
+from explorer_pipeline.types import ActionSpec
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the rest of the integration needs to know about one environment.
+
+    :param env_id: the id as the user gave it (``CartPole-v1``, ``mymodule:MyEnv-v0``).
+    :param spec: the action spec the LLM is asked about.
+    :param obs_shape: shape of one observation (``obs`` part for dict observations with a mask).
+    :param max_episode_steps: the time limit, when the env has one.
+    :param reward_threshold: gymnasium's "solved" threshold, when the env declares one.
+    :param has_mask: observations are dicts ``{"obs": ..., "mask": ...}`` (action masking).
+    """
+
+    env_id: str
+    spec: ActionSpec
+    obs_shape: tuple[int, ...]
+    max_episode_steps: int | None
+    reward_threshold: float | None
+    has_mask: bool = False
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.spec.is_discrete
+
+    @property
+    def short_name(self) -> str:
+        """``CartPole`` for ``CartPole-v1``; used to pick default hyperparameters."""
+        return self.env_id.split(":")[-1].split("/")[-1].rsplit("-v", 1)[0]
+
+
+def make_env(env_id: str, **kwargs: object) -> gym.Env:
+    """``gym.make`` with one-line errors: unknown ids and missing modules become UsageError.
+
+    ``module:EnvId`` imports ``module`` first (gymnasium's own convention), so a custom env
+    registers itself on import.
+    """
+    if ":" in env_id:
+        module = env_id.split(":", 1)[0]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UsageError(f"cannot import the module of environment {env_id!r}: {exc}") from None
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
+        raise UsageError(f"unknown environment {env_id!r}: {exc}") from None
+    except ImportError as exc:  # e.g. Box2D/MuJoCo extras missing
+        raise UsageError(f"environment {env_id!r} needs a package that is not installed: {exc}") from None
+
+
+def describe_env(env_id: str) -> EnvInfo:
+    """Make the env once and describe it. Raises UsageError for unsupported action spaces."""
+    env = make_env(env_id)
+    try:
+        space = env.action_space
+        obs_space = env.observation_space
+        has_mask = isinstance(obs_space, gym.spaces.Dict) and {"obs", "mask"} <= set(obs_space.spaces)
+        if has_mask:
+            obs_space = obs_space["obs"]
+        if isinstance(space, gym.spaces.Discrete):
+            spec = ActionSpec.discrete(int(space.n))
+        elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+            if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+                raise UsageError(f"environment {env_id!r} has an unbounded Box action space; bounds are needed")
+            spec = ActionSpec.continuous(space.low.tolist(), space.high.tolist())
+        else:
+            raise UsageError(
+                f"environment {env_id!r} has action space {space}; supported: Discrete, 1-D Box"
+            )
+        if obs_space.shape is None:
+            raise UsageError(f"environment {env_id!r} has an observation space without a shape: {obs_space}")
+        gym_spec = env.spec
+        return EnvInfo(
+            env_id=env_id,
+            spec=spec,
+            obs_shape=tuple(obs_space.shape),
+            max_episode_steps=gym_spec.max_episode_steps if gym_spec else None,
+            reward_threshold=gym_spec.reward_threshold if gym_spec else None,
+            has_mask=has_mask,
+        )
+    finally:
+        env.close()
+
+
+def env_factory(env_id: str) -> Callable[[], gym.Env]:
+    """A picklable-enough factory for Tianshou's vector envs."""
+
+    def make() -> gym.Env:
+        return make_env(env_id)
+
+    return make

@@ -1,0 +1,212 @@
+"""The training loop: collect, update, evaluate greedily; a progress bar; Ctrl-C stops cleanly.
+
+A plain loop over Tianshou's low-level pieces (``Collector.collect``, ``Algorithm.update``)
+rather than ``OffPolicyTrainer``: evaluation happens at fixed env-step intervals, the
+gradient-step ratio is honoured exactly (fractional credit carries over), and nothing scans the
+replay buffer for NaNs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tianshou.data import Collector
+from tianshou.utils.torch_utils import policy_within_training_step
+
+from .algorithms import AlgoSetup
+from .counter import EnvStepCounter
+from .tap import EpisodeTap
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainResult", "evaluate", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    :param eval_history: ``(env_step, mean greedy return)`` per evaluation.
+    :param threshold_step: first evaluation step whose mean reached the env's reward threshold.
+    :param interrupted: training stopped early on Ctrl-C (no final evaluation then).
+    """
+
+    env_steps: int = 0
+    episodes: int = 0
+    gradient_steps: int = 0
+    wall_s: float = 0.0
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+    final_eval_return: float | None = None
+    best_eval_return: float | None = None
+    threshold_step: int | None = None
+    interrupted: bool = False
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.env_steps / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def evaluate(setup: AlgoSetup, collector: Collector, episodes: int) -> float:
+    """Mean return of ``episodes`` greedy episodes (no exploration noise, eps_inference)."""
+    collector.reset(reset_stats=False)
+    with policy_within_training_step(setup.policy, enabled=False):
+        stats = collector.collect(n_episode=episodes)
+    return float(np.mean(stats.returns)) if len(stats.returns) else float("nan")
+
+
+def train(
+    setup: AlgoSetup,
+    *,
+    steps: int | None = None,
+    eval_every: int | None = None,
+    eval_episodes: int = 10,
+    tap: EpisodeTap | None = None,
+    counter: EnvStepCounter | None = None,
+    on_train_episode: Callable[[int, float], None] | None = None,
+    on_eval: Callable[[int, float], None] | None = None,
+    after_collect: Callable[[int], None] | None = None,
+    progress: bool | None = None,
+    progress_info: Callable[[], dict[str, Any]] | None = None,
+) -> TrainResult:
+    """Train ``setup`` for ``steps`` env steps (default: the setup's budget).
+
+    :param tap: the episode tap (``on_episode_done_hook``); one that talks to no runtime is
+        made if None. Its counter is the env-step counter.
+    :param on_train_episode: ``(env_step, return)`` for each finished training episode.
+    :param on_eval: ``(env_step, mean return)`` after each greedy evaluation.
+    :param after_collect: ``(env_step)`` after each collect (e.g. to write applied updates).
+    :param progress: show a tqdm bar (None: only on a terminal).
+    :param progress_info: extra fields for the bar, e.g. LLM updates applied and fallbacks.
+
+    Ctrl-C (KeyboardInterrupt) ends the loop; the result says ``interrupted`` and the caller
+    finishes writing what exists. The envs are not closed here.
+    """
+    hp = setup.hp
+    steps = int(steps if steps is not None else hp.steps)
+    eval_every = int(eval_every if eval_every is not None else hp.eval_every)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    if tap is None:
+        tap = EpisodeTap(None, setup.env.env_id, setup.env.spec, counter=counter)
+    counter = tap.counter
+    result = TrainResult()
+    last_return: list[float] = []
+
+    def record_episode(record: Any) -> None:
+        last_return[:] = [record.episode_return]
+        if on_train_episode is not None:
+            on_train_episode(record.env_step, record.episode_return)
+
+    tap.on_record.append(record_episode)
+    train_collector = Collector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True,
+                                on_episode_done_hook=tap, on_step_hook=tap.on_step)
+    test_collector = Collector(setup.algorithm, setup.test_envs, exploration_noise=False)
+    threshold = setup.env.reward_threshold
+    n_envs = len(setup.train_envs)
+
+    def run_eval(env_step: int) -> float:
+        mean = evaluate(setup, test_collector, eval_episodes)
+        result.eval_history.append((env_step, mean))
+        if math.isfinite(mean):
+            result.best_eval_return = mean if result.best_eval_return is None else max(result.best_eval_return, mean)
+            if threshold is not None and result.threshold_step is None and mean >= threshold:
+                result.threshold_step = env_step
+        if on_eval is not None:
+            on_eval(env_step, mean)
+        return mean
+
+    bar = _progress_bar(steps, progress)
+    started = time.perf_counter()
+    env_step = 0
+    credit = 0.0
+    next_eval = eval_every
+    last_eval: float | None = None
+    try:
+        train_collector.reset()
+        counter.value = 0
+        if hp.random_warmup_steps > 0:
+            warm = _round_up(min(hp.random_warmup_steps, steps), n_envs)
+            with policy_within_training_step(setup.policy):
+                stats = train_collector.collect(n_step=warm, random=True)
+            env_step = counter.value = int(stats.n_collected_steps)
+            bar.update(env_step)
+        while env_step < steps:
+            setup.on_env_step(env_step)
+            n = _round_up(min(hp.collect_per_step, steps - env_step), n_envs)
+            with policy_within_training_step(setup.policy):
+                stats = train_collector.collect(n_step=n)
+            collected = int(stats.n_collected_steps)
+            env_step += collected
+            counter.value = env_step
+            if env_step >= hp.learning_starts and len(setup.buffer) >= hp.batch_size:
+                credit += hp.updates_per_step * collected
+                n_updates = int(credit)
+                credit -= n_updates
+                with policy_within_training_step(setup.policy):
+                    for _ in range(n_updates):
+                        setup.algorithm.update(buffer=setup.buffer, sample_size=hp.batch_size)
+                result.gradient_steps += n_updates
+            if after_collect is not None:
+                after_collect(env_step)
+            if env_step >= next_eval and env_step < steps:
+                last_eval = run_eval(env_step)
+                while next_eval <= env_step:
+                    next_eval += eval_every
+            bar.update(collected)
+            _postfix(bar, last_return, last_eval, progress_info)
+        result.final_eval_return = last_eval = run_eval(env_step)
+        _postfix(bar, last_return, last_eval, progress_info)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        log.warning("interrupted at env step %d", env_step)
+    finally:
+        bar.close()
+        result.wall_s = time.perf_counter() - started
+        result.env_steps = max(env_step, counter.value)
+        result.episodes = tap.episodes
+        if record_episode in tap.on_record:
+            tap.on_record.remove(record_episode)
+    return result
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return max(multiple, math.ceil(n / multiple) * multiple)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress_bar(total: int, progress: bool | None) -> Any:
+    if progress is False:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit="step", dynamic_ncols=True, disable=None if progress is None else not progress,
+                desc="training")
+
+
+def _postfix(bar: Any, last_return: list[float], last_eval: float | None,
+             progress_info: Callable[[], dict[str, Any]] | None) -> None:
+    fields: dict[str, Any] = {}
+    if last_return:
+        fields["ret"] = f"{last_return[0]:.1f}"
+    if last_eval is not None:
+        fields["eval"] = f"{last_eval:.1f}"
+    if progress_info is not None:
+        with contextlib.suppress(Exception):  # the bar must never stop training
+            fields.update(progress_info())
+    bar.set_postfix(fields, refresh=False)
