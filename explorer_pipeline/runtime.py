@@ -118,6 +118,7 @@ class ExplorerRuntime:
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task] = []
         self._closed = False
+        self._submitted = 0  # episodes handed over, counted on the training thread
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ExplorerRuntime:
@@ -178,27 +179,39 @@ class ExplorerRuntime:
         return self._thread is not None and self._thread.is_alive() and not self._closed
 
     # ------------------------------------------------------------------ training-thread API
+    def _next_is_request(self) -> bool:
+        self._submitted += 1
+        return self._submitted % self.every_k == 0
+
     def submit(self, record: EpisodeRecord) -> None:
-        """Hand a finished episode to the pipeline. Never blocks, never raises for a closed runtime."""
+        """Hand a finished episode to the pipeline. Never blocks, never raises for a closed runtime.
+
+        Every K-th episode becomes a request. Call from one thread (the training thread).
+        """
         loop = self._loop
         if loop is None or self._closed:
             return
+        request = self._next_is_request()
         with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
-            loop.call_soon_threadsafe(self._intake, record, None)
+            loop.call_soon_threadsafe(self._intake, record, request, None)
 
     def submit_and_wait(self, record: EpisodeRecord, timeout: float | None = None) -> Outcome | None:
-        """Blocking (paper-parity) mode: request an update for ``record`` and wait for it.
+        """Blocking (paper-parity) mode: on every K-th episode, request an update and wait for it.
 
-        The episode always triggers a request, whatever K says. Returns the outcome, or
-        ``None`` if it did not arrive within ``timeout`` seconds (the request keeps running and
-        publishes when it finishes) or the runtime is closed.
+        Returns the outcome, or ``None`` if it did not arrive within ``timeout`` seconds (the
+        request keeps running and publishes when it finishes) or the runtime is closed. On the
+        other episodes nothing is requested: it returns the update in force at once.
         """
         loop = self._loop
         if loop is None or self._closed:
             return None
+        if not self._next_is_request():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._intake, record, False, None)
+            return self.cache.current()
         future: concurrent.futures.Future = concurrent.futures.Future()
         try:
-            loop.call_soon_threadsafe(self._intake, record, future)
+            loop.call_soon_threadsafe(self._intake, record, True, future)
         except RuntimeError:
             return None
         try:
@@ -207,10 +220,10 @@ class ExplorerRuntime:
             return None
 
     # ------------------------------------------------------------------ loop thread
-    def _intake(self, record: EpisodeRecord, waiter: concurrent.futures.Future | None) -> None:
+    def _intake(self, record: EpisodeRecord, request: bool, waiter: concurrent.futures.Future | None) -> None:
         self.stats.episodes_seen += 1
         self._history.append(record)
-        if waiter is None and self.stats.episodes_seen % self.every_k != 0:
+        if not request:
             return
         if self._pending is not None:
             self.stats.dropped_stale += 1

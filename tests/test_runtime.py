@@ -207,3 +207,15 @@ def test_concurrent_requests_publish_increasing_versions():
         assert wait_for(lambda: runtime.stats.updates_published == 2)
     assert [u.version for u in published] == [1, 2]
     assert runtime.stats.failures == {} and cache.current().version == 2
+
+
+def test_blocking_mode_waits_only_on_every_kth_episode():
+    handler = GatedHandler()
+    handler.gate.set()
+    cache = ExplorationCache(SPEC)
+    with ExplorerRuntime(handler, cache, every_k=2) as runtime:
+        first = runtime.submit_and_wait(record(0), timeout=5)
+        assert first is cache.current() and first.version == 0  # no request: the default at once
+        second = runtime.submit_and_wait(record(1), timeout=5)
+        assert isinstance(second, ExplorationUpdate) and second.version == 1
+    assert handler.served == [1]

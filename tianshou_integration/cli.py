@@ -78,18 +78,22 @@ def _default_out(env: str, algo: str, seed: int) -> Path:
 @click.option("--sigma", type=float, default=None,
               help="Gaussian exploration noise, normalised action units (DDPG/TD3/SAC; "
                    "the DQN family ignores it).")
+@click.option("--llm-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="Limit for one LLM call; a whole request (both stages, retries) gets 3x that.")
 @click.option("--response-cache", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="PATH",
               help="SQLite file caching LLM responses.")
 @click.option("--replay", is_flag=True, help="Answer only from --response-cache (offline reproduction).")
 def train(env_id: str, algo: str, steps: int | None, seed: int, provider: str | None, model: str | None,
           base_url: str | None, prompt_set: str, every_k: int, sample_m: int, temperature: float, mode: str,
           task_description: str | None, eval_episodes: int, out: Path | None, options: tuple[str, ...],
-          sigma: float | None, response_cache: Path | None, replay: bool) -> None:
+          sigma: float | None, llm_timeout: float, response_cache: Path | None, replay: bool) -> None:
     """Train ALGO on ENV with LLM-guided exploration and write a run directory."""
     if algo not in ALGORITHMS:
         raise BadInput(f"unknown algorithm {algo!r}; available: {', '.join(ALGORITHMS)}")
     provider = provider or default_provider()
     provider_options = _parse_options(options)
+    if not llm_timeout > 0:
+        raise BadInput(f"--llm-timeout must be > 0 seconds, got {llm_timeout}")
     if replay and response_cache is None:
         raise BadInput("--replay needs --response-cache PATH")
 
@@ -103,6 +107,7 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, provider: str | 
             provider=provider, model=model, base_url=base_url, prompt_set=prompt_set,
             task_description=task_description, every_k=every_k, sample_m=sample_m, temperature=temperature,
             provider_options=provider_options, response_cache=response_cache, replay=replay,
+            call_timeout_s=llm_timeout, request_timeout_s=3 * llm_timeout,
         )
     spec = RunSpec(env=env_id, algo=algo, out=out or _default_out(env_id, algo, seed), steps=steps, seed=seed,
                    explorer=explorer, mode=mode, eval_episodes=eval_episodes, sigma=sigma)  # type: ignore[arg-type]

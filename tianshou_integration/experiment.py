@@ -146,9 +146,9 @@ def run_experiment(spec: RunSpec) -> dict[str, Any]:
             stats = explorer.stats()
         rundir.flush_pending()
         summary = _summary(spec, env, result, stats, rundir, tap, time.perf_counter() - started)
-        rundir.write_summary(summary)
         labels = (explorer.manifest().get("action_spec", {}).get("labels") if explorer is not None else None)
         rundir.write_plots(title=f"{spec.algo} on {env.env_id} (seed {spec.seed})", labels=labels or env.spec.labels)
+        rundir.write_summary(summary)  # last: a run directory with a summary is complete
         return summary
     raise AssertionError("unreachable")  # pragma: no cover
 
