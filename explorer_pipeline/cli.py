@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from .ablation.cli import ablate, report
 from .errors import UsageError
 from .plugins import list_plugins, make_plugin_manager
 from .session import Catalogues
@@ -53,6 +54,10 @@ def tasks() -> None:
     cat = Catalogues(make_plugin_manager())
     for name in cat.tasks.names():
         click.echo(f"{name}: {cat.tasks.get(name).title}")
+
+
+cli.add_command(ablate)
+cli.add_command(report)
 
 
 def main() -> None:

@@ -39,11 +39,12 @@ class RetryPolicy:
 
 def output_format(spec: ActionSpec) -> str:
     """The stage-2 answer format, generated from the action spec."""
+    # symbolic placeholders: small models copy a numeric example back as their answer
     if spec.is_discrete:
-        example = ", ".join(["0.1"] * spec.n)
+        example = ", ".join(f"p{i}" for i in range(spec.n))
         return (f"Answer with JSON only, in the form {{\"probabilities\": [{example}]}}: exactly {spec.n} "
                 f"non-negative numbers, one per action in index order (0 to {spec.n - 1}), summing to 1.")
-    example = ", ".join(["0.0"] * spec.n)
+    example = ", ".join(f"b{i}" for i in range(spec.n))
     return (f"Answer with JSON only, in the form {{\"bias\": [{example}]}}: exactly {spec.n} numbers "
             f"between -1 and 1, one per action dimension in order. A positive value pushes that "
             f"dimension up, a negative value pushes it down, 0 leaves it alone; 1 is the whole range.")

@@ -128,3 +128,5 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, provider: str | 
         click.echo(f"interrupted: {line}", err=True)
         raise click.exceptions.Exit(1)
     click.echo(line)
+    click.echo(f"plots: {spec.out / 'learning_curve.png'}, {spec.out / 'exploration.png'}; "
+               f"summary: {spec.out / 'summary.json'}")

@@ -1,0 +1,156 @@
+"""``llm-explorer ablate`` and ``llm-explorer report``. Only click is imported at module level,
+so ``llm-explorer --help`` stays fast; the work is done by :mod:`.runner` and :mod:`.report`.
+
+Exit status: 0 everything complete; 1 some run failed (the study still ran every other run) or
+the report could not be written; 2 bad input (spec, options, study directory) before anything
+ran; 130 stopped by Ctrl-C or SIGTERM (``--resume`` continues).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+__all__ = ["ablate", "report"]
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _usage_error(ctx: click.Context, message: str) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    ctx.exit(EXIT_USAGE)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop a study cleanly (children stopped, status recorded), even when the
+    runner was started with SIGINT ignored (a background job of a non-interactive shell)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    installed = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            installed[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+
+
+@click.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: child processes on this machine; ray: one Ray task per run.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Runs at once [default: CPUs / --cpus-per-run, of this machine or the Ray cluster].")
+@click.option("--cpus-per-run", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPUs (threads) one run may use; also Ray's num_cpus per task.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Study directory [default: runs/ablations/NAME].")
+@click.option("--resume", is_flag=True, help="Continue a study in --out: keep complete runs, redo the rest.")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="Connect to this Ray cluster (e.g. auto, ray://host:10001) instead of starting Ray locally.")
+@click.option("--train-command", default=None, metavar="CMD",
+              help="Command that trains one run, shell-quoted [default: $LLM_EXPLORER_TRAIN_CMD, else "
+                   "'python -m explorer_pipeline train' with this interpreter].")
+@click.option("--dry-run", is_flag=True, help="Validate the spec and print every run's command; run nothing.")
+@click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
+@click.pass_context
+def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cpus_per_run: int, out: Path | None,
+           resume: bool, ray_address: str | None, train_command: str | None, dry_run: bool, no_report: bool) -> None:
+    """Run the ablation study SPEC (YAML): every arm x environment x seed, seeds paired across arms.
+
+    Each run is an 'llm-explorer train' child process writing its usual run directory under
+    OUT/runs/. A finished run is never redone; after a crash, SIGKILL or Ctrl-C, --resume
+    continues where the study stopped. A failed run is recorded and the study goes on.
+    """
+    import shlex
+
+    from ..errors import UsageError
+    from .launch import command_line, default_train_command
+    from .preflight import probe
+    from .runner import jobs_for, plan_study, run_study
+    from .spec import load_spec
+
+    if ray_address is not None and backend != "ray":
+        _usage_error(ctx, "--ray-address needs --backend ray")
+    command = shlex.split(train_command) if train_command else None
+    try:
+        study = load_spec(spec, interface=lambda: probe(command or default_train_command()))
+    except UsageError as exc:
+        _usage_error(ctx, str(exc))
+    out = out or Path("runs") / "ablations" / study.name
+    if dry_run:
+        runs = plan_study(study, spec)
+        for job in jobs_for(runs, out, train_command=command, cpus=cpus_per_run):
+            click.echo(command_line(job))
+        click.echo(f"{len(runs)} runs; nothing run (--dry-run)", err=True)
+        return
+    chosen = _backend(backend, workers, cpus_per_run, ray_address)
+    try:
+        with _stop_signals():
+            result = run_study(study, out, chosen, spec_path=spec, resume=resume, train_command=command,
+                               echo=lambda line: click.echo(line, err=True))
+    except UsageError as exc:
+        _usage_error(ctx, str(exc))
+    click.echo(f"{result.done}/{result.total} runs complete, {len(result.failed)} failed "
+               f"(this session: {result.wall_s:.0f} s)", err=True)
+    if result.interrupted:
+        click.echo(f"resume with: llm-explorer ablate {shlex.quote(str(spec))} --out {shlex.quote(str(out))} --resume",
+                   err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    status = EXIT_FAILED if result.failed else 0
+    if not no_report and not _write_report(out):
+        status = EXIT_FAILED
+    ctx.exit(status)
+
+
+def _backend(name: str, workers: int | None, cpus_per_run: int, ray_address: str | None) -> object:
+    from .backends import LocalBackend, RayBackend
+
+    if name == "ray":
+        return RayBackend(address=ray_address, workers=workers, cpus_per_run=cpus_per_run)
+    return LocalBackend(workers=workers, cpus_per_run=cpus_per_run)
+
+
+def _write_report(out: Path) -> bool:
+    from .report import write_report
+
+    try:
+        files = write_report(out)
+    except Exception as exc:  # the study's runs are safe on disk; say what went wrong and how to retry
+        click.echo(f"the report could not be written ({type(exc).__name__}: {exc}); "
+                   f"retry with: llm-explorer report {out}", err=True)
+        return False
+    click.echo(f"report: {files.report_md}")
+    click.echo(f"summary: {files.summary_csv}")
+    return True
+
+
+@click.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+def report(ctx: click.Context, directory: Path) -> None:
+    """Write summary.csv, report.md and figures/ for the ablation study in DIRECTORY."""
+    from ..errors import UsageError
+    from .report import write_report
+
+    try:
+        files = write_report(directory)
+    except UsageError as exc:
+        _usage_error(ctx, str(exc))
+    click.echo(f"report: {files.report_md}")
+    click.echo(f"summary: {files.summary_csv}")
+    for path in files.figures:
+        click.echo(f"figure: {path}")

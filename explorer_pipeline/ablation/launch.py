@@ -1,0 +1,199 @@
+"""Launching one run: ``llm-explorer train ... --out DIR`` as a child process.
+
+The runner never imports the training code: each run is a subprocess of the train command,
+``python -m explorer_pipeline train`` with this interpreter unless ``LLM_EXPLORER_TRAIN_CMD``
+(shell-quoted) or an explicit ``train_command`` says otherwise.
+
+Children start in their own session (a terminal's Ctrl-C reaches only the runner, which then
+stops them in order) and, on Linux, with a parent-death signal: if the runner is killed, even
+by SIGKILL, its children die with it instead of finishing unobserved and racing a ``--resume``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .state import move_aside, run_is_complete
+
+__all__ = [
+    "TRAIN_CMD_ENV",
+    "Job",
+    "Outcome",
+    "Started",
+    "command_line",
+    "default_train_command",
+    "finish",
+    "run_blocking",
+    "start",
+    "stop",
+]
+
+TRAIN_CMD_ENV = "LLM_EXPLORER_TRAIN_CMD"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+STOP_GRACE_S = 20.0
+ERROR_TAIL_LINES = 15
+
+
+def default_train_command() -> list[str]:
+    """``LLM_EXPLORER_TRAIN_CMD`` if set, else this interpreter's ``-m explorer_pipeline train``."""
+    custom = os.environ.get(TRAIN_CMD_ENV, "").strip()
+    if custom:
+        return shlex.split(custom)
+    return [sys.executable, "-m", "explorer_pipeline", "train"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a backend needs to run one planned run (picklable, for Ray).
+
+    :param run_dir: the ``--out`` directory (absolute).
+    :param train_command: None means :func:`default_train_command` where the job runs.
+    :param cpus: threads the run may use (``OMP_NUM_THREADS`` and friends, unless set).
+    """
+
+    run_id: str
+    arguments: tuple[str, ...]
+    run_dir: Path
+    log_path: Path
+    steps: int | None = None
+    train_command: tuple[str, ...] | None = None
+    cpus: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended. ``complete``: rc 0 and a complete run directory."""
+
+    run_id: str
+    returncode: int | None
+    wall_s: float
+    complete: bool
+    error: str = ""
+    interrupted: bool = False
+    moved_aside: str | None = None
+    host: str = ""
+
+
+@dataclass
+class Started:
+    """A running child (local backend)."""
+
+    job: Job
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+    t0: float
+    moved_aside: str | None
+
+
+def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _child_env(job: Job) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in THREAD_VARS:
+        env.setdefault(name, str(job.cpus))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def prepare(job: Job) -> str | None:
+    """Move a half-written run directory aside; returns where it went."""
+    if job.run_dir.exists():
+        return str(move_aside(job.run_dir))
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def start(job: Job) -> Started:
+    """Start ``job`` (the caller has checked it is not complete). Call from the main thread: the
+    parent-death signal follows the thread that forked the child."""
+    moved = prepare(job)
+    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [*(job.train_command or default_train_command()), *job.arguments]
+    log = open(job.log_path, "ab")  # noqa: SIM115 -- closed by finish()
+    log.write(f"$ {shlex.join(command)}\n".encode())
+    log.flush()
+    preexec = _set_parent_death_signal if sys.platform.startswith("linux") else None
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   env=_child_env(job), start_new_session=True, preexec_fn=preexec)
+    except OSError as exc:
+        log.close()
+        raise RuntimeError(f"cannot start {command[0]!r}: {exc}") from exc
+    return Started(job, process, log, time.monotonic(), moved)
+
+
+def stop(started: Started, grace_s: float = STOP_GRACE_S) -> None:
+    """Ask a child to stop like Ctrl-C would (SIGINT), then SIGKILL after ``grace_s``."""
+    if started.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            started.process.send_signal(signal.SIGINT)
+    try:
+        started.process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        started.process.kill()
+        started.process.wait()
+
+
+def finish(started: Started, *, interrupted: bool = False) -> Outcome:
+    """Close the log and judge the run directory. The child must have exited."""
+    rc = started.process.wait()
+    started.log.close()
+    job = started.job
+    complete = rc == 0 and run_is_complete(job.run_dir, job.steps)
+    error = ""
+    if not complete:
+        error = _tail(job.log_path) or f"exit status {rc}"
+        if rc == 0:
+            error = "exit status 0 but the run directory has no complete summary.json\n" + error
+    return Outcome(job.run_id, rc, time.monotonic() - started.t0, complete, error,
+                   interrupted=interrupted and not complete, moved_aside=started.moved_aside,
+                   host=os.uname().nodename if hasattr(os, "uname") else "")
+
+
+def run_blocking(job: Job) -> Outcome:
+    """Run ``job`` to the end in this process (the Ray task body). A KeyboardInterrupt (Ray's
+    cancellation) stops the child first."""
+    started = start(job)
+    try:
+        started.process.wait()
+    except BaseException:
+        stop(started, grace_s=5.0)
+        finish(started, interrupted=True)
+        raise
+    return finish(started)
+
+
+def _tail(path: Path, lines: int = ERROR_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16_384))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def command_line(job: Job, train_command: Sequence[str] | None = None) -> str:
+    """The shell command that runs ``job`` (``--dry-run`` prints it)."""
+    return shlex.join([*(train_command or job.train_command or default_train_command()), *job.arguments])

@@ -1,0 +1,381 @@
+"""``llm-explorer report DIR``: ``summary.csv``, ``report.md`` and ``figures/*.png`` for a study.
+
+Statistics use complete runs only. Final greedy returns are normalised per environment,
+``(x - min_score) / (max_score - min_score)``, where ``min_score`` defaults to the baseline arm's
+mean final return and ``max_score`` to the best final return in the study (a spec can set both,
+e.g. to a best-known score). See :mod:`.stats` for the estimators.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import figures
+from .results import SUMMARY_COLUMNS, Study, load_study
+from .state import publish
+from .stats import CONFIDENCE, RESAMPLES, Estimate, iqm_estimate, performance_profile, poi_estimate
+
+__all__ = ["MIN_SEEDS_FOR_CLAIMS", "Analysis", "ReportFiles", "analyse", "write_report"]
+
+#: below this many complete runs per arm and environment the report warns that intervals and
+#: probabilities of improvement are descriptive only (percentile bootstraps under-cover there).
+MIN_SEEDS_FOR_CLAIMS = 5
+FIGURES = ("learning_curves.png", "final_returns.png", "performance_profile.png", "cost.png")
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    low: float
+    high: float
+    low_from: str
+    high_from: str
+
+    @property
+    def degenerate(self) -> bool:
+        return not (self.high > self.low)
+
+    def __call__(self, values: Sequence[float]) -> list[float]:
+        scale = 1.0 if self.degenerate else self.high - self.low
+        return [(v - self.low) / scale for v in values]
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows, computed once."""
+
+    study: Study
+    normalisers: dict[str, Normaliser] = field(default_factory=dict)
+    raw: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # raw[env][arm]
+    normalised: dict[str, list[list[float]]] = field(default_factory=dict)  # normalised[arm][env index]
+    iqm: dict[str, Estimate] = field(default_factory=dict)
+    poi: dict[str, Estimate] = field(default_factory=dict)
+    taus: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    cost: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def runs_per_cell(self) -> dict[tuple[str, str], int]:
+        return {(arm, env): len(self.raw.get(env, {}).get(arm, [])) for arm in self.study.arms
+                for env in self.study.envs}
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    summary_csv: Path
+    report_md: Path
+    figures: tuple[Path, ...]
+
+
+# --------------------------------------------------------------------------- analysis
+def analyse(study: Study, *, seed: int = 0) -> Analysis:
+    a = Analysis(study)
+    for env in study.envs:
+        a.raw[env] = {arm: [r.final_return for r in study.complete(arm, env) if math.isfinite(r.final_return)]
+                      for arm in study.arms}
+        a.normalisers[env] = _normaliser(study, env, a.raw[env])
+    for arm in study.arms:
+        a.normalised[arm] = [a.normalisers[env](a.raw[env][arm]) for env in study.envs]
+        a.iqm[arm] = iqm_estimate(a.normalised[arm], seed=seed)
+    baseline = study.baseline
+    if baseline is not None:
+        for arm in study.arms:
+            if arm != baseline:
+                a.poi[arm] = poi_estimate([a.raw[env][arm] for env in study.envs],
+                                          [a.raw[env][baseline] for env in study.envs], seed=seed)
+    every = [v for arm in study.arms for env_scores in a.normalised[arm] for v in env_scores]
+    if every:
+        lo, hi = min(0.0, min(every)), max(1.0, max(every))
+        a.taus = np.linspace(lo, hi, 101)
+        a.profiles = {arm: performance_profile(a.normalised[arm], a.taus, seed=seed)
+                      for arm in study.arms if any(a.normalised[arm])}
+    a.cost = {arm: _cost(study, arm) for arm in study.arms}
+    a.warnings = _warnings(a)
+    return a
+
+
+def _normaliser(study: Study, env: str, finals: dict[str, list[float]]) -> Normaliser:
+    meta = study.env_meta(env)
+    every = [v for values in finals.values() for v in values]
+    baseline = study.baseline
+    if meta.get("min_score") is not None:
+        low, low_from = float(meta["min_score"]), "spec min_score"
+    elif baseline is not None and finals.get(baseline):
+        low, low_from = float(np.mean(finals[baseline])), f"mean of {baseline}"
+    elif every:
+        low, low_from = min(every), "worst run"
+    else:
+        low, low_from = 0.0, "no runs"
+    if meta.get("max_score") is not None:
+        high, high_from = float(meta["max_score"]), "spec max_score"
+    elif every:
+        high, high_from = max(every), "best run"
+    else:
+        high, high_from = 1.0, "no runs"
+    return Normaliser(low, high, low_from, high_from)
+
+
+def _cost(study: Study, arm: str) -> dict[str, float]:
+    runs = study.complete(arm)
+    if not runs:
+        return {}
+
+    def mean(values: Sequence[float | None]) -> float:
+        kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        return float(np.mean(kept)) if kept else math.nan
+
+    latencies = [v for r in runs for v in r.latencies]
+    costs = [r.cost_usd(study.prices) for r in runs]
+    return {
+        "runs": len(runs),
+        "llm_requests": mean([r.summary.get("llm_requests") for r in runs]),
+        "updates_applied": mean([r.summary.get("updates_applied") for r in runs]),
+        "non_default_updates": mean([r.non_default_updates for r in runs]),
+        "input_tokens": mean([r.tokens()[0] for r in runs]),
+        "output_tokens": mean([r.tokens()[1] for r in runs]),
+        "latency_s": float(np.mean(latencies)) if latencies else math.nan,
+        "fallbacks": mean([r.fallbacks for r in runs]),
+        "wall_s": mean([r.summary.get("wall_s") for r in runs]),
+        "steps_per_s": mean([r.summary.get("steps_per_s") for r in runs]),
+        "cost_usd": mean(costs) if any(c is not None for c in costs) else math.nan,
+    }
+
+
+def _warnings(a: Analysis) -> list[str]:
+    out: list[str] = []
+    cells = a.runs_per_cell()
+    fewest = min(cells.values()) if cells else 0
+    if fewest < 2:
+        out.append(f"Some arm/environment cells have {fewest} complete run(s): no confidence interval can be "
+                   "computed there, and nothing in this report is evidence of a difference.")
+    elif fewest < MIN_SEEDS_FOR_CLAIMS:
+        out.append(f"Only {fewest} complete runs per arm and environment (fewer than {MIN_SEEDS_FOR_CLAIMS}). "
+                   "Percentile-bootstrap intervals from this few runs are too narrow (they under-cover) and "
+                   "the probability of improvement can only take a few values: read every number here as "
+                   f"descriptive, not as evidence. Run at least {MIN_SEEDS_FOR_CLAIMS} seeds (10 or more for small "
+                   "differences) before claiming that an arm helps.")
+    incomplete = [r for r in a.study.runs if not r.complete]
+    if incomplete:
+        out.append(f"{len(incomplete)} of {len(a.study.runs)} planned runs are not complete and are left out "
+                   "of every statistic; if failures depend on the arm, the comparison is biased.")
+    for env, norm in a.normalisers.items():
+        if norm.degenerate:
+            out.append(f"{env}: min_score ({norm.low:g}, {norm.low_from}) is not below max_score "
+                       f"({norm.high:g}, {norm.high_from}); scores there are shifted but not scaled.")
+    for arm in a.study.arms:
+        runs = a.study.complete(arm)
+        applied = a.cost.get(arm, {}).get("updates_applied", math.nan)
+        if not runs or runs[0].settings.get("provider") == "none":
+            continue
+        if not applied >= 1:
+            out.append(f"Arm `{arm}` applied {_fmt(applied, 2)} exploration updates per run on average: its runs "
+                       "explored (almost) like the algorithm's own default, so it cannot show an effect of its "
+                       "prompts. The LLM was too slow for the training budget: use `mode: blocking`, "
+                       "more steps, or a faster model.")
+        elif not any(r.non_default_updates for r in runs):
+            out.append(f"Every update arm `{arm}` received was the algorithm's default (a uniform distribution or a "
+                       "zero bias): it explored exactly like the baseline, so it cannot show an effect of its "
+                       "prompts. See `updates.jsonl` and `exchanges.jsonl` in its run directories for what the "
+                       "model answered.")
+    if a.study.baseline is None:
+        out.append("No baseline arm (set `baseline:` in the spec): no probability of improvement is shown.")
+    return out
+
+
+def verdict(est: Estimate) -> str:
+    if math.isnan(est.value):
+        return "no runs to compare"
+    if not est.has_interval:
+        return "too few runs for an interval"
+    if est.low > 0.5:
+        return "better than the baseline (interval above 0.5)"
+    if est.high < 0.5:
+        return "worse than the baseline (interval below 0.5)"
+    return "no clear difference (interval contains 0.5)"
+
+
+# --------------------------------------------------------------------------- files
+def write_report(out: Path, *, seed: int = 0) -> ReportFiles:
+    """Write ``summary.csv``, ``report.md`` and ``figures/`` into the study directory ``out``."""
+    out = Path(out)
+    study = load_study(out)
+    summary_csv = _write_summary_csv(study, out / "summary.csv")
+    a = analyse(study, seed=seed)
+    fig_dir = out / "figures"
+    curves = {env: {arm: [r.eval_curve for r in study.complete(arm, env)] for arm in study.arms} for env in study.envs}
+    figures.learning_curves_figure(curves, study.arms, study.envs, fig_dir / FIGURES[0], seed=seed)
+    figures.final_scores_figure(study.arms, a.iqm, study.baseline, a.poi, fig_dir / FIGURES[1])
+    if a.profiles:
+        figures.profile_figure(study.arms, a.taus, a.profiles, fig_dir / FIGURES[2])
+    figures.cost_figure(study.arms, a.cost, fig_dir / FIGURES[3])
+    written = tuple(fig_dir / name for name in FIGURES if (fig_dir / name).exists())
+    report_md = out / "report.md"
+    _write_text(report_md, _markdown(a, written))
+    return ReportFiles(summary_csv, report_md, written)
+
+
+def _write_summary_csv(study: Study, path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".csv", dir=path.parent)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(SUMMARY_COLUMNS))
+        writer.writeheader()
+        for run in sorted(study.runs, key=lambda r: (study.arms.index(r.arm), study.envs.index(r.env), r.seed)):
+            writer.writerow({k: "" if v is None else v for k, v in run.row(study.prices, study.out).items()})
+    publish(tmp, path)
+    return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    publish(tmp, path)
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if abs(x) < 1e-9:  # floating-point noise, e.g. a mean minus itself
+        x = 0.0
+    return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def _est(e: Estimate, digits: int = 3) -> str:
+    if math.isnan(e.value):
+        return "–"
+    if not e.has_interval:
+        return f"{_fmt(e.value, digits)} (no interval)"
+    return f"{_fmt(e.value, digits)} [{_fmt(e.low, digits)}, {_fmt(e.high, digits)}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
+    import scipy
+
+    study = a.study
+    meta = study.meta
+    runs = study.runs
+    complete = sum(r.complete for r in runs)
+    failed = [r for r in runs if r.status == "failed"]
+    other = len(runs) - complete - len(failed)
+    figs = {p.name for p in figure_paths}
+    seeds = meta.get("seeds", [])
+    lines = [f"# Ablation report: {meta.get('name', study.out.name)}", ""]
+    if meta.get("description"):
+        lines += [meta["description"].strip(), ""]
+    lines += [
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{study.out}`. "
+        f"{len(runs)} runs planned ({len(study.arms)} arms x {len(study.envs)} environments x {len(seeds)} seeds): "
+        f"{complete} complete, {len(failed)} failed, {other} not run or interrupted.",
+        "",
+        "## Sample size",
+        "",
+        f"Seeds {', '.join(map(str, seeds))}: **{len(seeds)} per arm and environment**, paired across arms "
+        "(every arm trains with the same environment and network-initialisation seed).",
+        "",
+    ]
+    cells = a.runs_per_cell()
+    lines += _table(["arm", *study.envs],
+                    [[arm, *(str(cells[(arm, env)]) for env in study.envs)] for arm in study.arms])
+    lines.append("")
+    lines += [f"> **Warning:** {w}" + "\n" for w in a.warnings]
+
+    if a.poi:
+        lines += ["## Does an arm beat the baseline?", "",
+                  f"Probability of improvement P(arm > {study.baseline}): the chance that a run of the arm ends "
+                  "with a higher final greedy return than a run of the baseline on the same environment "
+                  "(ties count half), averaged over environments, with a 95% stratified-bootstrap interval.", ""]
+        lines += _table(["arm", f"P(arm > {study.baseline}) [95% CI]", "reading"],
+                        [[arm, _est(est), verdict(est)] for arm, est in a.poi.items()])
+        lines.append("")
+
+    lines += ["## Final greedy return", "",
+              "Interquartile mean (IQM) of the normalised final greedy return over every run of every environment, "
+              "with a 95% stratified-bootstrap interval (runs resampled within each environment).", ""]
+    header = ["arm", "IQM normalised [95% CI]", *(f"{env} mean ± sd (raw)" for env in study.envs)]
+    rows = []
+    for arm in study.arms:
+        per_env = []
+        for env in study.envs:
+            values = a.raw[env][arm]
+            if not values:
+                per_env.append("–")
+            elif len(values) == 1:
+                per_env.append(_fmt(values[0], 4))
+            else:
+                per_env.append(f"{_fmt(float(np.mean(values)), 4)} ± {_fmt(float(np.std(values, ddof=1)), 3)}")
+        rows.append([arm, _est(a.iqm[arm]), *per_env])
+    lines += _table(header, rows)
+    lines += ["", "Normalisation (score 0 -> 1):", ""]
+    lines += _table(["environment", "0 =", "1 ="],
+                    [[env, f"{_fmt(n.low, 4)} ({n.low_from})", f"{_fmt(n.high, 4)} ({n.high_from})"]
+                     for env, n in a.normalisers.items()])
+    lines.append("")
+    if "final_returns.png" in figs:
+        lines += ["![Final returns](figures/final_returns.png)", ""]
+    if "learning_curves.png" in figs:
+        lines += ["## Learning curves", "",
+                  "Greedy-evaluation return over env steps: mean over seeds with a 95% bootstrap band.", "",
+                  "![Learning curves](figures/learning_curves.png)", ""]
+    if "performance_profile.png" in figs:
+        lines += ["## Performance profiles", "",
+                  "Fraction of runs whose normalised final return exceeds tau (higher is better everywhere).", "",
+                  "![Performance profiles](figures/performance_profile.png)", ""]
+
+    lines += ["## Cost", "",
+              "Means per complete run. Latency is per exploration request (all stages and retries). *Non-default "
+              "updates* differ from the algorithm's own exploration (a non-uniform distribution, a non-zero bias).",
+              ""]
+    rows = []
+    for arm in study.arms:
+        c = a.cost.get(arm) or {}
+        cost = c.get("cost_usd", math.nan)
+        rows.append([arm, _fmt(c.get("llm_requests"), 4), _fmt(c.get("updates_applied"), 4),
+                     _fmt(c.get("non_default_updates"), 4),
+                     _fmt(c.get("input_tokens"), 4),
+                     _fmt(c.get("output_tokens"), 4), _fmt(c.get("latency_s"), 3), _fmt(c.get("fallbacks"), 3),
+                     _fmt(c.get("wall_s"), 3), _fmt(c.get("steps_per_s"), 3),
+                     "–" if math.isnan(cost) else f"${cost:.4f}"])
+    lines += _table(["arm", "LLM requests", "updates applied", "non-default updates", "input tokens",
+                     "output tokens", "latency (s)", "fallbacks", "wall time (s)", "env steps/s", "cost (USD)"], rows)
+    lines.append("")
+    if not study.prices:
+        lines += ["No price table in the spec (`prices:`), so no cost in USD.", ""]
+    if "cost.png" in figs:
+        lines += ["![Cost](figures/cost.png)", ""]
+
+    if failed:
+        lines += ["## Failed runs", ""]
+        for r in failed:
+            last = r.error.strip().splitlines()[-1] if r.error.strip() else "no output"
+            log = f" (log: `{r.log}`)" if r.log else ""
+            lines.append(f"- `{r.arm}/{r.env}/seed-{r.seed}`: {last.replace('|', '/')}{log}")
+        lines.append("")
+
+    lines += [
+        "## Method",
+        "",
+        "- *Final return*: the greedy-evaluation return at the end of training (`final_eval_return` in each "
+        "run's `summary.json`). *AUC* in `summary.csv`: area under the greedy-evaluation curve divided by its "
+        "step span.",
+        f"- Statistics: SciPy {scipy.__version__} (`stats.trim_mean`, `stats.mannwhitneyu`, `stats.bootstrap` "
+        f"with one sample per environment, percentile method, {RESAMPLES} resamples, "
+        f"{int(CONFIDENCE * 100)}% level), the estimators of Agarwal et al. (NeurIPS 2021, rliable).",
+        "- Per-run numbers: `summary.csv`; every run's own directory (manifest, metrics, exchanges) is under "
+        "`runs/`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""Reading a study directory back: one :class:`RunResult` per planned run.
+
+Everything comes from files ``llm-explorer train`` wrote (``summary.json``, ``metrics.csv``,
+``updates.jsonl``) and from the study's own ``study.json`` and ``status.jsonl``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from .state import StatusLog, read_json, read_summary, run_is_complete
+
+__all__ = ["SUMMARY_COLUMNS", "RunResult", "Study", "load_study"]
+
+SUMMARY_COLUMNS = (
+    "arm", "env", "seed", "status", "final_return", "auc", "env_steps", "episodes", "wall_s", "steps_per_s",
+    "llm_requests", "input_tokens", "output_tokens", "updates_published", "updates_applied", "fallbacks",
+    "parse_failures", "validation_rejections", "provider_errors", "dropped_stale", "mean_latency_s",
+    "cost_usd", "run_dir", "error",
+)
+_COUNTERS = ("llm_requests", "updates_published", "updates_applied", "parse_failures",
+             "validation_rejections", "provider_errors", "dropped_stale", "episodes")
+
+
+@dataclass
+class RunResult:
+    """One planned run and what it produced. ``status``: complete, failed, interrupted, missing."""
+
+    arm: str
+    env: str
+    seed: int
+    settings: dict[str, Any]
+    run_dir: Path
+    status: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    eval_curve: list[tuple[float, float]] = field(default_factory=list)
+    train_curve: list[tuple[float, float]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    non_default_updates: int = 0
+    """Updates that differ from the algorithm's default (a non-uniform distribution, a non-zero bias)."""
+    fallback_lines: int = 0
+    error: str = ""
+    log: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def final_return(self) -> float:
+        """The final greedy-evaluation return (``summary.json``), else the last evaluation's."""
+        value = self.summary.get("final_eval_return")
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+        return self.eval_curve[-1][1] if self.eval_curve else math.nan
+
+    @property
+    def auc(self) -> float:
+        """Area under the greedy-evaluation curve divided by its step span: the return averaged
+        over training (trapezoidal rule; a single evaluation is its own average)."""
+        if not self.eval_curve:
+            return math.nan
+        steps = np.array([s for s, _ in self.eval_curve], dtype=float)
+        values = np.array([v for _, v in self.eval_curve], dtype=float)
+        if len(steps) == 1 or steps[-1] <= steps[0]:
+            return float(values.mean())
+        trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2
+        return float(trapezoid(values, steps) / (steps[-1] - steps[0]))
+
+    def tokens(self) -> tuple[int, int]:
+        """Input and output tokens over every stage."""
+        stages = self.summary.get("tokens") or {}
+        inp = sum(int(v.get("input", 0) or 0) for v in stages.values() if isinstance(v, dict))
+        out = sum(int(v.get("output", 0) or 0) for v in stages.values() if isinstance(v, dict))
+        return inp, out
+
+    @property
+    def fallbacks(self) -> int:
+        value = self.summary.get("fallbacks")
+        return int(value) if isinstance(value, int | float) else self.fallback_lines
+
+    def price_key(self) -> str | None:
+        return self.settings.get("model") or self.settings.get("provider")
+
+    def cost_usd(self, prices: dict[str, dict[str, float]]) -> float | None:
+        key = self.price_key()
+        if key is None or key not in prices or not self.summary:
+            return None
+        inp, out = self.tokens()
+        return (inp * prices[key]["input"] + out * prices[key]["output"]) / 1e6
+
+    def row(self, prices: dict[str, dict[str, float]], base: Path) -> dict[str, Any]:
+        s = self.summary
+        inp, out = self.tokens() if s else (None, None)
+        cost = self.cost_usd(prices)
+        row: dict[str, Any] = {
+            "arm": self.arm, "env": self.env, "seed": self.seed, "status": self.status,
+            "final_return": _num(self.final_return), "auc": _num(self.auc),
+            "env_steps": s.get("env_steps"), "wall_s": _num(s.get("wall_s")), "steps_per_s": _num(s.get("steps_per_s")),
+            "input_tokens": inp, "output_tokens": out, "fallbacks": self.fallbacks if s else None,
+            "mean_latency_s": _num(float(np.mean(self.latencies))) if self.latencies else None,
+            "cost_usd": None if cost is None else round(cost, 6),
+            "run_dir": _relative(self.run_dir, base),
+            "error": self.error.strip().splitlines()[-1] if self.error.strip() else "",
+        }
+        for name in _COUNTERS:
+            row[name] = s.get(name)
+        return {column: row.get(column) for column in SUMMARY_COLUMNS}
+
+
+@dataclass
+class Study:
+    """A study directory read back."""
+
+    out: Path
+    meta: dict[str, Any]
+    runs: list[RunResult]
+
+    @property
+    def arms(self) -> list[str]:
+        return list(self.meta["arms"])
+
+    @property
+    def envs(self) -> list[str]:
+        return [e["id"] for e in self.meta["environments"]]
+
+    @property
+    def baseline(self) -> str | None:
+        return self.meta.get("baseline")
+
+    @property
+    def prices(self) -> dict[str, dict[str, float]]:
+        return self.meta.get("prices") or {}
+
+    def env_meta(self, env: str) -> dict[str, Any]:
+        return next(e for e in self.meta["environments"] if e["id"] == env)
+
+    def complete(self, arm: str | None = None, env: str | None = None) -> list[RunResult]:
+        return [r for r in self.runs if r.complete and (arm is None or r.arm == arm) and (env is None or r.env == env)]
+
+
+def load_study(out: Path) -> Study:
+    """Raises :class:`UsageError` when ``out`` is not a study directory."""
+    out = Path(out)
+    meta = read_json(out / "study.json")
+    if not isinstance(meta, dict) or "runs" not in meta:
+        raise UsageError(f"{str(out)!r} is not an ablation study directory (no readable study.json); "
+                         "create one with: llm-explorer ablate SPEC --out DIR")
+    last = StatusLog(out / "status.jsonl").last_per_run()
+    runs = [_load_run(out, run_id, info, last.get(run_id)) for run_id, info in meta["runs"].items()]
+    return Study(out, meta, runs)
+
+
+def _load_run(out: Path, run_id: str, info: dict[str, Any], last: dict[str, Any] | None) -> RunResult:
+    run_dir = out / info["dir"]
+    settings = info.get("settings", {})
+    if run_is_complete(run_dir, settings.get("steps")):
+        status = "complete"
+    elif last is not None and last.get("event") in ("failed", "interrupted"):
+        status = last["event"]
+    else:
+        status = "missing"
+    result = RunResult(arm=info["arm"], env=info["env"], seed=int(info["seed"]), settings=settings,
+                       run_dir=run_dir, status=status, log=info.get("log", ""))
+    if status != "complete":
+        result.error = (last or {}).get("error", "") if status == "failed" else ""
+        return result
+    result.summary = read_summary(run_dir) or {}
+    result.train_curve, result.eval_curve = _read_metrics(run_dir / "metrics.csv")
+    result.latencies, result.fallback_lines, result.non_default_updates = _read_updates(run_dir / "updates.jsonl")
+    return result
+
+
+def _read_metrics(path: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    train: list[tuple[float, float]] = []
+    evals: list[tuple[float, float]] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                step = _float(row.get("step"))
+                if step is None:
+                    continue
+                for key, target in (("train_return", train), ("eval_return", evals)):
+                    value = _float(row.get(key))
+                    if value is not None:
+                        target.append((step, value))
+    except OSError:
+        pass
+    evals.sort(key=lambda p: p[0])
+    return train, evals
+
+
+def _read_updates(path: Path) -> tuple[list[float], int, int]:
+    """Request latencies, fallback lines and non-default updates in ``updates.jsonl``."""
+    latencies: list[float] = []
+    fallbacks = non_default = 0
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return latencies, fallbacks, non_default
+    for raw in lines:
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(line, dict):
+            continue
+        source = line.get("source")
+        if source == "fallback":
+            fallbacks += 1
+        if source in ("llm", "fallback") and isinstance(line.get("latency_s"), int | float):
+            latencies.append(float(line["latency_s"]))
+        if source != "fallback" and _non_default(line.get("kind"), line.get("values")):
+            non_default += 1
+    return latencies, fallbacks, non_default
+
+
+def _non_default(kind: Any, values: Any) -> bool:
+    if not isinstance(values, list) or not values or not all(isinstance(v, int | float) for v in values):
+        return False
+    if kind == "bias":
+        return any(abs(v) > 1e-9 for v in values)
+    return any(abs(v - 1.0 / len(values)) > 1e-9 for v in values)
+
+
+def _float(text: Any) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return round(float(value), 6)
+    return None
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,183 @@
+"""Running a study: plan, skip what is complete, run the rest on a backend, record everything.
+
+A finished run is never redone. ``resume`` continues a study after a crash, a SIGKILL or
+Ctrl-C: complete runs are kept, half-written ones are moved aside and rerun. A failed run is
+recorded (``status.jsonl``, with the tail of its log) and the study goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from .backends import Backend
+from .launch import Job, Outcome
+from .plan import PlannedRun, expand
+from .progress import Progress, format_duration
+from .spec import StudySpec
+from .state import StatusLog, StudyLock, read_json, run_is_complete, write_json_atomic
+
+__all__ = ["StudyResult", "jobs_for", "plan_study", "run_study"]
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    total: int
+    already_complete: int
+    done: int
+    failed: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+
+def plan_study(spec: StudySpec, spec_path: Path | None) -> list[PlannedRun]:
+    return expand(spec, spec_path.parent if spec_path is not None else None)
+
+
+def jobs_for(runs: Sequence[PlannedRun], out: Path, *, train_command: Sequence[str] | None = None,
+             cpus: int = 1) -> list[Job]:
+    out = out.resolve()
+    return [
+        Job(run_id=run.run_id, arguments=tuple(run.arguments(out / run.relpath)), run_dir=out / run.relpath,
+            log_path=out / run.log_relpath, steps=run.settings.get("steps"),
+            train_command=tuple(train_command) if train_command else None, cpus=cpus)
+        for run in runs
+    ]
+
+
+def run_study(
+    spec: StudySpec,
+    out: Path,
+    backend: Backend,
+    *,
+    spec_path: Path | None = None,
+    resume: bool = False,
+    train_command: Sequence[str] | None = None,
+    echo: Echo = lambda line: print(line, file=sys.stderr, flush=True),
+) -> StudyResult:
+    """Run every incomplete run of ``spec`` into ``out``. Raises :class:`UsageError` when ``out``
+    already holds a study and ``resume`` is off, or when the spec changed for runs that already
+    finished."""
+    t0 = time.monotonic()
+    out = out.resolve()
+    runs = plan_study(spec, spec_path)
+    with StudyLock(out):
+        previous = read_json(out / "study.json")
+        _check_can_start(out, previous, runs, resume)
+        backend.setup()
+        try:
+            _write_study(out, spec, spec_path, runs, previous, backend)
+            status = StatusLog(out / "status.jsonl")
+            jobs = jobs_for(runs, out, train_command=train_command, cpus=backend.cpus_per_run)
+            todo = [job for job in jobs if not run_is_complete(job.run_dir, job.steps)]
+            already = len(jobs) - len(todo)
+            progress = Progress(total=len(jobs), done=already, workers=max(1, backend.workers or 1))
+            status.append("session", backend=backend.name, workers=backend.workers, to_run=len(todo),
+                          already_complete=already, argv=sys.argv)
+            echo(f"study {spec.name!r}: {len(jobs)} runs ({len(spec.arms)} arms x {len(spec.environments)} envs x "
+                 f"{len(spec.seeds)} seeds), {already} already complete, {len(todo)} to run "
+                 f"on the {backend.name} backend -> {out}")
+            result = StudyResult(out, len(jobs), already, already)
+            events = _Events(status, progress, echo, result)
+            try:
+                backend.run(todo, events)
+            except KeyboardInterrupt:
+                result.interrupted = True
+                status.append("stopped", reason="interrupted")
+                echo(f"stopped: {progress.line()}; continue with --resume")
+            result.done = progress.done
+            result.wall_s = time.monotonic() - t0
+            status.append("end", done=progress.done, failed=len(result.failed), interrupted=result.interrupted,
+                          wall_s=round(result.wall_s, 1))
+        finally:
+            backend.close()
+        return result
+
+
+class _Events:
+    def __init__(self, status: StatusLog, progress: Progress, echo: Echo, result: StudyResult) -> None:
+        self.status, self.progress, self.echo, self.result = status, progress, echo, result
+
+    def started(self, job: Job, pid: int | None) -> None:
+        self.progress.start(job.run_id)
+        self.status.append("started", job.run_id, pid=pid)
+        self.echo(f"{self.progress.line()} started {job.run_id}")
+
+    def finished(self, outcome: Outcome) -> None:
+        ok = outcome.complete
+        if outcome.interrupted:
+            self.progress.running.pop(outcome.run_id, None)
+            self.status.append("interrupted", outcome.run_id, rc=outcome.returncode, wall_s=round(outcome.wall_s, 2))
+            self.echo(f"{self.progress.line()} interrupted {outcome.run_id}")
+            return
+        self.progress.finish(outcome.run_id, ok, outcome.wall_s)
+        fields: dict[str, Any] = {"rc": outcome.returncode, "wall_s": round(outcome.wall_s, 2)}
+        if outcome.moved_aside:
+            fields["moved_aside"] = outcome.moved_aside
+        if outcome.host:
+            fields["host"] = outcome.host
+        if ok:
+            self.status.append("done", outcome.run_id, **fields)
+            self.echo(f"{self.progress.line()} done {outcome.run_id} in {format_duration(outcome.wall_s)}")
+        else:
+            self.result.failed.append(outcome.run_id)
+            self.status.append("failed", outcome.run_id, error=outcome.error, **fields)
+            last = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else "no output"
+            self.echo(f"{self.progress.line()} FAILED {outcome.run_id} (exit {outcome.returncode}): {last}")
+
+
+def _check_can_start(out: Path, previous: Any, runs: Sequence[PlannedRun], resume: bool) -> None:
+    if not resume:
+        if previous is not None or (out / "runs").exists():
+            raise UsageError(f"{str(out)!r} already holds a study: pass --resume to continue it, "
+                             "or choose another --out")
+        return
+    if not isinstance(previous, dict):
+        return
+    old_runs = previous.get("runs", {})
+    changed = [run.run_id for run in runs
+               if run.run_id in old_runs and old_runs[run.run_id].get("fingerprint") != run.fingerprint
+               and run_is_complete(out / run.relpath, old_runs[run.run_id].get("settings", {}).get("steps"))]
+    if changed:
+        listing = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise UsageError(f"the spec changed for runs that already finished in {str(out)!r} ({listing}); "
+                         "use another --out, or delete those run directories to redo them")
+
+
+def _write_study(out: Path, spec: StudySpec, spec_path: Path | None, runs: Sequence[PlannedRun],
+                 previous: Any, backend: Backend) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    previous = previous if isinstance(previous, dict) else {}
+    sessions = list(previous.get("sessions", []))
+    sessions.append({"started": now, "backend": backend.name, "workers": backend.workers, "argv": sys.argv})
+    study = {
+        "format": 1,
+        "name": spec.name,
+        "description": spec.description,
+        "spec_file": str(spec_path.resolve()) if spec_path is not None else None,
+        "created": previous.get("created", now),
+        "sessions": sessions,
+        "baseline": spec.baseline_arm,
+        "arms": [arm.name for arm in spec.arms],
+        "environments": [env.model_dump(mode="json") for env in spec.environments],
+        "seeds": list(spec.seeds),
+        "prices": {k: v.model_dump(mode="json") for k, v in spec.prices.items()},
+        "spec": spec.model_dump(mode="json", exclude_defaults=True),
+        "runs": {run.run_id: run.to_json() for run in runs},
+    }
+    write_json_atomic(out / "study.json", study)
+    if spec_path is not None and spec_path.resolve() != (out / "spec.yaml").resolve():
+        shutil.copyfile(spec_path, out / "spec.yaml")

@@ -1,0 +1,176 @@
+"""What is on disk in a study directory, and writing it safely.
+
+::
+
+    OUT/
+      study.json        the spec (normalised), every planned run and its fingerprint
+      spec.yaml         the spec file as given
+      status.jsonl      one line per event (started, done, failed, interrupted, moved-aside)
+      runs/ARM/ENV/seed-S/   each run directory, exactly as ``llm-explorer train --out`` writes it
+      logs/             each run's stdout and stderr
+      summary.csv, report.md, figures/   written by ``llm-explorer report``
+
+A run is *complete* when its ``summary.json`` (written last and atomically by ``train``) is a
+JSON object with the result keys, does not say it was interrupted, and counts as many env steps
+as were asked for. Anything else in a run directory is half-written: it is moved aside to
+``DIR.failed-N`` and the run starts again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+__all__ = [
+    "StatusLog",
+    "StudyLock",
+    "move_aside",
+    "publish",
+    "read_json",
+    "read_summary",
+    "run_is_complete",
+    "write_json_atomic",
+]
+
+SUMMARY_KEYS = ("env_steps", "final_eval_return")
+
+
+FILE_MODE = 0o644
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Move a finished temporary file into place, readable by others (``mkstemp`` makes 0600)."""
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write via a temporary file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    """The parsed file, or None when it is missing or not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    data = read_json(run_dir / "summary.json")
+    return data if isinstance(data, dict) else None
+
+
+def run_is_complete(run_dir: Path, steps: int | None = None) -> bool:
+    """True when ``run_dir`` holds a finished run (see the module docstring)."""
+    summary = read_summary(run_dir)
+    if summary is None or any(key not in summary for key in SUMMARY_KEYS):
+        return False
+    if summary.get("interrupted") is True or summary.get("status") in ("interrupted", "failed"):
+        return False
+    env_steps = summary.get("env_steps")
+    if not isinstance(env_steps, int | float):
+        return False
+    return steps is None or env_steps >= steps
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Rename a half-written run directory to ``DIR.failed-N`` (first free N); returns it."""
+    n = 1
+    while True:
+        target = run_dir.with_name(f"{run_dir.name}.failed-{n}")
+        if not target.exists():
+            run_dir.rename(target)
+            return target
+        n += 1
+
+
+class StatusLog:
+    """``status.jsonl``: append-only, one flushed and fsynced JSON line per event."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, event: str, run_id: str | None = None, **fields: Any) -> None:
+        line = {"t": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event}
+        if run_id is not None:
+            line["run"] = run_id
+        line.update(fields)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every readable line (a line cut short by a crash is skipped)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError:
+            return
+        for raw in text.splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(line, dict):
+                yield line
+
+    def last_per_run(self) -> dict[str, dict[str, Any]]:
+        last: dict[str, dict[str, Any]] = {}
+        for line in self.events():
+            if "run" in line and line.get("event") != "started":
+                last[line["run"]] = line
+        return last
+
+
+class StudyLock:
+    """An exclusive ``flock`` on ``OUT/.lock`` so two runners never share a study directory.
+    The kernel releases it when the holder dies, even by SIGKILL."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> StudyLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX: no locking
+            pass
+        except OSError:
+            os.close(fd)
+            raise UsageError(f"another 'llm-explorer ablate' is running on {str(self.path.parent)!r}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
