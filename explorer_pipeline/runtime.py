@@ -119,6 +119,9 @@ class ExplorerRuntime:
         self._workers: list[asyncio.Task] = []
         self._closed = False
         self._submitted = 0  # episodes handed over, counted on the training thread
+        # intake: the training thread appends here and wakes the loop only when no drain is due
+        self._inbox: deque[tuple[EpisodeRecord, bool, concurrent.futures.Future | None]] = deque()
+        self._drain_scheduled = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ExplorerRuntime:
@@ -191,9 +194,7 @@ class ExplorerRuntime:
         loop = self._loop
         if loop is None or self._closed:
             return
-        request = self._next_is_request()
-        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
-            loop.call_soon_threadsafe(self._intake, record, request, None)
+        self._hand_over(loop, record, self._next_is_request(), None)
 
     def submit_and_wait(self, record: EpisodeRecord, timeout: float | None = None) -> Outcome | None:
         """Blocking (paper-parity) mode: on every K-th episode, request an update and wait for it.
@@ -206,20 +207,36 @@ class ExplorerRuntime:
         if loop is None or self._closed:
             return None
         if not self._next_is_request():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._intake, record, False, None)
+            self._hand_over(loop, record, False, None)
             return self.cache.current()
         future: concurrent.futures.Future = concurrent.futures.Future()
-        try:
-            loop.call_soon_threadsafe(self._intake, record, True, future)
-        except RuntimeError:
+        if not self._hand_over(loop, record, True, future):
             return None
         try:
             return future.result(timeout=timeout)
         except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             return None
 
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, record: EpisodeRecord, request: bool,
+                   waiter: concurrent.futures.Future | None) -> bool:
+        # deque.append and the flag are atomic under the GIL; waking the loop costs a syscall and a
+        # GIL hand-off, so it happens once per drain, not once per episode
+        self._inbox.append((record, request, waiter))
+        if self._drain_scheduled:
+            return True
+        self._drain_scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # loop closed between the check and the call
+            return False
+        return True
+
     # ------------------------------------------------------------------ loop thread
+    def _drain(self) -> None:
+        self._drain_scheduled = False  # reset first: anything appended from now on schedules a drain
+        while self._inbox:
+            self._intake(*self._inbox.popleft())
+
     def _intake(self, record: EpisodeRecord, request: bool, waiter: concurrent.futures.Future | None) -> None:
         self.stats.episodes_seen += 1
         self._history.append(record)
