@@ -120,6 +120,3 @@ class DefaultParser:
             raise ParseError(f"no numbers found; expected {spec.n}")
         return _check_count(numbers, spec, "as plain numbers")
 
-
-def is_finite(values: list[float]) -> bool:
-    return all(math.isfinite(v) for v in values)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from .cache import ExplorationCache
 from .errors import UnknownNameError, UsageError
 from .exchange_log import ExchangeLog
 from .pipeline import ExplorationPipeline, RetryPolicy
-from .plugins import Catalogue, collect, list_plugins, make_plugin_manager
+from .plugins import collect, list_plugins, make_plugin_manager
 from .prompts import PromptSet
 from .providers import STRUCTURED_METHODS, Provider, ProviderSettings
 from .response_cache import SQLiteResponseCache
@@ -234,11 +234,6 @@ def open_explorer(
         "python": sys.version.split()[0],
     }
     return Explorer(runtime, manifest, closers)
-
-
-def describe_catalogues(pm: pluggy.PluginManager | None = None) -> Mapping[str, Catalogue]:
-    cat = Catalogues(pm or make_plugin_manager())
-    return {"providers": cat.providers, "prompt sets": cat.prompt_sets, "tasks": cat.tasks}
 
 
 __all__ = ["Catalogues", "Explorer", "ExplorerConfig", "UnknownNameError", "open_explorer"]
