@@ -25,6 +25,7 @@ from tianshou.exploration import BaseNoise
 from explorer_pipeline.cache import ExplorationCache
 
 from .counter import EnvStepCounter
+from .mixins import with_mixin
 
 __all__ = ["ClipNoisyActionMixin", "GuidedGaussianNoise", "GuidedSACPolicy", "attach_continuous"]
 
@@ -110,17 +111,6 @@ class GuidedSACPolicy(ClipNoisyActionMixin, SACPolicy):
 _CLIPPED: dict[type, type] = {SACPolicy: GuidedSACPolicy}
 
 
-def _clipped_class(cls: type) -> type:
-    if issubclass(cls, ClipNoisyActionMixin):
-        return cls
-    clipped = _CLIPPED.get(cls)
-    if clipped is None:
-        clipped = type(f"Clipped{cls.__name__}", (ClipNoisyActionMixin, cls), {"__module__": __name__})
-        globals()[clipped.__name__] = clipped
-        _CLIPPED[cls] = clipped
-    return clipped
-
-
 def attach_continuous(
     policy: ContinuousPolicyWithExplorationNoise,
     cache: ExplorationCache,
@@ -139,6 +129,6 @@ def attach_continuous(
         raise TypeError(f"attach_continuous needs a policy with exploration noise, got {type(policy).__name__}")
     noise = GuidedGaussianNoise(cache, sigma, rng, apply_fraction=apply_fraction, counter=counter)
     if policy.action_scaling and policy.action_bound_method is None:
-        policy.__class__ = _clipped_class(type(policy))
+        policy.__class__ = with_mixin(ClipNoisyActionMixin, type(policy), "Clipped", _CLIPPED, globals())
     policy.set_exploration_noise(noise)
     return noise

@@ -26,6 +26,7 @@ from tianshou.algorithm.modelfree.qrdqn import QRDQNPolicy
 from explorer_pipeline.cache import ExplorationCache
 
 from .counter import EnvStepCounter
+from .mixins import with_mixin
 
 __all__ = [
     "GuidedC51Policy",
@@ -150,17 +151,6 @@ _GUIDED: dict[type, type] = {
 }
 
 
-def _guided_class(cls: type) -> type:
-    if issubclass(cls, GuidedEpsGreedyMixin):
-        return cls
-    guided = _GUIDED.get(cls)
-    if guided is None:
-        guided = type(f"Guided{cls.__name__}", (GuidedEpsGreedyMixin, cls), {"__module__": __name__})
-        globals()[guided.__name__] = guided  # keeps pickling by reference working
-        _GUIDED[cls] = guided
-    return guided
-
-
 def attach_discrete(
     policy: DiscreteQLearningPolicy,
     cache: ExplorationCache,
@@ -182,6 +172,6 @@ def attach_discrete(
             f"{type(policy).__name__} overrides add_exploration_noise (e.g. BDQN's per-branch exploration); "
             "the guided mixin would replace it"
         )
-    policy.__class__ = _guided_class(type(policy))
+    policy.__class__ = with_mixin(GuidedEpsGreedyMixin, type(policy), "Guided", _GUIDED, globals())
     policy.attach_explorer(cache, rng, counter)  # type: ignore[attr-defined]
     return policy
