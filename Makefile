@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml plugins/openai/pyproject.toml plugins/llamacpp/pyprojec
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
 		$(PIP) wheel --no-deps llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELS)
 	$(PIP) install -c constraints.txt --find-links $(WHEELS) \
-		-e '.[dev,box2d,ablation-ray]' -e plugins/openai -e 'plugins/llamacpp[server]'
+		-e '.[dev,box2d,atari,mujoco,ablation-ray]' -e plugins/openai -e 'plugins/llamacpp[server]'
 	touch $(STAMP)
 
 test: setup

@@ -1,7 +1,19 @@
 """The default reply parser: JSON first, then a tolerant reading of numbers.
 
 LLM output is untrusted input. The parser only extracts numbers and checks their count; the
-validator decides whether they make a usable update.
+validator decides whether they make a usable update (non-finite values, for instance, are read as
+``inf``/``nan`` here and rejected there with the reason ``non_finite``).
+
+Which numbers are read never depends on the order of keys in an object, and never comes from a
+field that names the other update kind:
+
+- a key that names this task's update kind (``probabilities`` for a discrete task, ``bias`` for a
+  continuous one) wins over a neutral key (``values``, ``weights``); a key that names the *other*
+  kind is never read as this one, and an answer that only gives the other kind is an error;
+- the same answer given twice with different numbers (a repeated key, two synonyms, two unnamed
+  lists of the right length, an ``i: p`` pair repeated) is an error, not "first/last one wins";
+- numbers inside a JSON value that was decoded but not understood are not mined by the plain-text
+  fallbacks.
 """
 
 from __future__ import annotations
@@ -21,8 +33,34 @@ _KEYED = re.compile(
     r"(?:\b(?:action|dim(?:ension)?)\s*#?\s*)?\b(\d{1,4})\s*(?:\([^)\n]{0,80}\))?\s*[:=]\s*(" + _NUMBER + ")",
     re.IGNORECASE,
 )
-KEYS = ("probabilities", "distribution", "probs", "bias", "biases", "values", "weights")
+#: keys (compared case-insensitively) that name a discrete distribution, a continuous bias, or neither
+PROBABILITY_KEYS = ("probabilities", "probability", "distribution", "probs")
+BIAS_KEYS = ("bias", "biases")
+NEUTRAL_KEYS = ("values", "weights")
+KEYS = PROBABILITY_KEYS + BIAS_KEYS + NEUTRAL_KEYS
 MAX_REPLY_CHARS = 20_000
+
+_INDEX_KEY = re.compile(r"(?:(?:action|dim|dimension)\s*#?\s*)?(\d{1,4})")
+# a kind word labelling what follows: `bias: [..]`, `"probabilities" = [..]`, `Probabilities: 0.2 0.8`
+_LABEL_BEFORE_LIST = re.compile(r"\b([A-Za-z_]{3,20})[\"']?\s*[:=]\s*$")
+_TEXT_LABEL = re.compile(r"\b(probabilit(?:y|ies)|distribution|probs|bias(?:es)?)\b[\"']?\s*[:=]", re.IGNORECASE)
+
+
+class _WrongKind(ParseError):
+    """The answer names only the other update kind (probabilities for a continuous task, ...)."""
+
+
+class _Object:
+    """A decoded JSON object that keeps every ``(key, value)`` pair, so a repeated key is seen
+    instead of being resolved by position (``json`` keeps the last one)."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, object]]) -> None:
+        self.pairs = pairs
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_Object)
 
 
 def _to_float(token: str) -> float:
@@ -43,44 +81,177 @@ def clean_reply(text: str) -> str:
     return fence.group(1) if fence else text
 
 
-def _from_json_value(value: object, spec: ActionSpec) -> list[float] | None:
-    if isinstance(value, dict):
-        for key in KEYS:
-            if key in value:
-                return _from_json_value(value[key], spec)
-        lowered = {str(k).strip().lower(): v for k, v in value.items()}
-        by_index = [lowered.get(str(i)) for i in range(spec.n)]
-        if all(v is not None for v in by_index):
-            return _from_json_value(by_index, spec)
-        by_label = [lowered.get(label.lower()) for label in spec.labels]
-        if all(v is not None for v in by_label):
-            return _from_json_value(by_label, spec)
-        if len(value) == 1:
-            return _from_json_value(next(iter(value.values())), spec)
+def _normal_key(key: object) -> str:
+    return " ".join(str(key).strip().lower().replace("_", " ").replace("-", " ").split())
+
+
+def _kind_keys(spec: ActionSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(keys naming this task's update kind, keys naming the other kind)."""
+    return (PROBABILITY_KEYS, BIAS_KEYS) if spec.is_discrete else (BIAS_KEYS, PROBABILITY_KEYS)
+
+
+def _kind_name(spec: ActionSpec, own: bool = True) -> str:
+    discrete = spec.is_discrete if own else not spec.is_discrete
+    return "probabilities" if discrete else "a bias"
+
+
+def _wrong_kind(spec: ActionSpec, where: str) -> _WrongKind:
+    key = "probabilities" if spec.is_discrete else "bias"
+    return _WrongKind(f"the answer gives {_kind_name(spec, own=False)} ({where}), but this task needs "
+                      f"{_kind_name(spec)}: expected {spec.n} numbers under {key!r}")
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True))
+
+
+def _scalar(item: object) -> float | None:
+    """A JSON number, or a string holding one number (``"0.3"``, ``"30%"``); else ``None``."""
+    if isinstance(item, bool) or not isinstance(item, (int, float, str)):
         return None
+    try:
+        return _to_float(item) if isinstance(item, str) else float(item)
+    except ValueError:
+        return None
+    except OverflowError:  # an integer beyond float range: let the validator reject it
+        return math.inf if item > 0 else -math.inf
+
+
+def _numbers(items: list) -> list[float] | None:
+    numbers = [_scalar(item) for item in items]
+    return None if any(n is None for n in numbers) else numbers  # type: ignore[return-value]
+
+
+def _one_per_action(groups: list[tuple[str, list[object]]]) -> list[float] | None:
+    """One number per key (a key may repeat, with the same number); ``None`` when one is not a number."""
+    numbers = []
+    for key, values in groups:
+        readings = [_scalar(value) for value in values]
+        if any(r is None for r in readings):
+            return None
+        for r in readings[1:]:
+            if not _same([readings[0]], [r]):
+                raise ParseError(f"{key!r} is given two different numbers ({readings[0]} and {r}); give one answer")
+        numbers.append(readings[0])
+    return numbers
+
+
+def _from_json_value(value: object, spec: ActionSpec) -> list[float] | None:
+    """The numbers a decoded JSON value gives for ``spec`` (any count), or ``None``."""
+    if isinstance(value, _Object):
+        return _from_object(value, spec)
     if isinstance(value, list):
-        numbers = []
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, (int, float, str)):
-                return None
-            try:
-                numbers.append(_to_float(item) if isinstance(item, str) else float(item))
-            except ValueError:
-                return None
-            except OverflowError:  # an integer beyond float range: let the validator reject it
-                numbers.append(math.inf if item > 0 else -math.inf)
-        return numbers
+        if len(value) == 1 and isinstance(value[0], (list, _Object)):
+            return _from_json_value(value[0], spec)
+        return _numbers(value)
     return None
 
 
+def _read_field(key: str, value: object, spec: ActionSpec) -> list[float]:
+    """The numbers under a key that names the answer; anything unreadable there is an error."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        numbers = _numbers([value])
+    elif isinstance(value, str):  # a list written as a string: "[0.1, 0.9]"
+        numbers = [_to_float(token) for token in _NUMBER_RE.findall(value)] or None
+    else:
+        numbers = _from_json_value(value, spec)
+    if numbers is None:
+        shown = json.dumps(value, default=lambda o: "{...}")[:80]
+        raise ParseError(f"expected {spec.n} numbers under {key!r}, got {shown}")
+    return numbers
+
+
+def _agreed(readings: list[tuple[str, list[float]]]) -> list[float]:
+    key, first = readings[0]
+    for other_key, numbers in readings[1:]:
+        if not _same(first, numbers):
+            raise ParseError(f"the answer gives {key!r} and {other_key!r} with different numbers; "
+                             "give one answer")
+    return first
+
+
+def _from_object(obj: _Object, spec: ActionSpec) -> list[float] | None:
+    groups: dict[str, list[object]] = {}
+    for key, value in obj.pairs:
+        groups.setdefault(_normal_key(key), []).append(value)
+    own, other = _kind_keys(spec)
+    # 1. keys naming this kind, then neutral ones; every occurrence must agree
+    for names in (own, NEUTRAL_KEYS):
+        readings = [(name, _read_field(name, value, spec)) for name in names for value in groups.get(name, [])]
+        if readings:
+            return _agreed(readings)
+    # 2. one key per action, by index (0- or 1-based, "action 2", "dim 0") or by label
+    indexed: dict[int, list[object]] = {}
+    for key, values in groups.items():
+        match = _INDEX_KEY.fullmatch(key)
+        if match:
+            indexed.setdefault(int(match.group(1)), []).extend(values)
+    if indexed:
+        for base in (0, 1):
+            if set(indexed) == set(range(base, base + len(indexed))):  # any count: a wrong one is reported
+                numbers = _one_per_action([(str(i), indexed[i]) for i in range(base, base + len(indexed))])
+                if numbers is not None:
+                    return numbers
+    by_label = [(label, groups.get(_normal_key(label))) for label in spec.labels]
+    if all(values is not None for _, values in by_label):
+        numbers = _one_per_action(by_label)  # type: ignore[arg-type]
+        if numbers is not None:
+            return numbers
+    # 3. look inside nested values (never under a key naming the other kind); several different
+    #    answers of the right length are ambiguous, not "the first one wins"
+    answers: list[tuple[str, list[float]]] = []
+    wrong_kind: _WrongKind | None = None
+    single = len(obj.pairs) == 1
+    for key, values in groups.items():
+        if key in other:
+            continue
+        for value in values:
+            if single and isinstance(value, (int, float)) and not isinstance(value, bool):
+                found = _numbers([value])  # {"answer": -0.3}
+            elif isinstance(value, (list, _Object)):
+                try:
+                    found = _from_json_value(value, spec)
+                except _WrongKind as exc:
+                    wrong_kind = wrong_kind or exc
+                    continue
+            else:
+                continue
+            if found is not None:
+                answers.append((key, found))
+    right = [(key, numbers) for key, numbers in answers if len(numbers) == spec.n]
+    if right:
+        keys = [key for key, _ in right]
+        for _, numbers in right[1:]:
+            if not _same(right[0][1], numbers):
+                raise ParseError(f"the JSON answer holds different lists of {spec.n} numbers (under {keys}); "
+                                 "give one answer")
+        return right[0][1]
+    named_other = [name for name in other if name in groups]
+    if named_other:
+        raise _wrong_kind(spec, f"key {named_other[0]!r}")
+    if wrong_kind is not None:
+        raise wrong_kind
+    return answers[0][1] if answers else None
+
+
 def _json_candidates(text: str):
-    decoder = json.JSONDecoder()
+    """Top-level JSON values in ``text``: ``(start, end, value)``. Positions inside a decoded value
+    are not tried again, so a list nested under some key is only ever read through its key."""
+    position = 0
     for match in re.finditer(r"[\[{]", text):
+        if match.start() < position:
+            continue
         try:
-            value, _ = decoder.raw_decode(text, match.start())
+            value, end = _DECODER.raw_decode(text, match.start())
         except (ValueError, RecursionError):  # malformed, absurdly nested, or over the int-digit limit
             continue
-        yield value
+        position = end
+        yield match.start(), end, value
+
+
+def _label_before(text: str, start: int) -> str | None:
+    match = _LABEL_BEFORE_LIST.search(text, max(0, start - 40), start)
+    return _normal_key(match.group(1)) if match else None
 
 
 def _check_count(numbers: list[float], spec: ActionSpec, how: str) -> list[float]:
@@ -89,9 +260,17 @@ def _check_count(numbers: list[float], spec: ActionSpec, how: str) -> list[float
     return numbers
 
 
+def _check_text_labels(text: str, spec: ActionSpec) -> None:
+    """Plain text that labels its numbers only with the other kind's name is not read as this kind."""
+    own, _ = _kind_keys(spec)
+    names = {_normal_key(m.group(1)) for m in _TEXT_LABEL.finditer(text)}
+    if names and not names & set(own):
+        raise _wrong_kind(spec, f"labelled {sorted(names)[0]!r}")
+
+
 class DefaultParser:
-    """JSON (object with a known key, a list, or an index/label-keyed object), then ``i: p`` pairs,
-    then bare signed numbers when exactly ``spec.n`` of them appear."""
+    """JSON (object with a key naming the update kind, a list, or an index/label-keyed object),
+    then ``i: p`` pairs, then bare signed numbers when exactly ``spec.n`` of them appear."""
 
     def parse(self, text: str, spec: ActionSpec) -> list[float]:
         if not isinstance(text, str) or not text.strip():
@@ -99,24 +278,47 @@ class DefaultParser:
         body = clean_reply(text)
         if len(body) > MAX_REPLY_CHARS:
             body = body[:MAX_REPLY_CHARS]
+        _, other = _kind_keys(spec)
         wrong_length: list[float] | None = None
-        for value in _json_candidates(body):
-            numbers = _from_json_value(value, spec)
+        wrong_kind: _WrongKind | None = None
+        outside_json: list[str] = []
+        last_end = 0
+        for start, end, value in _json_candidates(body):
+            outside_json.append(body[last_end:start])
+            last_end = end
+            try:
+                if isinstance(value, list) and _label_before(body, start) in other:
+                    raise _wrong_kind(spec, f"a list labelled {_label_before(body, start)!r}")
+                numbers = _from_json_value(value, spec)
+            except _WrongKind as exc:
+                wrong_kind = wrong_kind or exc
+                continue
+            except RecursionError:  # nested deeper than this reader goes: not an answer
+                continue
             if numbers is None:
                 continue
             if len(numbers) == spec.n:
                 return numbers
             wrong_length = wrong_length or numbers
+        if wrong_kind is not None:
+            raise wrong_kind
         if wrong_length is not None:
             _check_count(wrong_length, spec, "in the JSON answer")
-        keyed = {}
-        for index, number in _KEYED.findall(body):
-            keyed.setdefault(int(index), _to_float(number))
+        # plain-text readings, never of numbers inside JSON that was decoded but not understood
+        outside_json.append(body[last_end:])
+        rest = "\n".join(outside_json)
+        _check_text_labels(rest, spec)
+        keyed: dict[int, float] = {}
+        for index, number in _KEYED.findall(rest):
+            i, value = int(index), _to_float(number)
+            if i in keyed and not _same([keyed[i]], [value]):
+                raise ParseError(f"action {i} is given two different numbers ({keyed[i]} and {value}); "
+                                 "give one answer")
+            keyed[i] = value
         for base in (0, 1):
-            if len(keyed) >= spec.n and all(base + i in keyed for i in range(spec.n)):
+            if set(keyed) == set(range(base, base + spec.n)):
                 return [keyed[base + i] for i in range(spec.n)]
-        numbers = [_to_float(tok) for tok in _NUMBER_RE.findall(body)]
+        numbers = [_to_float(tok) for tok in _NUMBER_RE.findall(rest)]
         if not numbers:
             raise ParseError(f"no numbers found; expected {spec.n}")
         return _check_count(numbers, spec, "as plain numbers")
-

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Literal
 
 import pluggy
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .cache import ExplorationCache
 from .errors import UnknownNameError, UsageError
@@ -21,62 +23,92 @@ from .runtime import ExplorerRuntime
 from .tasks import TaskDescription, custom_task
 from .types import ActionSpec, ExplorationUpdate, RequestFailure
 
+NO_PROVIDER = "none"
+"""The provider name that means: no LLM, the algorithm's own exploration (the baseline)."""
 
-@dataclass
-class ExplorerConfig:
-    """Everything a user chooses about the LLM side of a run.
 
-    :param provider: a registered provider name (``llm-explorer plugins`` lists them).
-    :param prompt_set: a registered prompt-set id.
-    :param task_description: overrides the registered description (text, or ``@path``).
-    :param every_k: request an update every K episodes.
-    :param sample_m: actions sampled from the episode for the prompt.
-    :param request_timeout_s: limit for a whole request (all stages and retries).
-    :param call_timeout_s: limit for one model call.
-    :param provider_options: provider-specific ``KEY=VALUE`` options.
-    :param response_cache: SQLite file caching responses; with ``replay`` only the cache answers.
-    :param exchange_log: JSON-lines file with every request and response (redacted).
+class ExplorerConfig(BaseModel):
+    """Everything a user chooses about the LLM side of a run: the ``explorer`` section of a run
+    configuration. Frozen; unknown keys are rejected; every bound is checked on construction
+    (``pydantic.ValidationError``), so a bad value never reaches the pipeline.
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
+
     provider: str = "scripted"
+    """A registered provider name (``llm-explorer plugins`` lists them), or ``none`` for the
+    baseline: the algorithm's own exploration, no LLM."""
     model: str | None = None
+    """Model name (``openai``) or GGUF path (``local``); None: the provider's default."""
     base_url: str | None = None
+    """Endpoint of an OpenAI-compatible server (``openai`` provider)."""
     prompt_set: str = "paper"
+    """A registered prompt-set id (paper, name-only, single-stage, shuffled, random, frozen, ...)."""
     task_description: str | None = None
-    every_k: int = 1
-    sample_m: int = 100
-    temperature: float = 0.0
-    request_timeout_s: float = 120.0
-    call_timeout_s: float = 60.0
-    max_attempts: int = 3
-    max_tokens_analysis: int = 200
-    max_tokens_proposal: int = 120
+    """Overrides the registered task description: the text itself, or ``@path`` to a file."""
+    every_k: int = Field(1, ge=1)
+    """K: request an exploration update every K finished training episodes."""
+    sample_m: int = Field(100, ge=1)
+    """M: actions sampled at even intervals from the episode for the prompt."""
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature of the LLM (the paper uses 0)."""
+    mode: Literal["async", "blocking"] = "async"
+    """``async`` never waits for the LLM; ``blocking`` waits for the update after each requested
+    episode (paper parity), at most ``request_timeout_s``."""
+    call_timeout_s: float = Field(60.0, gt=0)
+    """Limit for one model call, seconds."""
+    request_timeout_s: float = Field(180.0, gt=0)
+    """Limit for one whole request (both stages and every retry), seconds."""
+    max_attempts: int = Field(3, ge=1)
+    """Model calls per stage before a request fails (a reply that does not parse is retried)."""
+    max_tokens_analysis: int = Field(200, ge=1)
+    """Output-token cap of stage 1 (the learning-status summary)."""
+    max_tokens_proposal: int = Field(120, ge=1)
+    """Output-token cap of stage 2 (the distribution or bias)."""
     structured_output: str | None = None
-    provider_options: dict[str, str] = field(default_factory=dict)
+    """Stage-2 constraint method (one of the provider's); None: the strictest it supports."""
+    provider_options: dict[str, str] = Field(default_factory=dict)
+    """Provider-specific ``KEY=VALUE`` options (numbers and booleans are turned into text)."""
     response_cache: Path | None = None
+    """SQLite file caching LLM responses."""
     replay: bool = False
-    exchange_log: Path | None = None
-    floor: float = 0.05
-    max_bias: float = 0.5
+    """Answer only from ``response_cache`` (offline reproduction of the same answers)."""
+    floor: float = Field(0.05, ge=0.0, le=1.0)
+    """Share of uniform mixed into every discrete distribution, so every action stays explorable."""
+    max_bias: float = Field(0.5, gt=0.0, le=2.0)
+    """Largest |bias| applied, normalised action units (1 = half the action range)."""
+    apply_fraction: float = Field(1.0, ge=0.0, le=1.0)
+    """Probability that a continuous step gets the LLM bias (1.0: every step, as in the paper)."""
+    exchange_log: Path | None = Field(None, exclude=True)
+    """JSON-lines file of every request and response (keys redacted); set by the run directory."""
+
+    @field_validator("provider_options", mode="before")
+    @classmethod
+    def _options_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in value.items()}
+        return value
+
+    @field_validator("structured_output")
+    @classmethod
+    def _known_method(cls, value: str | None) -> str | None:
+        if value is not None and value not in STRUCTURED_METHODS:
+            raise ValueError(f"{value!r} is not one of {', '.join(STRUCTURED_METHODS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _replay_needs_cache(self) -> ExplorerConfig:
+        if self.replay and self.response_cache is None:
+            raise ValueError("replay needs a response_cache file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """False for the baseline (``provider: none``)."""
+        return self.provider != NO_PROVIDER
 
     def check(self) -> None:
-        """Raise :class:`UsageError` naming the first bad value."""
-        checks = [
-            (self.every_k >= 1, f"every_k (--k) must be >= 1, got {self.every_k}"),
-            (self.sample_m >= 1, f"sample_m (--m) must be >= 1, got {self.sample_m}"),
-            (0.0 <= self.temperature <= 2.0, f"temperature must be in [0, 2], got {self.temperature}"),
-            (self.request_timeout_s > 0, f"request timeout must be > 0, got {self.request_timeout_s}"),
-            (self.call_timeout_s > 0, f"call timeout must be > 0, got {self.call_timeout_s}"),
-            (self.max_attempts >= 1, f"max_attempts must be >= 1, got {self.max_attempts}"),
-            (0.0 <= self.floor <= 1.0, f"floor must be in [0, 1], got {self.floor}"),
-            (0.0 < self.max_bias <= 2.0, f"max_bias must be in (0, 2], got {self.max_bias}"),
-            (self.structured_output in (None, *STRUCTURED_METHODS),
-             f"structured output {self.structured_output!r} is not one of {', '.join(STRUCTURED_METHODS)}"),
-            (not self.replay or self.response_cache is not None, "replay needs a response cache file"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        """Kept for callers of the dataclass version: construction already validated everything."""
 
 
 class Catalogues:
@@ -223,7 +255,7 @@ def open_explorer(
         on_failure=[*on_failure, *observers(pm, "exploration_request_failed", "failure")],
     )
     manifest = {
-        "explorer": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "explorer": config.model_dump(mode="json"),
         "provider": provider_name,
         "model": model_name,
         "prompt_set": {"id": prompt_set.id, "version": prompt_set.version, "hash": prompt_set.template_hash(),
@@ -236,4 +268,4 @@ def open_explorer(
     return Explorer(runtime, manifest, closers)
 
 
-__all__ = ["Catalogues", "Explorer", "ExplorerConfig", "UnknownNameError", "open_explorer"]
+__all__ = ["NO_PROVIDER", "Catalogues", "Explorer", "ExplorerConfig", "UnknownNameError", "open_explorer"]

@@ -11,11 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from explorer_pipeline.errors import ParseError
+from explorer_pipeline.errors import ParseError, ValidationRejected
 from explorer_pipeline.parsing import DefaultParser
 from explorer_pipeline.types import ActionSpec
+from explorer_pipeline.validation import DefaultValidator
 
 PARSER = DefaultParser()
+VALIDATOR = DefaultValidator()
 D4 = ActionSpec.discrete(4)
 D2 = ActionSpec.discrete(2, ["push left", "push right"])
 C1 = ActionSpec.continuous([-2.0], [2.0])
@@ -118,19 +120,18 @@ def test_negative_bias_keeps_its_sign_in_every_format(continuous_spec):
         assert value == pytest.approx(-0.3), text
 
 
-def test_unicode_minus_sign_is_not_flipped_to_positive(continuous_spec):
-    try:
-        values = PARSER.parse("bias: \u22120.3", continuous_spec)
-    except ParseError:
-        return  # refusing is fine; flipping the sign is not
-    assert values == [pytest.approx(-0.3)]
+@pytest.mark.parametrize("minus", ["\u2212", "\u2012", "\u2013", "\u2014"])
+def test_typographic_minus_signs_are_read_as_minus(minus, continuous_spec):
+    assert PARSER.parse(f"bias: {minus}0.3", continuous_spec) == [pytest.approx(-0.3)]
+    assert PARSER.parse(f'{{"bias": [{minus}0.3]}}', continuous_spec) == [pytest.approx(-0.3)]
 
 
-def test_non_finite_numbers_are_returned_for_the_validator_to_reject(discrete_spec):
-    # the parser only extracts numbers: nan/inf are the validator's business
+def test_nan_is_returned_for_the_validator_to_reject(discrete_spec):
     values = PARSER.parse("[NaN, 1, 1, 1]", discrete_spec)
     assert math.isnan(values[0]) and values[1:] == [1.0, 1.0, 1.0]
-    assert PARSER.parse("[1e999, 1, 1, 1]", discrete_spec)[0] == math.inf
+    with pytest.raises(ValidationRejected) as info:
+        VALIDATOR.validate(values, discrete_spec)
+    assert info.value.reason == "non_finite"
 
 
 # --------------------------------------------------------------------------- rejected replies
@@ -212,22 +213,31 @@ def test_deeply_nested_brackets_are_a_parse_error(discrete_spec):
         PARSER.parse('{"probabilities": ' + "[" * 5000, discrete_spec)
 
 
-def test_json_integer_too_large_for_float_is_a_parse_error(discrete_spec):
-    try:
-        values = PARSER.parse("[" + "9" * 400 + ", 1, 1, 1]", discrete_spec)
-    except ParseError:
-        return
-    assert values[0] == math.inf  # as the plain-text path already does
+# Infinity is not a usable probability or bias. The parser reads an overflowing number as an
+# infinity of the right sign, the same way in every format (so the count check still applies), and
+# the validator rejects it with the reason "non_finite": nothing infinite reaches the collector
+# (a clipped +inf bias would otherwise become a silent +max_bias).
+INFINITE = [
+    ("[" + "9" * 400 + ", 1, 1, 1]", D4, [math.inf, 1.0, 1.0, 1.0]),  # JSON int beyond float range
+    ("[-" + "9" * 400 + ", 1, 1, 1]", D4, [-math.inf, 1.0, 1.0, 1.0]),
+    ("[" + "9" * 5000 + ", 1, 1, 1]", D4, [math.inf, 1.0, 1.0, 1.0]),  # over json's int-digit limit
+    ("[1e999, 1, 1, 1]", D4, [math.inf, 1.0, 1.0, 1.0]),
+    ('{"probabilities": [Infinity, 1, 1, 1]}', D4, [math.inf, 1.0, 1.0, 1.0]),
+    ("0: inf\n1: 1\n2: 1\n3: 1", D4, [math.inf, 1.0, 1.0, 1.0]),
+    ('{"bias": [' + "9" * 400 + "]}", C1, [math.inf]),
+    ('{"bias": [-1e999]}', C1, [-math.inf]),
+    ("bias: -" + "9" * 5000, C1, [-math.inf]),
+    ("-Infinity", C1, [-math.inf]),
+]
 
 
-def test_json_integer_over_the_int_digit_limit_is_read_as_infinity(discrete_spec):
-    # json refuses ints over 4300 digits; the plain-number fallback reads it as inf, which the
-    # validator then rejects as non-finite
-    try:
-        values = PARSER.parse("[" + "9" * 5000 + ", 1, 1, 1]", discrete_spec)
-    except ParseError:
-        return
-    assert values == [math.inf, 1.0, 1.0, 1.0]
+@pytest.mark.parametrize(("text", "spec", "expected"), INFINITE, ids=[repr(c[0][:24]) for c in INFINITE])
+def test_infinite_numbers_are_read_as_infinity_then_rejected_with_a_reason(text, spec, expected):
+    values = PARSER.parse(text, spec)
+    assert values == expected
+    with pytest.raises(ValidationRejected) as info:
+        VALIDATOR.validate(values, spec)
+    assert info.value.reason == "non_finite" and "finite" in info.value.detail
 
 
 # --------------------------------------------------------------------------- properties
@@ -310,3 +320,155 @@ def test_arbitrary_text_raises_only_parse_error(text, n, discrete):
         return
     assert len(values) == n
     assert all(isinstance(v, float) for v in values)
+
+
+# --------------------------------------------------------------------------- which field is read
+#
+# Regression: {"bias": [-0.5], "probabilities": [0.5]} on a continuous task was read by its
+# "probabilities" key (the first of a fixed key list), so the run applied +0.5 where the model said
+# -0.5. The key naming the task's update kind wins, whatever the order or letter case; a key naming
+# the other kind is never read as this one; an answer given twice with different numbers is an error.
+
+DISCRETE_KEYS = ["probabilities", "Probabilities", "PROBS", "distribution", "Distribution", "probability"]
+BIAS_KEYS = ["bias", "Bias", "BIAS", "biases"]
+UNKNOWN_KEYS = ["reasoning", "confidence", "answer_text", "note"]
+
+
+def _spec(discrete: bool, n: int) -> ActionSpec:
+    return ActionSpec.discrete(n) if discrete else ActionSpec.continuous([-1.0] * n, [1.0] * n)
+
+
+def _object(pairs) -> str:
+    return "{" + ", ".join(f"{json.dumps(key)}: {json.dumps(value)}" for key, value in pairs) + "}"
+
+
+WRAPPERS = {
+    "bare": lambda obj: obj,
+    "prose": lambda obj: f"Looking at the episode, I suggest: {obj} Hope this helps.",
+    "fenced": lambda obj: f"```json\n{obj}\n```",
+    "nested": lambda obj: '{"answer": ' + obj + "}",
+    "in a list": lambda obj: "[" + obj + "]",
+    "after think": lambda obj: "<think>[0.5, 0.5] or 0: 1</think>" + obj,
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"bias": [-0.5], "probabilities": [0.5]}', [-0.5]),
+    ('{"probabilities": [0.5], "bias": [-0.5]}', [-0.5]),
+    ('{"Probabilities": [0.5], "Bias": [-0.5]}', [-0.5]),
+    ('{"distribution": [0.5], "values": [-0.5]}', [-0.5]),  # a neutral key, never the other kind's
+])
+def test_bias_and_probabilities_keys_on_a_continuous_task(text, expected, continuous_spec):
+    assert PARSER.parse(text, continuous_spec) == expected
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    data=st.data(),
+    n=st.integers(1, 6),
+    discrete=st.booleans(),
+    wrapper=st.sampled_from(sorted(WRAPPERS)),
+)
+def test_the_key_naming_the_update_kind_wins_in_any_order(data, n, discrete, wrapper):
+    spec = _spec(discrete, n)
+    own_key = data.draw(st.sampled_from(DISCRETE_KEYS if discrete else BIAS_KEYS), label="own key")
+    other_key = data.draw(st.sampled_from(BIAS_KEYS if discrete else DISCRETE_KEYS), label="other key")
+    own = data.draw(st.lists(finite, min_size=n, max_size=n), label="own values")
+    other = data.draw(st.lists(finite, min_size=n, max_size=n).filter(lambda v: v != own), label="other values")
+    extra = data.draw(st.lists(st.tuples(st.sampled_from(UNKNOWN_KEYS), st.one_of(st.text(max_size=8), finite)),
+                               max_size=2, unique_by=lambda kv: kv[0]), label="extra pairs")
+    pairs = data.draw(st.permutations([(own_key, own), (other_key, other), *extra]), label="order")
+    assert PARSER.parse(WRAPPERS[wrapper](_object(pairs)), spec) == own
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    data=st.data(),
+    n=st.integers(1, 6),
+    discrete=st.booleans(),
+    wrapper=st.sampled_from(sorted(WRAPPERS)),
+)
+def test_a_key_naming_the_other_kind_is_never_read_as_this_one(data, n, discrete, wrapper):
+    spec = _spec(discrete, n)
+    other_key = data.draw(st.sampled_from(BIAS_KEYS if discrete else DISCRETE_KEYS), label="other key")
+    other = data.draw(st.lists(finite, min_size=n, max_size=n), label="other values")
+    extra = data.draw(st.lists(st.tuples(st.sampled_from(UNKNOWN_KEYS), st.text(max_size=8)),
+                               max_size=2, unique_by=lambda kv: kv[0]), label="extra pairs")
+    pairs = data.draw(st.permutations([(other_key, other), *extra]), label="order")
+    with pytest.raises(ParseError, match="this task needs"):
+        PARSER.parse(WRAPPERS[wrapper](_object(pairs)), spec)
+
+
+@pytest.mark.parametrize(("text", "spec", "expected"), [
+    # a list labelled with a kind name in prose counts like that key
+    ("probabilities: [0.2, 0.8]\nbias: [-0.5, 0.5]", C2, [-0.5, 0.5]),
+    ('"bias": [-0.5, 0.5], "probabilities": [0.2, 0.8]', C2, [-0.5, 0.5]),
+    ("bias: [-0.5, 0.5]\nprobabilities: [0.2, 0.8]", D2, [0.2, 0.8]),
+])
+def test_lists_labelled_with_a_kind_name(text, spec, expected):
+    assert PARSER.parse(text, spec) == expected
+
+
+@pytest.mark.parametrize(("text", "spec"), [
+    ("probabilities: [0.2, 0.8]", C2),
+    ("Probabilities: 0.2, 0.8", C2),
+    ("bias: -0.5, 0.5", D2),
+    ('{"probabilities": [0.3]} and then bias 0.3', C1),
+])
+def test_an_answer_labelled_only_with_the_other_kind_is_refused(text, spec):
+    with pytest.raises(ParseError, match="this task needs"):
+        PARSER.parse(text, spec)
+
+
+@pytest.mark.parametrize(("text", "spec"), [
+    # the same key twice (json itself would keep the last one), or in two letter cases
+    ('{"bias": [0.5], "bias": [-0.5]}', C1),
+    ('{"bias": [0.5], "Bias": [-0.5]}', C1),
+    # two synonyms of the same kind that disagree
+    ('{"probabilities": [0.9, 0.1], "distribution": [0.1, 0.9]}', D2),
+    ('{"bias": [0.5], "biases": [-0.5]}', C1),
+    # two unnamed lists of the right length: which one is the answer?
+    ('{"confidence": [0.9], "answer": [-0.5]}', C1),
+    ('{"first": {"bias": [0.5]}, "second": {"bias": [-0.5]}}', C1),
+    # an action keyed twice with different numbers
+    ('{"0": 0.9, "1": 0.1, "action 0": 0.2}', D2),
+    ("Action 0: 0.9\nAction 1: 0.1\nAction 0: 0.2", D2),
+    ("dim 0 = -0.3\ndim 0 = 0.3", C1),
+])
+def test_the_same_answer_given_twice_differently_is_an_error(text, spec):
+    with pytest.raises(ParseError, match="give one answer"):
+        PARSER.parse(text, spec)
+
+
+@pytest.mark.parametrize(("text", "spec", "expected"), [
+    ('{"bias": [-0.5], "bias": [-0.5]}', C1, [-0.5]),
+    ('{"probabilities": [0.9, 0.1], "Probabilities": [0.9, 0.1]}', D2, [0.9, 0.1]),
+    ("Action 0: 0.9\nAction 1: 0.1\nSo: Action 0: 0.9", D2, [0.9, 0.1]),
+])
+def test_the_same_answer_repeated_identically_is_fine(text, spec, expected):
+    assert PARSER.parse(text, spec) == expected
+
+
+@pytest.mark.parametrize(("text", "spec", "message"), [
+    # one action too many is a count error, not "read the first n"
+    ('{"0": 0.1, "1": 0.2, "2": 0.3, "3": 0.4, "4": 0.5}', D4, "expected 4"),
+    ("0: 0.1\n1: 0.2\n2: 0.3\n3: 0.4\n4: 0.5", D4, "expected 4"),
+    ("dim 0 = -0.3, dim 1 = 0.2", C1, "expected 1"),
+    # numbers inside JSON that was decoded but not understood are not mined as plain text
+    ('{"confidence": 0.9, "reasoning": "push left"}', C1, "expected 1"),
+    ('{"steps": 200, "return": -0.5}', C2, "expected 2"),
+])
+def test_numbers_are_not_taken_from_the_wrong_field(text, spec, message):
+    with pytest.raises(ParseError, match=message):
+        PARSER.parse(text, spec)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=st.data(), n=st.integers(1, 6), discrete=st.booleans())
+def test_index_keyed_objects_are_read_by_index_in_any_order(data, n, discrete):
+    spec = _spec(discrete, n)
+    values = data.draw(st.lists(finite, min_size=n, max_size=n), label="values")
+    base = data.draw(st.sampled_from([0, 1]), label="base")
+    style = data.draw(st.sampled_from(["{}", "action {}", "Action_{}", "dim {}"]), label="style")
+    pairs = data.draw(st.permutations([(style.format(base + i), v) for i, v in enumerate(values)]), label="order")
+    assert PARSER.parse(_object(pairs), spec) == values

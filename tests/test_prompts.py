@@ -79,7 +79,10 @@ def test_every_built_in_prompt_set_loads_and_renders(path):
             continue
         rendered = template.render(all_variables())
         assert [role for role, _ in rendered] == ["system", "human"]
-        assert all("$" not in text or "$$" in template.system + template.user for _, text in rendered)
+        # no placeholder is left over: each "$" in a rendered message comes from a "$$" escape of
+        # that same message (the variables themselves render as <name>, without a "$")
+        for source, (_, text) in zip((template.system, template.user), rendered, strict=True):
+            assert text.count("$") == source.count("$$"), text
         assert "<output_format>" in rendered[1][1]
     if ps.analysis is not None:
         assert "<sampled_actions>" in ps.analysis.render(all_variables())[1][1]

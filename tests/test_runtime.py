@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
 import pytest
 
 from explorer_pipeline import ActionSpec, EpisodeRecord, ExplorationCache, ExplorationUpdate, ExplorerRuntime
-from explorer_pipeline.types import RequestFailure
+from explorer_pipeline.types import Provenance, RequestFailure
 
 SPEC = ActionSpec.discrete(2)
 
@@ -35,7 +36,8 @@ class GatedHandler:
             self.cancelled = True
             raise
         self.served.append(rec.episode_index)
-        return ExplorationUpdate(version, "distribution", self.values)
+        return ExplorationUpdate(version, "distribution", self.values,
+                                 provenance=Provenance(source_episode=rec.episode_index))
 
 
 def wait_for(predicate, timeout=5.0):
@@ -131,7 +133,9 @@ def test_blocking_mode_waits_and_times_out():
         handler.gate.set()
         outcome = runtime.submit_and_wait(record(1), timeout=5)
         assert isinstance(outcome, ExplorationUpdate)
-        assert outcome.provenance.source_episode == -1 or handler.served[-1] == 1
+        # the waiter gets the update computed from its own episode, not the late one of episode 0
+        assert outcome.provenance.source_episode == 1 and outcome.version == 2
+        assert handler.served == [0, 1]
 
 
 def test_close_leaves_no_thread_or_task_behind():
@@ -193,18 +197,37 @@ def test_close_releases_a_blocked_waiter():
 
 
 def test_concurrent_requests_publish_increasing_versions():
-    class Slow:
+    class Overlapping:
+        """Each request waits (up to 5 s) until two requests are in flight at once."""
+
+        def __init__(self) -> None:
+            self.active = self.peak = 0
+            self.served: list[int] = []
+            self.both_in_flight = asyncio.Event()
+
         async def handle(self, rec, history, version):
-            await asyncio.sleep(0.05)
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            if self.active == 2:
+                self.both_in_flight.set()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.both_in_flight.wait(), 5.0)
+            finally:
+                self.active -= 1
+            self.served.append(rec.episode_index)
             return ExplorationUpdate(version, "distribution", (0.4, 0.6))
 
+    handler = Overlapping()
     cache = ExplorationCache(SPEC)
     published = []
-    with ExplorerRuntime(Slow(), cache, max_in_flight=2, on_update=[published.append]) as runtime:
+    with ExplorerRuntime(handler, cache, max_in_flight=2, on_update=[published.append]) as runtime:
         runtime.submit(record(0))
         assert wait_for(lambda: runtime.stats.requests == 1)
         runtime.submit(record(1))  # a second worker takes it while the first is still busy
-        assert wait_for(lambda: runtime.stats.updates_published == 2)
+        assert wait_for(lambda: runtime.stats.updates_published == 2, timeout=15)
+    assert handler.peak == 2  # both requests were in flight together: episode 1 did not wait for episode 0
+    assert sorted(handler.served) == [0, 1] and runtime.stats.dropped_stale == 0
     assert [u.version for u in published] == [1, 2]
     assert runtime.stats.failures == {} and cache.current().version == 2
 

@@ -1,11 +1,11 @@
-"""Algorithm builders with default hyperparameters that learn on a 2-core CPU.
+"""Algorithm builders: from a resolved :class:`~tianshou_integration.config.RunConfig` to a
+ready-to-train Tianshou algorithm.
 
-``build_setup(name, env_info, ...)`` returns an :class:`AlgoSetup`: the Tianshou algorithm, its
-(guided) policy, vector envs and replay buffer. Collectors are made by the training loop, which
-owns the episode tap.
-
-Defaults come per algorithm and environment family (:func:`default_hyperparams`); the
-CartPole DQN setting is rl-zoo's with lr 1e-3 and batch 128 (reached 500 within 7.7-17.7k env steps).
+``build_setup(config, env_info, ...)`` returns an :class:`AlgoSetup`: the algorithm, its (guided)
+policy, vector envs and replay buffer. Collectors are made by the training loop, which owns the
+episode tap. Hyperparameters come only from the configuration (the presets hold the defaults).
+Atari observations get the Nature DQN torso (``networks.py``) and a replay buffer that stores
+each frame once (``frame_buffer.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,12 +31,14 @@ from tianshou.utils.net.continuous import ContinuousActorDeterministic, Continuo
 from tianshou.utils.net.discrete import NoisyLinear
 
 from explorer_pipeline.cache import ExplorationCache
+from explorer_pipeline.errors import UsageError
 
+from .config import AlgorithmConfig, RunConfig
 from .continuous import GuidedGaussianNoise, GuidedSACPolicy
 from .counter import EnvStepCounter
 from .discrete import GuidedC51Policy, GuidedDQNPolicy, GuidedEpsGreedyMixin, GuidedQRDQNPolicy
 from .envs import EnvInfo, env_factory
-from .names import ALGORITHMS, CONTINUOUS_ALGOS, DISCRETE_ALGOS
+from .names import CONTINUOUS_ALGOS, DISCRETE_ALGOS
 
 
 # --------------------------------------------------------------------------- replay buffers
@@ -59,153 +61,47 @@ class FastPrioritizedVectorReplayBuffer(PrioritizedVectorReplayBuffer):
         return False
 
 
-# --------------------------------------------------------------------------- hyperparameters
-@dataclass(frozen=True)
-class Hyperparams:
-    """Everything the builders and the training loop read. Steps are env steps.
-
-    :param steps: default training budget.
-    :param num_train_envs: training envs in one ``DummyVectorEnv`` (batched forward passes).
-    :param collect_per_step: env steps collected between two rounds of gradient steps.
-    :param updates_per_step: gradient steps per collected env step.
-    :param learning_starts: no gradient step before this many env steps.
-    :param random_warmup_steps: uniformly random actions collected first (continuous only).
-    :param eval_every: greedy evaluation every this many env steps (and once at the end).
-    :param eps_start, eps_end, eps_decay_steps: linear epsilon schedule (DQN family).
-    :param target_update_freq: gradient steps between target-network copies (DQN family).
-    :param sigma: exploration-noise standard deviation, normalised units (DDPG/TD3/SAC).
-    """
-
-    steps: int
-    hidden: tuple[int, ...]
-    lr: float
-    gamma: float
-    batch_size: int
-    buffer_size: int
-    num_train_envs: int
-    collect_per_step: int
-    updates_per_step: float
-    learning_starts: int
-    eval_every: int
-    random_warmup_steps: int = 0
-    # DQN family
-    n_step: int = 1
-    target_update_freq: int = 0
-    huber_loss_delta: float | None = None
-    eps_start: float = 1.0
-    eps_end: float = 0.05
-    eps_decay_steps: int = 10_000
-    num_atoms: int = 51
-    v_min: float = -100.0
-    v_max: float = 100.0
-    num_quantiles: int = 50
-    noisy_std: float = 0.1
-    prioritized: bool = False
-    prio_alpha: float = 0.6
-    prio_beta: float = 0.4
-    # actor-critic
-    critic_lr: float = 1e-3
-    tau: float = 0.005
-    sigma: float = 0.1
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    update_actor_freq: int = 2
-
-    def eps_at(self, env_step: int) -> float:
-        if env_step >= self.eps_decay_steps:
-            return self.eps_end
-        frac = env_step / max(self.eps_decay_steps, 1)
-        return self.eps_start + frac * (self.eps_end - self.eps_start)
-
-
-_DISCRETE_FAMILIES: dict[str, dict[str, Any]] = {
-    # rl-zoo DQN CartPole-v1 with lr 1e-3 and batch 128 (plain DQN reached 500 at 7.7k-17.7k steps, seeds 0,2,3)
-    "CartPole": dict(steps=20_000, hidden=(256, 256), lr=1e-3, gamma=0.99, batch_size=128,
-                     buffer_size=100_000, num_train_envs=8, collect_per_step=256, updates_per_step=0.5,
-                     learning_starts=1000, eval_every=2500, target_update_freq=10,
-                     eps_end=0.04, eps_decay_steps=8000, v_min=0.0, v_max=100.0),
-    # rl-zoo DQN MountainCar-v0
-    "MountainCar": dict(steps=100_000, hidden=(256, 256), lr=4e-3, gamma=0.98, batch_size=128,
-                        buffer_size=10_000, num_train_envs=4, collect_per_step=16, updates_per_step=0.5,
-                        learning_starts=1000, eval_every=10_000, target_update_freq=300,
-                        eps_end=0.07, eps_decay_steps=20_000, v_min=-60.0, v_max=0.0),
-    # rl-zoo DQN Acrobot-v1 / LunarLander-v3 (train every 4 steps, target every 250 updates)
-    "Acrobot": dict(steps=100_000, hidden=(256, 256), lr=6.3e-4, gamma=0.99, batch_size=128,
-                    buffer_size=50_000, num_train_envs=4, collect_per_step=16, updates_per_step=0.25,
-                    learning_starts=1000, eval_every=10_000, target_update_freq=250,
-                    eps_end=0.1, eps_decay_steps=12_000, v_min=-100.0, v_max=0.0),
-    "LunarLander": dict(steps=100_000, hidden=(256, 256), lr=6.3e-4, gamma=0.99, batch_size=128,
-                        buffer_size=50_000, num_train_envs=4, collect_per_step=16, updates_per_step=0.25,
-                        learning_starts=1000, eval_every=10_000, target_update_freq=250,
-                        eps_end=0.1, eps_decay_steps=12_000, v_min=-300.0, v_max=300.0),
-}
-_DISCRETE_GENERIC = _DISCRETE_FAMILIES["LunarLander"]
-
-_CONTINUOUS_FAMILIES: dict[str, dict[str, Any]] = {
-    "Pendulum": dict(steps=20_000, hidden=(128, 128), lr=1e-3, critic_lr=1e-3, gamma=0.99, batch_size=128,
-                     buffer_size=20_000, num_train_envs=4, collect_per_step=4, updates_per_step=0.5,
-                     learning_starts=1000, random_warmup_steps=1000, eval_every=2000, sigma=0.1),
-    "MountainCarContinuous": dict(steps=50_000, hidden=(128, 128), lr=1e-3, critic_lr=1e-3, gamma=0.99,
-                                  batch_size=128, buffer_size=100_000, num_train_envs=4, collect_per_step=4,
-                                  updates_per_step=0.25, learning_starts=1000, random_warmup_steps=1000,
-                                  eval_every=5000, sigma=0.1),
-}
-# MuJoCo-style defaults (TD3 paper) at a budget a CPU can afford
-_CONTINUOUS_GENERIC = dict(steps=200_000, hidden=(256, 256), lr=3e-4, critic_lr=3e-4, gamma=0.99, batch_size=256,
-                           buffer_size=1_000_000, num_train_envs=1, collect_per_step=1, updates_per_step=1.0,
-                           learning_starts=10_000, random_warmup_steps=10_000, eval_every=10_000, sigma=0.1)
-
-_ALGO_OVERRIDES: dict[str, dict[str, Any]] = {
-    "c51": dict(lr=1e-3),
-    "qrdqn": dict(lr=1e-3),
-    "rainbow": dict(lr=1e-3, n_step=3, prioritized=True, eps_end=0.01),
-    "sac": dict(sigma=0.0),  # the stochastic actor explores; the LLM bias shifts it
-}
-
-
-def default_hyperparams(algo: str, env: EnvInfo) -> Hyperparams:
-    """Defaults for ``algo`` on ``env``'s family (by gymnasium name, e.g. ``CartPole``)."""
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algo!r}; available: {', '.join(ALGORITHMS)}")
-    families = _DISCRETE_FAMILIES if algo in DISCRETE_ALGOS else _CONTINUOUS_FAMILIES
-    generic = _DISCRETE_GENERIC if algo in DISCRETE_ALGOS else _CONTINUOUS_GENERIC
-    values = dict(families.get(env.short_name, generic))
-    values.update(_ALGO_OVERRIDES.get(algo, {}))
-    hp = Hyperparams(**values)
-    # every env's sub-buffer must hold a whole episode (the tap reads episodes back from it)
-    if env.max_episode_steps:
-        need = hp.num_train_envs * (env.max_episode_steps + 1)
-        if hp.buffer_size < need:
-            hp = replace(hp, buffer_size=need)
-    return hp
-
-
 # --------------------------------------------------------------------------- setup
 @dataclass
 class AlgoSetup:
-    """A ready-to-train algorithm. The training loop adds collectors (and the episode tap)."""
+    """A ready-to-train algorithm. The training loop adds collectors (and the episode tap).
 
-    name: str
+    :param config: the resolved run configuration it was built from.
+    :param device: the torch device the networks live on.
+    """
+
+    config: RunConfig
     env: EnvInfo
-    hp: Hyperparams
     algorithm: OffPolicyAlgorithm
     policy: Policy
     train_envs: BaseVectorEnv
     test_envs: BaseVectorEnv
     buffer: ReplayBuffer
     noise: Any = None
+    device: str = "cpu"
+
+    @property
+    def name(self) -> str:
+        return self.config.algo
+
+    @property
+    def hp(self) -> AlgorithmConfig:
+        """The algorithm's hyperparameters (``config.algorithm``)."""
+        return self.config.algorithm
 
     @property
     def is_discrete(self) -> bool:
         return self.env.is_discrete
 
     def on_env_step(self, env_step: int) -> None:
-        """Schedules: epsilon (DQN family), importance-sampling beta (prioritized replay)."""
+        """Schedules: ε (DQN family), importance-sampling β annealed over the run's steps (PER)."""
+        hp = self.config.algorithm
         if self.is_discrete:
-            self.policy.set_eps_training(self.hp.eps_at(env_step))  # type: ignore[attr-defined]
+            self.policy.set_eps_training(hp.epsilon.at(env_step))  # type: ignore[attr-defined]
         if isinstance(self.buffer, PrioritizedVectorReplayBuffer):
-            frac = min(env_step / max(self.hp.steps, 1), 1.0)
-            self.buffer.set_beta(self.hp.prio_beta + frac * (1.0 - self.hp.prio_beta))
+            frac = min(env_step / max(self.config.steps, 1), 1.0)
+            prio = hp.prioritized
+            self.buffer.set_beta(prio.beta + frac * (prio.beta_final - prio.beta))
 
     def close(self) -> None:
         for envs in (self.train_envs, self.test_envs):
@@ -213,61 +109,80 @@ class AlgoSetup:
                 envs.close()
 
 
-def _make_envs(env: EnvInfo, n: int) -> DummyVectorEnv:
-    return DummyVectorEnv([env_factory(env.env_id) for _ in range(n)])
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``. ``cuda`` without one is an error."""
+    has_cuda = torch.cuda.is_available()
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise UsageError("device: cuda was asked for but torch sees no GPU; use device: auto or cpu")
+    return device
+
+
+def _make_envs(config: RunConfig, env: EnvInfo, n: int, *, training: bool) -> DummyVectorEnv:
+    return DummyVectorEnv([env_factory(env.env_id, config, training=training) for _ in range(n)])
+
+
+def _make_buffer(config: RunConfig, env: EnvInfo, n_envs: int) -> ReplayBuffer:
+    hp = config.algorithm
+    prio = hp.prioritized
+    if env.is_atari:
+        from .frame_buffer import make_replay_buffer
+
+        return make_replay_buffer(hp.buffer_size, n_envs, prioritized=prio.enabled, alpha=prio.alpha,
+                                  beta=prio.beta, frame_stack=config.atari.frame_stack,
+                                  clip_rewards=config.atari.clip_rewards)
+    if prio.enabled:
+        return FastPrioritizedVectorReplayBuffer(hp.buffer_size, n_envs, alpha=prio.alpha, beta=prio.beta,
+                                                 weight_norm=True)
+    return FastVectorReplayBuffer(hp.buffer_size, n_envs)
 
 
 def build_setup(
-    algo: str,
+    config: RunConfig,
     env: EnvInfo,
     *,
     cache: ExplorationCache | None,
-    seed: int = 0,
     rng: np.random.Generator | None = None,
     counter: EnvStepCounter | None = None,
-    hp: Hyperparams | None = None,
-    sigma: float | None = None,
-    apply_fraction: float = 1.0,
-    eval_envs: int = 10,
 ) -> AlgoSetup:
-    """Build ``algo`` for ``env``.
+    """Build ``config.algo`` for ``env`` as ``config`` says.
 
     :param cache: exploration cache the policy reads; None gives Tianshou's stock exploration.
-    :param rng: generator for the exploration draws (``default_rng(seed)`` if None).
-    :param sigma: override the Gaussian noise scale (continuous).
-    :param eval_envs: number of greedy-evaluation envs.
+    :param rng: generator for the exploration draws (``default_rng(config.seed)`` if None).
     """
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algo!r}; available: {', '.join(ALGORITHMS)}")
+    algo = config.algo
     if (algo in DISCRETE_ALGOS) != env.is_discrete:
         kind = "discrete" if env.is_discrete else "continuous"
         suitable = DISCRETE_ALGOS if env.is_discrete else CONTINUOUS_ALGOS
         raise ValueError(
             f"{algo} does not fit {env.env_id}, which has {kind} actions; use one of {', '.join(suitable)}")
-    torch.set_num_threads(1)
-    hp = hp or default_hyperparams(algo, env)
-    if sigma is not None:
-        hp = replace(hp, sigma=sigma)
+    torch.set_num_threads(config.torch_threads)
+    device = resolve_device(config.device)
+    seed = config.seed
     rng = rng if rng is not None else np.random.default_rng(seed)
     counter = counter if counter is not None else EnvStepCounter()
 
     np.random.seed(seed)  # Tianshou's replay sampling uses the global generator
     torch.manual_seed(seed)
-    train_envs = _make_envs(env, hp.num_train_envs)
-    test_envs = _make_envs(env, max(1, eval_envs))
+    train_envs = _make_envs(config, env, config.train_envs, training=True)
+    test_envs = _make_envs(config, env, max(1, min(config.test_envs, config.eval.episodes)), training=False)
     train_envs.seed(seed)
     test_envs.seed(seed + 10_000)
 
     builder: Callable[..., tuple[OffPolicyAlgorithm, Any]] = _BUILDERS[algo]
-    algorithm, noise = builder(env, hp, train_envs.action_space[0], cache, rng, counter, apply_fraction)
-    if hp.prioritized:
-        buffer: ReplayBuffer = FastPrioritizedVectorReplayBuffer(
-            hp.buffer_size, len(train_envs), alpha=hp.prio_alpha, beta=hp.prio_beta, weight_norm=True)
-    else:
-        buffer = FastVectorReplayBuffer(hp.buffer_size, len(train_envs))
-    setup = AlgoSetup(algo, env, hp, algorithm, algorithm.policy, train_envs, test_envs, buffer, noise)
+    algorithm, noise = builder(config, env, train_envs.action_space[0], cache, rng, counter, device)
+    algorithm.to(device)
+    buffer = _make_buffer(config, env, len(train_envs))
+    setup = AlgoSetup(config, env, algorithm, algorithm.policy, train_envs, test_envs, buffer, noise, device)
+    if setup.is_discrete:
+        setup.policy.set_eps_inference(config.algorithm.epsilon.eval)  # type: ignore[attr-defined]
     setup.on_env_step(0)
     return setup
+
+
+def _adam(lr: float, hp: AlgorithmConfig) -> AdamOptimizerFactory:
+    return AdamOptimizerFactory(lr=lr, eps=hp.adam_eps)
 
 
 # --------------------------------------------------------------------------- discrete builders
@@ -277,123 +192,129 @@ def _attach(policy: GuidedEpsGreedyMixin, cache: ExplorationCache | None, rng: n
         policy.attach_explorer(cache, rng, counter)
 
 
-def _dqn_like(algo: str) -> Callable[..., tuple[OffPolicyAlgorithm, None]]:
-    def build(env: EnvInfo, hp: Hyperparams, space: Any, cache: ExplorationCache | None,
-              rng: np.random.Generator, counter: EnvStepCounter, _fraction: float) -> tuple[OffPolicyAlgorithm, None]:
-        n = int(space.n)
-        head = {"hidden_sizes": hp.hidden[-1:]}
+def _q_network(config: RunConfig, env: EnvInfo, n: int, device: str) -> torch.nn.Module:
+    """The Q-network of a DQN-family algorithm: the Nature DQN torso for Atari frames, an MLP
+    (Tianshou's ``Net``) otherwise."""
+    hp, hidden, algo = config.algorithm, config.network.hidden_sizes, config.algo
+    if env.is_atari:
+        from .networks import build_atari_q_network
+
+        return build_atari_q_network(algo, env.obs_shape, n, num_atoms=hp.num_atoms,
+                                     num_quantiles=hp.num_quantiles, noisy_std=hp.noisy_std,
+                                     features=hidden[-1])
+    if algo in ("dqn", "double-dqn", "dueling-dqn"):
+        head = {"hidden_sizes": hidden[-1:]}
         dueling = (head, head) if algo == "dueling-dqn" else None
-        hidden = hp.hidden[:-1] if dueling else hp.hidden
-        net = Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hidden, dueling_param=dueling)
-        policy = GuidedDQNPolicy(model=net, action_space=space, eps_training=hp.eps_start, eps_inference=0.0)
-        _attach(policy, cache, rng, counter)
-        algorithm = DQN(policy=policy, optim=AdamOptimizerFactory(lr=hp.lr), gamma=hp.gamma,
-                        n_step_return_horizon=hp.n_step, target_update_freq=hp.target_update_freq,
-                        is_double=algo != "dqn", huber_loss_delta=hp.huber_loss_delta)
-        return algorithm, None
-
-    return build
-
-
-def _build_c51(env: EnvInfo, hp: Hyperparams, space: Any, cache: ExplorationCache | None,
-               rng: np.random.Generator, counter: EnvStepCounter, _fraction: float,
-               rainbow: bool = False) -> tuple[OffPolicyAlgorithm, None]:
-    n = int(space.n)
-    if rainbow:
+        return Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hidden[:-1] if dueling else hidden,
+                   dueling_param=dueling)
+    if algo == "c51":
+        return Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hidden, softmax=True,
+                   num_atoms=hp.num_atoms)
+    if algo == "rainbow":
         def noisy(x: int, y: int) -> NoisyLinear:
             return NoisyLinear(x, y, hp.noisy_std)
 
-        net = Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hp.hidden[:-1], softmax=True,
-                  num_atoms=hp.num_atoms,
-                  dueling_param=({"linear_layer": noisy, "hidden_sizes": hp.hidden[-1:]},
-                                 {"linear_layer": noisy, "hidden_sizes": hp.hidden[-1:]}))
-    else:
-        net = Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hp.hidden, softmax=True,
-                  num_atoms=hp.num_atoms)
-    policy = GuidedC51Policy(model=net, action_space=space, num_atoms=hp.num_atoms, v_min=hp.v_min,
-                             v_max=hp.v_max, eps_training=hp.eps_start, eps_inference=0.0)
-    _attach(policy, cache, rng, counter)
-    cls = RainbowDQN if rainbow else C51
-    algorithm = cls(policy=policy, optim=AdamOptimizerFactory(lr=hp.lr), gamma=hp.gamma,
-                    n_step_return_horizon=hp.n_step, target_update_freq=hp.target_update_freq)
-    return algorithm, None
+        head = {"linear_layer": noisy, "hidden_sizes": hidden[-1:]}
+        return Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hidden[:-1], softmax=True,
+                   num_atoms=hp.num_atoms, dueling_param=(head, dict(head)))
+    if algo == "qrdqn":
+        return Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hidden, num_atoms=hp.num_quantiles)
+    raise ValueError(f"not a DQN-family algorithm: {algo!r}")
 
 
-def _build_rainbow(*args: Any) -> tuple[OffPolicyAlgorithm, None]:
-    return _build_c51(*args, rainbow=True)
-
-
-def _build_qrdqn(env: EnvInfo, hp: Hyperparams, space: Any, cache: ExplorationCache | None,
-                 rng: np.random.Generator, counter: EnvStepCounter,
-                 _fraction: float) -> tuple[OffPolicyAlgorithm, None]:
+def _build_discrete(config: RunConfig, env: EnvInfo, space: Any, cache: ExplorationCache | None,
+                    rng: np.random.Generator, counter: EnvStepCounter, device: str) -> tuple[OffPolicyAlgorithm, None]:
+    hp, algo = config.algorithm, config.algo
     n = int(space.n)
-    net = Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hp.hidden, num_atoms=hp.num_quantiles)
-    policy = GuidedQRDQNPolicy(model=net, action_space=space, eps_training=hp.eps_start, eps_inference=0.0)
-    _attach(policy, cache, rng, counter)
-    algorithm = QRDQN(policy=policy, optim=AdamOptimizerFactory(lr=hp.lr), gamma=hp.gamma,
-                      num_quantiles=hp.num_quantiles, n_step_return_horizon=hp.n_step,
-                      target_update_freq=hp.target_update_freq)
+    net = _q_network(config, env, n, device)
+    eps = dict(eps_training=hp.epsilon.start, eps_inference=hp.epsilon.eval)
+    common = dict(optim=_adam(hp.lr, hp), gamma=hp.gamma, n_step_return_horizon=hp.n_step,
+                  target_update_freq=hp.target_update_freq)
+    algorithm: OffPolicyAlgorithm
+    if algo in ("c51", "rainbow"):
+        policy: Any = GuidedC51Policy(model=net, action_space=space, num_atoms=hp.num_atoms, v_min=hp.v_min,
+                                      v_max=hp.v_max, **eps)
+        _attach(policy, cache, rng, counter)
+        algorithm = (RainbowDQN if algo == "rainbow" else C51)(policy=policy, **common)
+    elif algo == "qrdqn":
+        policy = GuidedQRDQNPolicy(model=net, action_space=space, **eps)
+        _attach(policy, cache, rng, counter)
+        algorithm = QRDQN(policy=policy, num_quantiles=hp.num_quantiles, **common)
+    else:
+        policy = GuidedDQNPolicy(model=net, action_space=space, **eps)
+        _attach(policy, cache, rng, counter)
+        algorithm = DQN(policy=policy, is_double=algo != "dqn", huber_loss_delta=hp.huber_loss_delta, **common)
     return algorithm, None
 
 
 # --------------------------------------------------------------------------- continuous builders
-def _noise(hp: Hyperparams, cache: ExplorationCache | None, rng: np.random.Generator, counter: EnvStepCounter,
-           fraction: float) -> Any:
+def noise_sigma(config: RunConfig, env: EnvInfo) -> float | np.ndarray:
+    """σ in normalised action units (a value per dimension when given in env units)."""
+    noise = config.algorithm.noise
+    if noise.units == "normalized":
+        return noise.sigma
+    half_range = (np.asarray(env.spec.high, dtype=np.float64) - np.asarray(env.spec.low, dtype=np.float64)) / 2.0
+    return noise.sigma / half_range
+
+
+def _noise(config: RunConfig, env: EnvInfo, cache: ExplorationCache | None, rng: np.random.Generator,
+           counter: EnvStepCounter) -> Any:
+    sigma = noise_sigma(config, env)
     if cache is not None:
-        return GuidedGaussianNoise(cache, hp.sigma, rng, apply_fraction=fraction, counter=counter)
-    return GaussianNoise(sigma=hp.sigma) if hp.sigma > 0 else None
+        return GuidedGaussianNoise(cache, sigma, rng, apply_fraction=config.explorer.apply_fraction, counter=counter)
+    if np.ndim(sigma) == 0:
+        return GaussianNoise(sigma=float(sigma)) if float(sigma) > 0 else None
+    from explorer_pipeline.cache import ExplorationCache as _Cache
+
+    return GuidedGaussianNoise(_Cache(env.spec), sigma, rng, counter=counter)  # zero bias, per-dimension σ
 
 
-def _critic(env: EnvInfo, hp: Hyperparams, act_dim: int) -> ContinuousCritic:
-    net = Net(state_shape=env.obs_shape, action_shape=act_dim, hidden_sizes=hp.hidden, concat=True)
+def _critic(config: RunConfig, env: EnvInfo, act_dim: int) -> ContinuousCritic:
+    net = Net(state_shape=env.obs_shape, action_shape=act_dim, hidden_sizes=config.network.hidden_sizes, concat=True)
     return ContinuousCritic(preprocess_net=net)
 
 
-def _deterministic(algo: str) -> Callable[..., tuple[OffPolicyAlgorithm, Any]]:
-    def build(env: EnvInfo, hp: Hyperparams, space: Any, cache: ExplorationCache | None,
-              rng: np.random.Generator, counter: EnvStepCounter, fraction: float) -> tuple[OffPolicyAlgorithm, Any]:
-        act_dim = int(np.prod(space.shape))
-        net = Net(state_shape=env.obs_shape, hidden_sizes=hp.hidden)
-        actor = ContinuousActorDeterministic(preprocess_net=net, action_shape=act_dim, max_action=1.0)
-        noise = _noise(hp, cache, rng, counter, fraction)
-        policy = ContinuousDeterministicPolicy(actor=actor, exploration_noise=noise, action_space=space)
-        common = dict(policy=policy, policy_optim=AdamOptimizerFactory(lr=hp.lr), critic=_critic(env, hp, act_dim),
-                      critic_optim=AdamOptimizerFactory(lr=hp.critic_lr), tau=hp.tau, gamma=hp.gamma,
-                      n_step_return_horizon=hp.n_step)
-        if algo == "ddpg":
-            return DDPG(**common), noise
-        algorithm = TD3(**common, critic2=_critic(env, hp, act_dim),
-                        critic2_optim=AdamOptimizerFactory(lr=hp.critic_lr),
-                        policy_noise=hp.policy_noise, update_actor_freq=hp.update_actor_freq, noise_clip=hp.noise_clip)
-        return algorithm, noise
-
-    return build
-
-
-def _build_sac(env: EnvInfo, hp: Hyperparams, space: Any, cache: ExplorationCache | None,
-               rng: np.random.Generator, counter: EnvStepCounter, fraction: float) -> tuple[OffPolicyAlgorithm, Any]:
+def _build_deterministic(config: RunConfig, env: EnvInfo, space: Any, cache: ExplorationCache | None,
+                         rng: np.random.Generator, counter: EnvStepCounter,
+                         device: str) -> tuple[OffPolicyAlgorithm, Any]:
+    hp = config.algorithm
     act_dim = int(np.prod(space.shape))
-    net = Net(state_shape=env.obs_shape, hidden_sizes=hp.hidden)
-    actor = ContinuousActorProbabilistic(preprocess_net=net, action_shape=act_dim, unbounded=True)
-    noise = _noise(hp, cache, rng, counter, fraction)
+    net = Net(state_shape=env.obs_shape, hidden_sizes=config.network.hidden_sizes)
+    actor = ContinuousActorDeterministic(preprocess_net=net, action_shape=act_dim, max_action=1.0)
+    noise = _noise(config, env, cache, rng, counter)
+    policy = ContinuousDeterministicPolicy(actor=actor, exploration_noise=noise, action_space=space)
+    common = dict(policy=policy, policy_optim=_adam(hp.lr, hp), critic=_critic(config, env, act_dim),
+                  critic_optim=_adam(hp.critic_lr, hp), tau=hp.tau, gamma=hp.gamma,
+                  n_step_return_horizon=hp.n_step)
+    if config.algo == "ddpg":
+        return DDPG(**common), noise
+    algorithm = TD3(**common, critic2=_critic(config, env, act_dim), critic2_optim=_adam(hp.critic_lr, hp),
+                    policy_noise=hp.policy_noise, update_actor_freq=hp.update_actor_freq, noise_clip=hp.noise_clip)
+    return algorithm, noise
+
+
+def _build_sac(config: RunConfig, env: EnvInfo, space: Any, cache: ExplorationCache | None,
+               rng: np.random.Generator, counter: EnvStepCounter, device: str) -> tuple[OffPolicyAlgorithm, Any]:
+    hp = config.algorithm
+    act_dim = int(np.prod(space.shape))
+    net = Net(state_shape=env.obs_shape, hidden_sizes=config.network.hidden_sizes)
+    # the standard deviation depends on the state, as in Tianshou's own SAC examples
+    actor = ContinuousActorProbabilistic(preprocess_net=net, action_shape=act_dim, unbounded=True,
+                                         conditioned_sigma=True)
+    noise = _noise(config, env, cache, rng, counter)
     policy_cls = GuidedSACPolicy if noise is not None else SACPolicy
     policy = policy_cls(actor=actor, exploration_noise=noise, action_space=space)
-    alpha = AutoAlpha(target_entropy=-float(act_dim), log_alpha=math.log(0.2), optim=AdamOptimizerFactory(lr=hp.lr))
-    algorithm = SAC(policy=policy, policy_optim=AdamOptimizerFactory(lr=hp.lr), critic=_critic(env, hp, act_dim),
-                    critic_optim=AdamOptimizerFactory(lr=hp.critic_lr), critic2=_critic(env, hp, act_dim),
-                    critic2_optim=AdamOptimizerFactory(lr=hp.critic_lr), tau=hp.tau, gamma=hp.gamma, alpha=alpha,
+    alpha = AutoAlpha(target_entropy=-float(act_dim), log_alpha=math.log(hp.sac_alpha), optim=_adam(hp.lr, hp))
+    algorithm = SAC(policy=policy, policy_optim=_adam(hp.lr, hp), critic=_critic(config, env, act_dim),
+                    critic_optim=_adam(hp.critic_lr, hp), critic2=_critic(config, env, act_dim),
+                    critic2_optim=_adam(hp.critic_lr, hp), tau=hp.tau, gamma=hp.gamma, alpha=alpha,
                     n_step_return_horizon=hp.n_step)
     return algorithm, noise
 
 
 _BUILDERS: dict[str, Callable[..., tuple[OffPolicyAlgorithm, Any]]] = {
-    "dqn": _dqn_like("dqn"),
-    "double-dqn": _dqn_like("double-dqn"),
-    "dueling-dqn": _dqn_like("dueling-dqn"),
-    "c51": _build_c51,
-    "rainbow": _build_rainbow,
-    "qrdqn": _build_qrdqn,
-    "ddpg": _deterministic("ddpg"),
-    "td3": _deterministic("td3"),
+    **{name: _build_discrete for name in DISCRETE_ALGOS},
+    "ddpg": _build_deterministic,
+    "td3": _build_deterministic,
     "sac": _build_sac,
 }

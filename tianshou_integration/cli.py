@@ -11,12 +11,13 @@ import importlib.util
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from explorer_pipeline.errors import UsageError
 
-from .names import ALGORITHMS
+from .names import ALGORITHMS, PRESETS
 
 __all__ = ["BadInput", "default_provider", "train"]
 
@@ -33,11 +34,13 @@ def default_provider() -> str:
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
+    from .config import ConfigError
+
     options: dict[str, str] = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise BadInput(f"--option needs KEY=VALUE, got {item!r}")
+            raise ConfigError([f"--option needs KEY=VALUE, got {item!r}"])
         options[key.strip()] = value
     return options
 
@@ -47,86 +50,148 @@ def _default_out(env: str, algo: str, seed: int) -> Path:
     return Path("runs") / f"{name}-{algo}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+#: shortcut flag -> key path in the run configuration
+SHORTCUTS: dict[str, tuple[str, ...]] = {
+    "env_id": ("env",), "algo": ("algo",), "steps": ("steps",), "seed": ("seed",), "device": ("device",),
+    "provider": ("explorer", "provider"), "model": ("explorer", "model"), "base_url": ("explorer", "base_url"),
+    "prompt_set": ("explorer", "prompt_set"), "every_k": ("explorer", "every_k"),
+    "sample_m": ("explorer", "sample_m"), "temperature": ("explorer", "temperature"),
+    "mode": ("explorer", "mode"), "task_description": ("explorer", "task_description"),
+    "eval_episodes": ("eval", "episodes"), "sigma": ("algorithm", "noise", "sigma"),
+    "response_cache": ("explorer", "response_cache"),
+}
+FLAG_NAMES = {"env_id": "--env", "every_k": "--k", "sample_m": "--m"}
+
+
+def _flag(name: str) -> str:
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _overrides(shortcuts: dict[str, Any], options: tuple[str, ...], llm_timeout: float | None, replay: bool,
+               assignments: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any, str]]:
+    """The command line as ``(key path, value, flag)``: shortcuts first, then ``--set`` in order."""
+    out: list[tuple[tuple[str, ...], Any, str]] = []
+    for name, value in shortcuts.items():
+        if value is not None:
+            out.append((SHORTCUTS[name], str(value) if isinstance(value, Path) else value, _flag(name)))
+    for key, value in _parse_options(options).items():
+        out.append((("explorer", "provider_options", key), value, f"--option {key}"))
+    if llm_timeout is not None:
+        out.append((("explorer", "call_timeout_s"), llm_timeout, "--llm-timeout"))
+        if llm_timeout > 0:
+            out.append((("explorer", "request_timeout_s"), 3 * llm_timeout, "--llm-timeout"))
+    if replay:
+        out.append((("explorer", "replay"), True, "--replay"))
+    from .config import parse_assignment
+
+    for text in assignments:
+        path, value = parse_assignment(text)
+        out.append((path, value, f"--set {text}"))
+    return out
+
+
+def _provider_given(config_file: Path | None, overrides: list[tuple[tuple[str, ...], Any, str]]) -> bool:
+    if any(path == ("explorer", "provider") for path, _, _ in overrides):
+        return True
+    if config_file is None:
+        return False
+    from .config import load_config_file
+
+    data, _ = load_config_file(config_file)
+    explorer = data.get("explorer")
+    return isinstance(explorer, dict) and "provider" in explorer
+
+
 @click.command("train")
-@click.option("--env", "env_id", required=True, metavar="ENV",
-              help="Gymnasium id (CartPole-v1) or module:EnvId for a custom env.")
-@click.option("--algo", required=True, metavar="ALGO", help=f"One of: {', '.join(ALGORITHMS)}.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="FILE.yaml", help="Run configuration (a run directory's config.yaml reruns that run).")
+@click.option("--preset", default=None, metavar="NAME",
+              help=f"Settings to start from: {', '.join(PRESETS)} (default: the file's, else default).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Set any configuration key, e.g. algorithm.lr=1e-4 or network.hidden_sizes=[64,64] "
+                   "(repeatable; applied last, in order).")
+@click.option("--show-config", is_flag=True, help="Print the resolved configuration as YAML and exit.")
+@click.option("--env", "env_id", default=None, metavar="ENV",
+              help="Gymnasium id (CartPole-v1, ALE/Pong-v5, Hopper-v5) or module:EnvId for a custom env.")
+@click.option("--algo", default=None, metavar="ALGO", help=f"One of: {', '.join(ALGORITHMS)}.")
 @click.option("--steps", type=int, default=None, metavar="N",
-              help="Env steps to train (default: the algorithm's budget for the env family).")
-@click.option("--seed", type=int, default=0, show_default=True, metavar="S")
+              help="Env steps to train (default: the preset's budget for the env family).")
+@click.option("--seed", type=int, default=None, metavar="S", help="Random seed (default 0).")
+@click.option("--device", default=None, metavar="auto|cpu|cuda", help="Where the networks live.")
 @click.option("--provider", default=None, metavar="NAME",
               help="LLM provider: local, openai, scripted, or none for the baseline "
                    "(default: local if installed, else scripted).")
 @click.option("--model", default=None, metavar="NAME", help="Model name or GGUF path, per provider.")
 @click.option("--base-url", default=None, metavar="URL", help="OpenAI-compatible server URL.")
-@click.option("--prompt-set", default="paper", show_default=True, metavar="ID")
-@click.option("--k", "every_k", type=int, default=1, show_default=True, metavar="K",
-              help="Ask for an update every K episodes.")
-@click.option("--m", "sample_m", type=int, default=100, show_default=True, metavar="M",
-              help="Actions sampled from an episode for the prompt.")
-@click.option("--temperature", type=float, default=0.0, show_default=True,
-              help="Sampling temperature of the LLM (the paper uses 0).")
-@click.option("--mode", type=click.Choice(["async", "blocking"]), default="async", show_default=True,
-              help="async never waits for the LLM; blocking waits after every episode (paper parity).")
+@click.option("--prompt-set", default=None, metavar="ID", help="Prompt set (default: paper).")
+@click.option("--k", "every_k", type=int, default=None, metavar="K",
+              help="Ask for an update every K episodes (default 1).")
+@click.option("--m", "sample_m", type=int, default=None, metavar="M",
+              help="Actions sampled from an episode for the prompt (default 100).")
+@click.option("--temperature", type=float, default=None,
+              help="Sampling temperature of the LLM (default 0, as the paper).")
+@click.option("--mode", type=click.Choice(["async", "blocking"]), default=None,
+              help="async (default) never waits for the LLM; blocking waits after every episode (paper parity).")
 @click.option("--task-description", default=None, metavar="TEXT|@FILE",
               help="Task description for envs without a built-in one.")
-@click.option("--eval-episodes", type=int, default=10, show_default=True, metavar="E",
+@click.option("--eval-episodes", type=int, default=None, metavar="E",
               help="Greedy evaluation episodes at each evaluation.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Run directory (default: runs/ENV-ALGO-sSEED-TIME).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Provider option (repeatable).")
 @click.option("--sigma", type=float, default=None,
-              help="Gaussian exploration noise, normalised action units (DDPG/TD3/SAC; "
-                   "the DQN family ignores it).")
-@click.option("--llm-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
-              help="Limit for one LLM call; a whole request (both stages, retries) gets 3x that.")
+              help="Gaussian exploration noise σ (DDPG/TD3/SAC), in algorithm.noise.units "
+                   "(normalised by default: 1 = half the action range).")
+@click.option("--llm-timeout", type=float, default=None, metavar="SECONDS",
+              help="Limit for one LLM call (default 60); a whole request (both stages, retries) gets 3x that.")
 @click.option("--response-cache", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="PATH",
               help="SQLite file caching LLM responses.")
 @click.option("--replay", is_flag=True, help="Answer only from --response-cache (offline reproduction).")
-def train(env_id: str, algo: str, steps: int | None, seed: int, provider: str | None, model: str | None,
-          base_url: str | None, prompt_set: str, every_k: int, sample_m: int, temperature: float, mode: str,
-          task_description: str | None, eval_episodes: int, out: Path | None, options: tuple[str, ...],
-          sigma: float | None, llm_timeout: float, response_cache: Path | None, replay: bool) -> None:
-    """Train ALGO on ENV with LLM-guided exploration and write a run directory."""
-    if algo not in ALGORITHMS:
-        raise BadInput(f"unknown algorithm {algo!r}; available: {', '.join(ALGORITHMS)}")
-    provider = provider or default_provider()
-    provider_options = _parse_options(options)
-    if not llm_timeout > 0:
-        raise BadInput(f"--llm-timeout must be > 0 seconds, got {llm_timeout}")
-    if replay and response_cache is None:
-        raise BadInput("--replay needs --response-cache PATH")
+def train(config_file: Path | None, preset: str | None, assignments: tuple[str, ...], show_config: bool,
+          out: Path | None, options: tuple[str, ...], llm_timeout: float | None, replay: bool,
+          **shortcuts: Any) -> None:
+    """Train ALGO on ENV with LLM-guided exploration and write a run directory.
 
-    from explorer_pipeline.session import ExplorerConfig
+    Settings come from the preset, then --config FILE, then the flags, then --set KEY=VALUE.
+    """
+    from .config import ConfigError, resolve
 
-    from .experiment import RunSpec, run_experiment
-
-    explorer = None
-    if provider != "none":
-        explorer = ExplorerConfig(
-            provider=provider, model=model, base_url=base_url, prompt_set=prompt_set,
-            task_description=task_description, every_k=every_k, sample_m=sample_m, temperature=temperature,
-            provider_options=provider_options, response_cache=response_cache, replay=replay,
-            call_timeout_s=llm_timeout, request_timeout_s=3 * llm_timeout,
-        )
-    spec = RunSpec(env=env_id, algo=algo, out=out or _default_out(env_id, algo, seed), steps=steps, seed=seed,
-                   explorer=explorer, mode=mode, eval_episodes=eval_episodes, sigma=sigma)  # type: ignore[arg-type]
     try:
-        summary = run_experiment(spec)
+        overrides = _overrides(shortcuts, options, llm_timeout, replay, assignments)
+        defaults = [] if _provider_given(config_file, overrides) else \
+            [(("explorer", "provider"), default_provider(), "the default provider")]
+        config = resolve(file=config_file, overrides=[*defaults, *overrides], preset=preset)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if show_config:
+        from .config import dump_config
+
+        click.echo(dump_config(config), nl=False)
+        return
+    out = out or _default_out(config.env, config.algo, config.seed)
+    if out.exists() and any(out.iterdir()):
+        raise BadInput(f"run directory {str(out)!r} already exists and is not empty; choose another --out")
+
+    from .experiment import run_experiment
+
+    try:
+        summary = run_experiment(config, out)
     except UsageError as exc:
         raise BadInput(str(exc)) from None
     except KeyboardInterrupt:
-        click.echo(f"interrupted before training started; partial run directory: {spec.out}", err=True)
+        click.echo(f"interrupted before training started; partial run directory: {out}", err=True)
         raise click.exceptions.Exit(1) from None
     final = summary.get("final_eval_return")
+    informative = summary.get("updates_informative")
     line = (f"{summary['algo']} on {summary['env']}: {summary['env_steps']} env steps, "
             f"{summary['episodes']} episodes, final greedy return "
             f"{'n/a' if final is None else f'{final:.2f}'}, "
-            f"{summary['updates_applied']} LLM updates applied, {summary['fallbacks']} fallbacks; "
-            f"run directory: {spec.out}")
+            f"{summary['updates_applied']} LLM updates applied"
+            f"{'' if informative is None else f' ({informative} informative)'}, {summary['fallbacks']} fallbacks; "
+            f"run directory: {out}")
     if summary.get("interrupted"):
         click.echo(f"interrupted: {line}", err=True)
         raise click.exceptions.Exit(1)
     click.echo(line)
-    click.echo(f"plots: {spec.out / 'learning_curve.png'}, {spec.out / 'exploration.png'}; "
-               f"summary: {spec.out / 'summary.json'}")
+    click.echo(f"plots: {out / 'learning_curve.png'}, {out / 'exploration.png'}; "
+               f"summary: {out / 'summary.json'}; configuration: {out / 'config.yaml'}")

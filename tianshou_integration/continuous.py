@@ -1,13 +1,26 @@
 """LLM-guided Gaussian exploration noise for DDPG, TD3 and SAC.
 
-Tianshou adds exploration noise to the policy's *normalised* action (``[-1, 1]`` is the full
-range) before ``map_action`` clips and scales it, so the LLM's per-dimension bias is read in
-the same normalised units: a bias of 0.1 moves the action by 5 % of its range.
+**Units.** Actions and biases are given in normalised units: each dimension's range is mapped
+to [-1, 1], so 1 is half the range (the distance from the middle of the range to its upper
+bound). Sigma is in the same units. They are Tianshou's own: the noise is added to the policy's
+action before ``Policy.map_action`` maps ``[-1, 1]`` linearly onto ``[low, high]``
+(``action_scaling`` on, the default). For an environment whose range is ``[-1, 1]`` (most
+MuJoCo tasks) normalised units equal the environment's units; on Pendulum (``[-2, 2]``) a bias
+of 0.5 adds 1.0 N m.
+
+**What the replay buffer stores.** Tianshou 2.0.1's ``Collector._compute_action_policy_hidden``
+computes ``act = policy.add_exploration_noise(policy(obs).act, obs)``, steps the envs with
+``policy.map_action(act)`` (clip to ``[-1, 1]``, then scale) and stores ``act``: the noisy
+action *before* clipping. A large bias would fill the buffer with actions the environment never
+executed. :class:`ClipNoisyActionMixin` bounds the noisy action inside
+``add_exploration_noise`` the way ``map_action`` would, so the stored action is the executed one
+(``map_action_inverse`` of what the env received); :func:`store_executed_actions` gives an
+existing policy that behaviour and :func:`attach_continuous` always does.
 
 Usage::
 
     noise = GuidedGaussianNoise(cache, sigma=0.1, rng=np.random.default_rng(seed))
-    policy = ContinuousDeterministicPolicy(actor=actor, action_space=space, exploration_noise=noise)
+    policy = ClippedContinuousDeterministicPolicy(actor=actor, action_space=space, exploration_noise=noise)
     # or, for a policy that already exists (SAC included):
     attach_continuous(policy, cache, sigma=0.1, rng=rng)
 """
@@ -18,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tianshou.algorithm.modelfree.ddpg import ContinuousPolicyWithExplorationNoise
+from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy, ContinuousPolicyWithExplorationNoise
 from tianshou.algorithm.modelfree.sac import SACPolicy
 from tianshou.exploration import BaseNoise
 
@@ -27,7 +40,14 @@ from explorer_pipeline.cache import ExplorationCache
 from .counter import EnvStepCounter
 from .mixins import with_mixin
 
-__all__ = ["ClipNoisyActionMixin", "GuidedGaussianNoise", "GuidedSACPolicy", "attach_continuous"]
+__all__ = [
+    "ClipNoisyActionMixin",
+    "ClippedContinuousDeterministicPolicy",
+    "GuidedGaussianNoise",
+    "GuidedSACPolicy",
+    "attach_continuous",
+    "store_executed_actions",
+]
 
 
 class GuidedGaussianNoise(BaseNoise):
@@ -40,6 +60,10 @@ class GuidedGaussianNoise(BaseNoise):
         the other steps get zero-mean noise. 1.0 (the default) is the paper's behaviour: the bias
         acts on every step.
     :param counter: the env-step counter used to record when an update is first applied.
+
+    Use it with a policy that has :class:`ClipNoisyActionMixin` (see
+    :func:`store_executed_actions`), or the buffer keeps noisy actions outside ``[-1, 1]`` that
+    the environment never executed.
     """
 
     def __init__(
@@ -90,25 +114,57 @@ class GuidedGaussianNoise(BaseNoise):
 
 
 class ClipNoisyActionMixin:
-    """Clip the noisy action to ``[-1, 1]``.
+    """Bound the noisy action the way ``map_action`` will, so the buffer stores what was executed.
 
-    Needed for policies whose ``action_bound_method`` is None while ``action_scaling`` is on
-    (SAC): Tianshou's ``map_action`` asserts the action is already in range, so any additive
-    noise would crash the collector.
+    Tianshou's collector stores the output of ``add_exploration_noise`` but executes
+    ``map_action`` of it. When ``map_action`` clips to ``[-1, 1]`` (``action_bound_method="clip"``,
+    DDPG/TD3) or requires that range (no bounding but ``action_scaling``, SAC: its
+    ``map_action`` asserts the range, so unbounded noise would crash the collector), the noisy
+    action is clipped here; clipping again in ``map_action`` changes nothing, so the stored
+    action equals ``map_action_inverse`` of the executed one. Other bound methods are left
+    alone: ``"tanh"`` stores the pre-squash action, which ``map_action_inverse`` recovers, and
+    without bounding and scaling the env receives the stored action unchanged.
     """
 
     def add_exploration_noise(self, act: Any, batch: Any) -> Any:
         noisy = super().add_exploration_noise(act, batch)  # type: ignore[misc]
-        if isinstance(noisy, np.ndarray):
-            np.clip(noisy, -1.0, 1.0, out=noisy)
+        if isinstance(noisy, np.ndarray) and _bounds_to_unit_box(self):
+            noisy = np.clip(noisy, -1.0, 1.0)
         return noisy
 
 
+def _bounds_to_unit_box(policy: Any) -> bool:
+    """``map_action`` clips to, or requires, ``[-1, 1]`` before scaling."""
+    method = policy.action_bound_method
+    return method == "clip" or (method is None and bool(policy.action_scaling))
+
+
+class ClippedContinuousDeterministicPolicy(ClipNoisyActionMixin, ContinuousDeterministicPolicy):
+    """``ContinuousDeterministicPolicy`` (DDPG, TD3) that stores the executed (clipped) action."""
+
+
 class GuidedSACPolicy(ClipNoisyActionMixin, SACPolicy):
-    """``SACPolicy`` that accepts additive exploration noise (clipped to the action range)."""
+    """``SACPolicy`` that accepts additive exploration noise and stores the executed (clipped) action."""
 
 
-_CLIPPED: dict[type, type] = {SACPolicy: GuidedSACPolicy}
+_CLIPPED: dict[type, type] = {
+    ContinuousDeterministicPolicy: ClippedContinuousDeterministicPolicy,
+    SACPolicy: GuidedSACPolicy,
+}
+
+
+def store_executed_actions(policy: ContinuousPolicyWithExplorationNoise) -> ContinuousPolicyWithExplorationNoise:
+    """Make ``policy`` store the action its environment executes; returns the same object.
+
+    Its class becomes the :class:`ClipNoisyActionMixin` subclass of its class
+    (:class:`ClippedContinuousDeterministicPolicy`, :class:`GuidedSACPolicy`, or one generated
+    for other policies such as REDQ's); networks, noise and settings stay as they are. A policy
+    that already has the mixin is returned unchanged.
+    """
+    if not isinstance(policy, ContinuousPolicyWithExplorationNoise):
+        raise TypeError(f"store_executed_actions needs a policy with exploration noise, got {type(policy).__name__}")
+    policy.__class__ = with_mixin(ClipNoisyActionMixin, type(policy), "Clipped", _CLIPPED, globals())
+    return policy
 
 
 def attach_continuous(
@@ -122,13 +178,13 @@ def attach_continuous(
 ) -> GuidedGaussianNoise:
     """Give ``policy`` a :class:`GuidedGaussianNoise` reading ``cache``; returns the noise.
 
-    A policy that would crash on noisy actions (SAC: no bounding, but scaling) becomes its
-    clipping subclass (:class:`GuidedSACPolicy` for ``SACPolicy``).
+    The policy also becomes its clipping subclass (:func:`store_executed_actions`), so the
+    replay buffer holds the actions the environment executed and SAC does not crash on noisy
+    actions.
     """
     if not isinstance(policy, ContinuousPolicyWithExplorationNoise):
         raise TypeError(f"attach_continuous needs a policy with exploration noise, got {type(policy).__name__}")
     noise = GuidedGaussianNoise(cache, sigma, rng, apply_fraction=apply_fraction, counter=counter)
-    if policy.action_scaling and policy.action_bound_method is None:
-        policy.__class__ = with_mixin(ClipNoisyActionMixin, type(policy), "Clipped", _CLIPPED, globals())
+    store_executed_actions(policy)
     policy.set_exploration_noise(noise)
     return noise

@@ -6,6 +6,14 @@ the *random* action of a training step is drawn from the distribution in the
 :class:`~explorer_pipeline.cache.ExplorationCache` instead of uniformly. Greedy actions and
 evaluation (``is_within_training_step`` False, ``eps_inference``) are Tianshou's own.
 
+Noisy networks (Rainbow): Tianshou's ``Collector.collect`` runs the policy under
+``torch_train_mode(policy, enabled=False)``, and a ``NoisyLinear`` layer in eval mode uses only
+its mean weights, so a stock Rainbow policy collects its training data without noisy
+exploration. :class:`NoisyCollectionMixin` (a base of every guided policy) switches the policy
+model's ``NoisyLinear`` layers to train mode and draws fresh noise for each forward pass made
+while collecting inside a training step (``is_within_training_step`` True); evaluation (outside
+a training step) keeps the mean weights and is deterministic.
+
 Usage::
 
     policy = GuidedDQNPolicy(model=net, action_space=env.action_space, eps_training=0.1)
@@ -22,6 +30,7 @@ import numpy as np
 from tianshou.algorithm.modelfree.c51 import C51Policy
 from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.algorithm.modelfree.qrdqn import QRDQNPolicy
+from tianshou.utils.net.discrete import NoisyLinear
 
 from explorer_pipeline.cache import ExplorationCache
 
@@ -33,7 +42,9 @@ __all__ = [
     "GuidedDQNPolicy",
     "GuidedEpsGreedyMixin",
     "GuidedQRDQNPolicy",
+    "NoisyCollectionMixin",
     "attach_discrete",
+    "enable_noisy_collection",
     "sample_guided_actions",
 ]
 
@@ -66,10 +77,47 @@ def sample_guided_actions(
     return np.minimum(draws, probs.shape[0] - 1)
 
 
-class GuidedEpsGreedyMixin:
+class NoisyCollectionMixin:
+    """Keep ``NoisyLinear`` exploration on while collecting for training; put before a
+    ``DiscreteQLearningPolicy`` subclass in the bases.
+
+    A forward pass of the policy's own model made while the policy is in eval mode (the
+    collector's setting) and within a training step runs the model's ``NoisyLinear`` layers in
+    train mode with freshly sampled noise (one draw per forward pass, i.e. per vector step, as
+    in NoisyNet-DQN); their modes are restored afterwards. Everything else is Tianshou's: in
+    train mode (gradient updates, where ``RainbowDQN`` samples the noise itself), for another
+    model (the target network) and outside a training step (evaluation: mean weights) the
+    forward pass is unchanged. A model without ``NoisyLinear`` layers is unaffected.
+    """
+
+    def forward(self, batch: Any, state: Any = None, model: Any = None, **kwargs: Any) -> Any:
+        noisy = self._noisy_layers_to_activate(model)
+        if not noisy:
+            return super().forward(batch, state, model, **kwargs)  # type: ignore[misc]
+        modes = [layer.training for layer in noisy]
+        try:
+            for layer in noisy:
+                layer.train(True)
+                layer.sample()
+            return super().forward(batch, state, model, **kwargs)  # type: ignore[misc]
+        finally:
+            for layer, mode in zip(noisy, modes, strict=True):
+                layer.train(mode)
+
+    def _noisy_layers_to_activate(self, model: Any) -> list[NoisyLinear]:
+        if self.training or not self.is_within_training_step:  # type: ignore[attr-defined]
+            return []
+        own = self.model  # type: ignore[attr-defined]
+        if model is not None and model is not own:
+            return []
+        return [m for m in own.modules() if isinstance(m, NoisyLinear)]
+
+
+class GuidedEpsGreedyMixin(NoisyCollectionMixin):
     """Put before a ``DiscreteQLearningPolicy`` subclass in the bases.
 
-    Without an attached cache the policy behaves exactly like its Tianshou base class.
+    Without an attached cache the policy behaves like its Tianshou base class, except that
+    noisy layers explore while collecting for training (:class:`NoisyCollectionMixin`).
     """
 
     _explorer_cache: ExplorationCache | None = None
@@ -151,6 +199,21 @@ _GUIDED: dict[type, type] = {
 }
 
 
+_NOISY: dict[type, type] = {}
+
+
+def enable_noisy_collection(policy: DiscreteQLearningPolicy) -> DiscreteQLearningPolicy:
+    """Make an existing DQN-family policy explore with its noisy layers while collecting for training.
+
+    The policy's class becomes the :class:`NoisyCollectionMixin` subclass of its class unless it
+    has the mixin already (every guided policy has). Returns the same object.
+    """
+    if not isinstance(policy, DiscreteQLearningPolicy):
+        raise TypeError(f"enable_noisy_collection needs a DiscreteQLearningPolicy, got {type(policy).__name__}")
+    policy.__class__ = with_mixin(NoisyCollectionMixin, type(policy), "Noisy", _NOISY, globals())
+    return policy
+
+
 def attach_discrete(
     policy: DiscreteQLearningPolicy,
     cache: ExplorationCache,
@@ -161,7 +224,8 @@ def attach_discrete(
 
     The policy's class becomes the guided subclass of its class (``GuidedDQNPolicy`` for a
     ``DiscreteQLearningPolicy``, a generated one for other subclasses such as IQN/FQF); networks,
-    epsilon values and everything else stay as they are. Returns the same object.
+    epsilon values and everything else stay as they are; noisy layers, if any, explore while
+    collecting for training (:class:`NoisyCollectionMixin`). Returns the same object.
     """
     if not isinstance(policy, DiscreteQLearningPolicy):
         raise TypeError(f"attach_discrete needs a DiscreteQLearningPolicy, got {type(policy).__name__}")

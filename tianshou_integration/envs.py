@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -37,6 +38,11 @@ class EnvInfo:
     has_mask: bool = False
 
     @property
+    def is_atari(self) -> bool:
+        """An ``ALE/*`` environment: preprocessed frames, convolutional networks."""
+        return is_atari(self.env_id)
+
+    @property
     def is_discrete(self) -> bool:
         return self.spec.is_discrete
 
@@ -44,6 +50,11 @@ class EnvInfo:
     def short_name(self) -> str:
         """``CartPole`` for ``CartPole-v1``; used to pick default hyperparameters."""
         return self.env_id.split(":")[-1].split("/")[-1].rsplit("-v", 1)[0]
+
+
+def is_atari(env_id: str) -> bool:
+    """True for ids in gymnasium's ``ALE`` namespace (``ALE/Breakout-v5``)."""
+    return env_id.split(":")[-1].startswith("ALE/")
 
 
 def make_env(env_id: str, **kwargs: object) -> gym.Env:
@@ -58,6 +69,10 @@ def make_env(env_id: str, **kwargs: object) -> gym.Env:
             importlib.import_module(module)
         except ImportError as exc:
             raise UsageError(f"cannot import the module of environment {env_id!r}: {exc}") from None
+    if is_atari(env_id):
+        from .atari import register_ale
+
+        register_ale()
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
@@ -66,9 +81,14 @@ def make_env(env_id: str, **kwargs: object) -> gym.Env:
         raise UsageError(f"environment {env_id!r} needs a package that is not installed: {exc}") from None
 
 
-def describe_env(env_id: str) -> EnvInfo:
-    """Make the env once and describe it. Raises UsageError for unsupported action spaces."""
-    env = make_env(env_id)
+def describe_env(env_id: str, atari: Any = None) -> EnvInfo:
+    """Make the env once and describe it. Raises UsageError for unsupported action spaces.
+
+    Atari environments are described as the agent sees them (``atari``: the run's
+    :class:`~tianshou_integration.config.AtariConfig`, default settings if None): stacked grey
+    frames, and ALE's action meanings as the action labels.
+    """
+    env = _make_for(env_id, atari, training=False) if is_atari(env_id) else make_env(env_id)
     try:
         space = env.action_space
         obs_space = env.observation_space
@@ -77,6 +97,10 @@ def describe_env(env_id: str) -> EnvInfo:
             obs_space = obs_space["obs"]
         if isinstance(space, gym.spaces.Discrete):
             spec = ActionSpec.discrete(int(space.n))
+            if is_atari(env_id):
+                from .atari import action_labels
+
+                spec = ActionSpec(spec.kind, spec.n, tuple(action_labels(env_id)), spec.low, spec.high)
         elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
             if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
                 raise UsageError(f"environment {env_id!r} has an unbounded Box action space; bounds are needed")
@@ -100,10 +124,31 @@ def describe_env(env_id: str) -> EnvInfo:
         env.close()
 
 
-def env_factory(env_id: str) -> Callable[[], gym.Env]:
-    """A picklable-enough factory for Tianshou's vector envs."""
+def _make_for(env_id: str, atari: Any, *, training: bool) -> gym.Env:
+    """An Atari env preprocessed as ``atari`` (an ``AtariConfig``) says."""
+    from .atari import make_atari_env
+
+    if atari is None:
+        from .config import AtariConfig
+
+        atari = AtariConfig()
+    from .atari import register_ale
+
+    register_ale()
+    try:
+        return make_atari_env(env_id, frame_stack=atari.frame_stack, screen_size=atari.screen_size,
+                              noop_max=atari.noop_max,
+                              terminal_on_life_loss=atari.terminal_on_life_loss and training)
+    except gym.error.Error as exc:  # NameNotFound, VersionNotFound, ...
+        raise UsageError(f"unknown environment {env_id!r}: {exc}") from None
+
+
+def env_factory(env_id: str, config: Any = None, *, training: bool = True) -> Callable[[], gym.Env]:
+    """A factory for Tianshou's vector envs; ``config`` (a ``RunConfig``) sets Atari preprocessing."""
 
     def make() -> gym.Env:
+        if is_atari(env_id):
+            return _make_for(env_id, config.atari if config is not None else None, training=training)
         return make_env(env_id)
 
     return make

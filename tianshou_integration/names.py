@@ -9,3 +9,6 @@ CONTINUOUS_ALGOS = ("ddpg", "td3", "sac")
 """Actor-critic: LLM-guided Gaussian noise (a bias per action dimension)."""
 
 ALGORITHMS = DISCRETE_ALGOS + CONTINUOUS_ALGOS
+
+PRESETS = ("default", "paper")
+"""Presets shipped in the wheel (``tianshou_integration/presets/NAME.yaml``)."""

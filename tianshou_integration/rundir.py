@@ -4,12 +4,20 @@
 ``manifest.json``      config, package versions, git commit, plugins and prompt hashes, seed
 ``metrics.csv``        ``step,train_return,eval_return``: one row per training episode or evaluation
 ``updates.jsonl``      one line per exploration update (``source`` llm/control) or failed request
-                       (``source`` fallback, with ``reason``), with ``applied_at_step``
+                       (``source`` fallback, with ``reason``), with ``applied_at_step``; update
+                       lines also carry how informative the update was and how stale its
+                       evidence was when it took effect (:mod:`explorer_pipeline.informativeness`)
 ``tensorboard/``       TensorBoard event files
 ``learning_curve.png`` training and greedy-evaluation returns over env steps
-``exploration.png``    the exploration distribution / bias of each update
-``summary.json``       counters and results, written at the end (also after Ctrl-C)
+``exploration.png``    the distribution / bias of each update, its informativeness against the
+                       threshold, and its staleness
+``summary.json``       counters and results, written at the end (also after Ctrl-C); the caller
+                       merges in :meth:`RunDir.guidance_summary`
 =====================  ===========================================================================
+
+Staleness needs the env step at which each update's source episode ended: :meth:`RunDir.log_train_episode`
+is called once per training episode, in episode-index order (the episode tap's order), so the
+``k``-th call's step is the end of episode ``k``.
 
 JSON files are written to a temporary file and moved into place (``os.replace``), so a crash
 never leaves a half-written one; CSV and JSONL lines are appended and flushed one at a time.
@@ -36,6 +44,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from explorer_pipeline import informativeness
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.types import ExplorationUpdate, RequestFailure
 
@@ -131,6 +140,9 @@ class RunDir:
         self.eval_points: list[tuple[int, float]] = []
         self.fallbacks = 0
         self.applied_versions: set[int] = set()
+        self.informative_versions: set[int] = set()  # applied and informative
+        self._episode_end_steps: list[int] = []  # by episode index
+        self._previous_values: tuple[float, ...] | None = None  # the last update written (publication order)
         self._closed = False
 
         new_metrics = not (self.path / "metrics.csv").exists()
@@ -173,7 +185,9 @@ class RunDir:
 
     # ------------------------------------------------------------------ metrics (training thread)
     def log_train_episode(self, step: int, episode_return: float) -> None:
+        """One finished training episode, in episode-index order; ``step``: the env step it ended at."""
         self.train_points.append((step, float(episode_return)))
+        self._episode_end_steps.append(int(step))
         self._metrics.writerow([step, f"{episode_return:.6g}", ""])
         self._metrics_f.flush()
         if self._tb is not None:
@@ -231,19 +245,46 @@ class RunDir:
                 if at is not None:
                     update, t = self._pending.pop(version)
                     self._write_update_locked(update, t)
-                    if self._tb is not None:
-                        self._tb.add_scalar("explorer/updates_applied", len(self.applied_versions), at)
-                        for i, value in enumerate(update.values):
-                            self._tb.add_scalar(f"explorer/{update.kind}_{i}", value, at)
 
-    def _write_update_locked(self, update: ExplorationUpdate, t: float) -> None:
+    def _measured_line(self, update: ExplorationUpdate, previous: tuple[float, ...] | None) -> dict[str, Any]:
+        """``update``'s line: provenance, when it was applied, informativeness and staleness."""
         line = update.to_json()
         at = self._cache.applied_at(update.version) if self._cache is not None else None
+        line["applied_at_step"] = at
+        if previous is None and self._cache is not None:
+            previous = self._cache.default.values
+        try:
+            line.update(informativeness.measure(update.kind, update.values, previous))
+        except ValueError as exc:  # not a valid update of its kind: record it, never fail the run
+            log.warning("update %d: informativeness not measured: %s", update.version, exc)
+            line["informative"] = False
+        source = update.provenance.source_episode
+        line.update(informativeness.staleness(source if source >= 0 else None, at, self._episode_end_steps))
+        return line
+
+    def _write_update_locked(self, update: ExplorationUpdate, t: float) -> None:
+        line = self._measured_line(update, self._previous_values)
+        self._previous_values = update.values
+        at = line["applied_at_step"]
         if at is not None:
             self.applied_versions.add(update.version)
-        line["applied_at_step"] = at
+            if line["informative"]:
+                self.informative_versions.add(update.version)
         line["t_s"] = round(t, 3)
         self._append_locked(line)
+        if at is not None and self._tb is not None and not self._closed:
+            self._tb_update_locked(line, at)
+
+    def _tb_update_locked(self, line: dict[str, Any], at: int) -> None:
+        tb = self._tb
+        tb.add_scalar("explorer/updates_applied", len(self.applied_versions), at)
+        tb.add_scalar("explorer/updates_informative", len(self.informative_versions), at)
+        tb.add_scalar("explorer/informative", float(line["informative"]), at)
+        for i, value in enumerate(line["values"]):
+            tb.add_scalar(f"explorer/{line['kind']}_{i}", value, at)
+        for key in (*informativeness.MEASURE_KEYS[line["kind"]], "staleness_episodes", "staleness_steps"):
+            if line.get(key) is not None:
+                tb.add_scalar(f"explorer/{key}", line[key], at)
 
     def _append_locked(self, line: dict[str, Any]) -> None:
         self.updates.append(line)
@@ -262,6 +303,36 @@ class RunDir:
         if self._cache is not None:
             pending_applied = sum(1 for v in list(self._pending) if self._cache.applied_at(v) is not None)
         return len(self.applied_versions) + pending_applied
+
+    @property
+    def updates_informative(self) -> int:
+        """Applied updates that clear the informativeness threshold (a subset of :attr:`updates_applied`)."""
+        pending_informative = 0
+        if self._cache is not None:
+            pending_informative = sum(1 for v, (u, _) in list(self._pending.items())
+                                      if self._cache.applied_at(v) is not None
+                                      and informativeness.is_informative(u.kind, u.values))
+        return len(self.informative_versions) + pending_informative
+
+    def guidance_summary(self) -> dict[str, Any]:
+        """The guidance fields for ``summary.json`` (:func:`explorer_pipeline.informativeness.summarise`).
+
+        ``updates_informative``, ``informative_share`` (of applied updates; None when none was
+        applied), ``informative_threshold`` (``{"metric", "min", "unit"}``), ``guidance_kind``, and
+        ``median_<measure>`` over applied updates: ``entropy_norm``, ``kl_uniform_nats`` and
+        ``change_tv`` (discrete) or ``bias_max_abs``, ``bias_rms`` and ``change_max_abs``
+        (continuous), plus ``staleness_episodes`` and ``staleness_steps``. Updates still held back
+        count when the collector has used them, as in :attr:`updates_applied`.
+        """
+        with self._lock:
+            lines = list(self.updates)
+            previous = self._previous_values
+            for version in sorted(self._pending):
+                update = self._pending[version][0]
+                lines.append(self._measured_line(update, previous))
+                previous = update.values
+        kind = self._cache.spec.update_kind if self._cache is not None else None
+        return informativeness.summarise(lines, kind)
 
     # ------------------------------------------------------------------ plots
     def write_plots(self, title: str = "", labels: tuple[str, ...] | list[str] = ()) -> None:
@@ -313,28 +384,67 @@ class RunDir:
         self._save(plt, fig, "learning_curve.png")
 
     def _plot_exploration(self, plt: Any, title: str, labels: tuple[str, ...]) -> None:
+        """Three panels over the updates: their values, how informative each was, how stale."""
         updates = [u for u in self.updates if u.get("source") != "fallback" and u.get("values")]
         applied = [u for u in updates if u.get("applied_at_step") is not None]
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, (ax, ax_info, ax_stale) = plt.subplots(3, 1, figsize=(7, 9), sharex=True,
+                                                     gridspec_kw={"height_ratios": [2, 1.3, 1]})
         if updates:
             # what the collector used, over env steps; publication order when nothing was applied
             shown = applied or updates
             xs = [u["applied_at_step"] for u in applied] if applied else list(range(1, len(updates) + 1))
             width = len(shown[0]["values"])
-            unit = "action" if shown[0]["kind"] == "distribution" else "dimension"
+            kind = shown[0]["kind"]
+            unit = "action" if kind == "distribution" else "dimension"
             for i in range(width):
                 name = labels[i] if len(labels) == width else f"{unit} {i}"
                 ax.step(xs, [u["values"][i] if i < len(u["values"]) else float("nan") for u in shown],
-                        where="post", label=name)
-            ax.set_xlabel("env step (update first applied)" if applied else "update (in publication order)")
-            ax.set_ylabel("probability" if updates[0]["kind"] == "distribution" else "bias (normalised units)")
+                        where="post", marker="o", markersize=3, label=name)  # markers: a lone update shows
+            ax.set_ylabel("probability" if kind == "distribution" else "bias (normalised units)")
             ax.legend(loc="best", fontsize=8)
+            self._plot_informativeness(ax_info, xs, shown, kind)
+            self._plot_staleness(ax_stale, xs, shown)
+            ax_stale.set_xlabel("env step (update first applied)" if applied else "update (in publication order)")
         else:
-            ax.text(0.5, 0.5, "no exploration updates", ha="center", va="center", transform=ax.transAxes)
+            for panel in (ax, ax_info, ax_stale):
+                panel.text(0.5, 0.5, "no exploration updates", ha="center", va="center", transform=panel.transAxes)
         fallbacks = sum(1 for u in self.updates if u.get("source") == "fallback")
-        ax.set_title((title + " - " if title else "") + f"exploration ({len(updates)} updates, {fallbacks} fallbacks)")
-        ax.grid(alpha=0.3)
+        informative = sum(1 for u in applied if u.get("informative") is True)
+        ax.set_title((title + " - " if title else "") + f"exploration ({len(updates)} updates, {len(applied)} "
+                     f"applied, {informative} informative, {fallbacks} fallbacks)", fontsize=10)
+        for panel in (ax, ax_info, ax_stale):
+            panel.grid(alpha=0.3)
         self._save(plt, fig, "exploration.png")
+
+    @staticmethod
+    def _plot_informativeness(ax: Any, xs: list[int], shown: list[dict[str, Any]], kind: str) -> None:
+        limit = informativeness.threshold(kind)
+        metric, change = limit["metric"], informativeness.MEASURE_KEYS[kind][-1]
+        values = [u.get(metric, float("nan")) for u in shown]
+        ax.step(xs, values, where="post", color="C0", label=metric)
+        marks = [u.get("informative") is True for u in shown]
+        ax.plot([x for x, m in zip(xs, marks, strict=True) if m], [v for v, m in zip(values, marks, strict=True) if m],
+                "o", color="C2", markersize=5, label="informative")
+        ax.plot([x for x, m in zip(xs, marks, strict=True) if not m],
+                [v for v, m in zip(values, marks, strict=True) if not m], "x", color="C3", markersize=6,
+                label="not informative")
+        ax.plot(xs, [u.get(change, float("nan")) for u in shown], ".", color="C1", label=f"{change} (vs previous)")
+        ax.axhline(limit["min"], color="k", linestyle="--", linewidth=1, label=f"threshold {limit['min']:g}")
+        ax.set_ylabel("KL (nats), change (TV)" if kind == "distribution" else "normalised units")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="best", fontsize=7)
+
+    @staticmethod
+    def _plot_staleness(ax: Any, xs: list[int], shown: list[dict[str, Any]]) -> None:
+        episodes = [u.get("staleness_episodes") for u in shown]
+        steps = [u.get("staleness_steps") for u in shown]
+        ax.plot(xs, [float("nan") if e is None else e for e in episodes], "o-", color="C4", markersize=3)
+        ax.set_ylabel("staleness (episodes)", color="C4")
+        twin = ax.twinx()
+        twin.plot(xs, [float("nan") if s is None else s for s in steps], "s:", color="C5", markersize=3)
+        twin.set_ylabel("staleness (env steps)", color="C5")
+        ax.set_ylim(bottom=0)
+        twin.set_ylim(bottom=0)
 
     # ------------------------------------------------------------------ close
     def flush_pending(self) -> None:

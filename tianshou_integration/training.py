@@ -4,6 +4,12 @@ A plain loop over Tianshou's low-level pieces (``Collector.collect``, ``Algorith
 rather than ``OffPolicyTrainer``: evaluation happens at fixed env-step intervals, the
 gradient-step ratio is honoured exactly (fractional credit carries over), and nothing scans the
 replay buffer for NaNs.
+
+Before the first step the policy is prepared so that exploration means what it should:
+continuous policies store the action their environment executed
+(:func:`~tianshou_integration.continuous.store_executed_actions`), and DQN-family policies with
+noisy layers (Rainbow) explore with them while collecting for training but not during greedy
+evaluation (:func:`~tianshou_integration.discrete.enable_noisy_collection`).
 """
 
 from __future__ import annotations
@@ -17,16 +23,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tianshou.algorithm.algorithm_base import Policy
+from tianshou.algorithm.modelfree.ddpg import ContinuousPolicyWithExplorationNoise
+from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.data import Collector
 from tianshou.utils.torch_utils import policy_within_training_step
 
 from .algorithms import AlgoSetup
+from .continuous import store_executed_actions
 from .counter import EnvStepCounter
+from .discrete import enable_noisy_collection
 from .tap import EpisodeTap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "evaluate", "train"]
+__all__ = ["TrainResult", "evaluate", "prepare_policy", "train"]
 
 
 @dataclass
@@ -53,8 +64,23 @@ class TrainResult:
         return self.env_steps / self.wall_s if self.wall_s > 0 else 0.0
 
 
+def prepare_policy(policy: Policy) -> Policy:
+    """Fix what Tianshou's collector would otherwise get wrong for ``policy``; returns it.
+
+    Continuous policies with exploration noise store the executed (clipped) action instead of the
+    unclipped noisy one; DQN-family policies keep their noisy layers active while collecting for
+    training. Other policies, and policies already prepared, are left as they are.
+    """
+    if isinstance(policy, ContinuousPolicyWithExplorationNoise):
+        return store_executed_actions(policy)
+    if isinstance(policy, DiscreteQLearningPolicy):
+        return enable_noisy_collection(policy)
+    return policy
+
+
 def evaluate(setup: AlgoSetup, collector: Collector, episodes: int) -> float:
-    """Mean return of ``episodes`` greedy episodes (no exploration noise, eps_inference)."""
+    """Mean return of ``episodes`` greedy episodes (no exploration noise, eps_inference, and the
+    mean weights of noisy layers: evaluation runs outside a training step)."""
     collector.reset(reset_stats=False)
     with policy_within_training_step(setup.policy, enabled=False):
         stats = collector.collect(n_episode=episodes)
@@ -85,16 +111,19 @@ def train(
     :param progress: show a tqdm bar (None: only on a terminal).
     :param progress_info: extra fields for the bar, e.g. LLM updates applied and fallbacks.
 
+    The policy is prepared first (:func:`prepare_policy`).
+
     Ctrl-C (KeyboardInterrupt) ends the loop; the result says ``interrupted`` and the caller
     finishes writing what exists. The envs are not closed here.
     """
     hp = setup.hp
-    steps = int(steps if steps is not None else hp.steps)
-    eval_every = int(eval_every if eval_every is not None else hp.eval_every)
+    steps = int(steps if steps is not None else setup.config.steps)
+    eval_every = int(eval_every if eval_every is not None else setup.config.eval.every)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    prepare_policy(setup.policy)
     if tap is None:
         tap = EpisodeTap(None, setup.env.env_id, setup.env.spec, counter=counter)
     counter = tap.counter

@@ -64,22 +64,24 @@ def _stop_signals() -> Iterator[None]:
 @click.option("--train-command", default=None, metavar="CMD",
               help="Command that trains one run, shell-quoted [default: $LLM_EXPLORER_TRAIN_CMD, else "
                    "'python -m explorer_pipeline train' with this interpreter].")
-@click.option("--dry-run", is_flag=True, help="Validate the spec and print every run's command; run nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Validate the spec and print every run's configuration and command; write and run nothing.")
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
 @click.pass_context
 def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cpus_per_run: int, out: Path | None,
            resume: bool, ray_address: str | None, train_command: str | None, dry_run: bool, no_report: bool) -> None:
     """Run the ablation study SPEC (YAML): every arm x environment x seed, seeds paired across arms.
 
-    Each run is an 'llm-explorer train' child process writing its usual run directory under
-    OUT/runs/. A finished run is never redone; after a crash, SIGKILL or Ctrl-C, --resume
+    Each run is an 'llm-explorer train --config OUT/configs/RUN.yaml' child process writing its
+    usual run directory under OUT/runs/. Every arm x environment configuration is validated before
+    anything runs. A finished run is never redone; after a crash, SIGKILL or Ctrl-C, --resume
     continues where the study stopped. A failed run is recorded and the study goes on.
     """
+    import json
     import shlex
 
     from ..errors import UsageError
-    from .launch import command_line, default_train_command
-    from .preflight import probe
+    from .launch import command_line
     from .runner import jobs_for, plan_study, run_study
     from .spec import load_spec
 
@@ -87,15 +89,16 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
         _usage_error(ctx, "--ray-address needs --backend ray")
     command = shlex.split(train_command) if train_command else None
     try:
-        study = load_spec(spec, interface=lambda: probe(command or default_train_command()))
+        study = load_spec(spec)
     except UsageError as exc:
         _usage_error(ctx, str(exc))
     out = out or Path("runs") / "ablations" / study.name
     if dry_run:
         runs = plan_study(study, spec)
-        for job in jobs_for(runs, out, train_command=command, cpus=cpus_per_run):
+        for run, job in zip(runs, jobs_for(runs, out, train_command=command, cpus=cpus_per_run), strict=True):
+            click.echo(f"# {run.run_id}: {json.dumps(run.config)}")
             click.echo(command_line(job))
-        click.echo(f"{len(runs)} runs; nothing run (--dry-run)", err=True)
+        click.echo(f"{len(runs)} runs; nothing written or run (--dry-run)", err=True)
         return
     chosen = _backend(backend, workers, cpus_per_run, ray_address)
     try:

@@ -1,4 +1,4 @@
-"""Launching one run: ``llm-explorer train ... --out DIR`` as a child process.
+"""Launching one run: ``llm-explorer train --config FILE --out DIR`` as a child process.
 
 The runner never imports the training code: each run is a subprocess of the train command,
 ``python -m explorer_pipeline train`` with this interpreter unless ``LLM_EXPLORER_TRAIN_CMD``
@@ -56,6 +56,7 @@ def default_train_command() -> list[str]:
 class Job:
     """Everything a backend needs to run one planned run (picklable, for Ray).
 
+    :param arguments: what follows the train command: ``--config FILE --out DIR``.
     :param run_dir: the ``--out`` directory (absolute).
     :param train_command: None means :func:`default_train_command` where the job runs.
     :param cpus: threads the run may use (``OMP_NUM_THREADS`` and friends, unless set).

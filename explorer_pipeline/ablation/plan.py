@@ -1,6 +1,12 @@
-"""Expanding a spec into runs (arms x environments x seeds) and each run's ``train`` arguments.
+"""Expanding a spec into runs (arms x environments x seeds) and each run's configuration.
 
-Seeds are paired: every arm gets the same ``--seed`` for the same environment, so arms differ
+Every run receives one run-configuration document (:func:`.spec.run_document`): ``env`` and
+``seed``, then the base's and the arm's settings with ``RunConfig``'s nested keys. The runner
+writes it to ``OUT/configs/ARM__ENV__seed-S.yaml`` before the run starts, and the run is
+``llm-explorer train --config FILE --out DIR``; the run directory's ``config.yaml`` then holds
+it resolved.
+
+Seeds are paired: every arm gets the same ``seed`` for the same environment, so arms differ
 only in what the spec says. Runs are ordered seed by seed, then environment, then arm, so a study
 stopped half-way holds comparable runs of every arm.
 """
@@ -14,41 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import StudySpec
+import yaml
 
-__all__ = ["FLAGS", "PlannedRun", "expand", "train_arguments"]
+from .spec import SHORTCUTS, StudySpec, run_document
 
-#: spec field -> ``llm-explorer train`` option. ``options`` and ``replay`` are handled apart.
-FLAGS: dict[str, str] = {
-    "algo": "--algo",
-    "steps": "--steps",
-    "provider": "--provider",
-    "model": "--model",
-    "base_url": "--base-url",
-    "prompt_set": "--prompt-set",
-    "k": "--k",
-    "m": "--m",
-    "temperature": "--temperature",
-    "mode": "--mode",
-    "task_description": "--task-description",
-    "eval_episodes": "--eval-episodes",
-    "sigma": "--sigma",
-    "response_cache": "--response-cache",
-}
-_PATH_FIELDS = ("response_cache",)
+__all__ = ["PlannedRun", "env_slug", "expand"]
 
 
 @dataclass(frozen=True)
 class PlannedRun:
     """One run of the study.
 
-    :param settings: the resolved ``RunSettings`` values (paths already absolute).
+    :param config: the run-configuration document (paths already absolute) that
+        ``llm-explorer train --config`` reads.
     """
 
     arm: str
     env: str
     seed: int
-    settings: dict[str, Any] = field(compare=False)
+    config: dict[str, Any] = field(compare=False)
 
     @property
     def run_id(self) -> str:
@@ -62,21 +52,56 @@ class PlannedRun:
     @property
     def log_relpath(self) -> Path:
         """The train command's stdout and stderr, outside the run directory."""
-        return Path("logs") / f"{self.arm}__{env_slug(self.env)}__seed-{self.seed}.log"
+        return Path("logs") / f"{self._stem}.log"
 
-    def arguments(self, out_dir: Path) -> list[str]:
-        return train_arguments(self.env, self.seed, self.settings, out_dir)
+    @property
+    def config_relpath(self) -> Path:
+        """The run's configuration file inside the study directory."""
+        return Path("configs") / f"{self._stem}.yaml"
+
+    @property
+    def _stem(self) -> str:
+        return f"{self.arm}__{env_slug(self.env)}__seed-{self.seed}"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The document seen through the spec's shortcut names (``steps``, ``provider``,
+        ``model``, ``k``, ...): what the report shows and prices by. Unset ones are left out."""
+        out: dict[str, Any] = {}
+        for name, path in SHORTCUTS.items():
+            node: Any = self.config
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                out[name] = node
+        return out
+
+    @property
+    def steps(self) -> int | None:
+        """Env steps the run must reach to be complete; None when the preset decides."""
+        steps = self.config.get("steps")
+        return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+    def arguments(self, study_dir: Path) -> list[str]:
+        """The arguments after ``llm-explorer train`` for this run of the study in ``study_dir``."""
+        return ["--config", str(study_dir / self.config_relpath), "--out", str(study_dir / self.relpath)]
+
+    def config_yaml(self, study: str = "") -> str:
+        """The configuration file's text."""
+        head = f"# run {self.run_id}" + (f" of ablation study {study!r}" if study else "")
+        head += "; written by llm-explorer ablate (edit the spec, not this file)\n"
+        return head + yaml.safe_dump(self.config, sort_keys=False, default_flow_style=False, width=100)
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever anything that affects the run's result changes."""
-        blob = json.dumps({"env": self.env, "seed": self.seed, "settings": self.settings},
-                          sort_keys=True, default=str)
+        """Changes whenever anything in the run's configuration changes."""
+        blob = json.dumps(self.config, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
-        return {"arm": self.arm, "env": self.env, "seed": self.seed, "settings": self.settings,
-                "dir": str(self.relpath), "log": str(self.log_relpath), "fingerprint": self.fingerprint}
+        return {"arm": self.arm, "env": self.env, "seed": self.seed, "settings": self.settings, "config": self.config,
+                "config_file": str(self.config_relpath), "dir": str(self.relpath), "log": str(self.log_relpath),
+                "fingerprint": self.fingerprint}
 
 
 def env_slug(env_id: str) -> str:
@@ -85,44 +110,12 @@ def env_slug(env_id: str) -> str:
 
 
 def expand(spec: StudySpec, base_dir: Path | None = None) -> list[PlannedRun]:
-    """Every run of ``spec``; relative paths in settings are resolved against ``base_dir`` (the
-    spec file's directory)."""
+    """Every run of ``spec``; relative paths in configurations are resolved against ``base_dir``
+    (the spec file's directory)."""
     base_dir = (base_dir or Path.cwd()).resolve()
-    per_arm = {arm.name: _absolute(spec.settings(arm), base_dir) for arm in spec.arms}
     return [
-        PlannedRun(arm=arm.name, env=env.id, seed=seed, settings=per_arm[arm.name])
+        PlannedRun(arm=arm.name, env=env.id, seed=seed, config=run_document(spec, arm, j, seed, base_dir).data)
         for seed in spec.seeds
-        for env in spec.environments
+        for j, env in enumerate(spec.environments)
         for arm in spec.arms
     ]
-
-
-def _absolute(settings: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    out = dict(settings)
-    for name in _PATH_FIELDS:
-        if name in out:
-            out[name] = str((base_dir / out[name]).resolve())
-    text = out.get("task_description")
-    if isinstance(text, str) and text.startswith("@"):
-        out["task_description"] = "@" + str((base_dir / text[1:]).resolve())
-    return out
-
-
-def train_arguments(env: str, seed: int, settings: dict[str, Any], out_dir: Path) -> list[str]:
-    """The arguments after ``llm-explorer train``."""
-    args = ["--env", env, "--seed", str(seed)]
-    for name, flag in FLAGS.items():
-        if name in settings:
-            args += [flag, _text(settings[name])]
-    for key, value in settings.get("options", {}).items():
-        args += ["--option", f"{key}={_text(value)}"]
-    if settings.get("replay"):
-        args.append("--replay")
-    args += ["--out", str(out_dir)]
-    return args
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

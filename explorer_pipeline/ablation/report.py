@@ -19,16 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import informativeness
 from . import figures
 from .results import SUMMARY_COLUMNS, Study, load_study
 from .state import publish
 from .stats import CONFIDENCE, RESAMPLES, Estimate, iqm_estimate, performance_profile, poi_estimate
 
-__all__ = ["MIN_SEEDS_FOR_CLAIMS", "Analysis", "ReportFiles", "analyse", "write_report"]
+__all__ = ["INFORMATIVE_MAJORITY", "MIN_SEEDS_FOR_CLAIMS", "Analysis", "ReportFiles", "analyse", "write_report"]
 
 #: below this many complete runs per arm and environment the report warns that intervals and
 #: probabilities of improvement are descriptive only (percentile bootstraps under-cover there).
 MIN_SEEDS_FOR_CLAIMS = 5
+#: an LLM arm whose runs have, on average, a smaller share of informative applied updates than this
+#: explored like the algorithm's own default most of the time, and the report says so.
+INFORMATIVE_MAJORITY = 0.5
 FIGURES = ("learning_curves.png", "final_returns.png", "performance_profile.png", "cost.png")
 
 
@@ -61,6 +65,7 @@ class Analysis:
     taus: np.ndarray = field(default_factory=lambda: np.zeros(0))
     profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     cost: dict[str, dict[str, float]] = field(default_factory=dict)
+    guidance: dict[str, dict[str, float]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def runs_per_cell(self) -> dict[tuple[str, str], int]:
@@ -98,6 +103,7 @@ def analyse(study: Study, *, seed: int = 0) -> Analysis:
         a.profiles = {arm: performance_profile(a.normalised[arm], a.taus, seed=seed)
                       for arm in study.arms if any(a.normalised[arm])}
     a.cost = {arm: _cost(study, arm) for arm in study.arms}
+    a.guidance = {arm: _guidance(study, arm) for arm in study.arms}
     a.warnings = _warnings(a)
     return a
 
@@ -138,7 +144,7 @@ def _cost(study: Study, arm: str) -> dict[str, float]:
         "runs": len(runs),
         "llm_requests": mean([r.summary.get("llm_requests") for r in runs]),
         "updates_applied": mean([r.summary.get("updates_applied") for r in runs]),
-        "non_default_updates": mean([r.non_default_updates for r in runs]),
+        "updates_informative": mean([r.updates_informative for r in runs]),
         "input_tokens": mean([r.tokens()[0] for r in runs]),
         "output_tokens": mean([r.tokens()[1] for r in runs]),
         "latency_s": float(np.mean(latencies)) if latencies else math.nan,
@@ -147,6 +153,34 @@ def _cost(study: Study, arm: str) -> dict[str, float]:
         "steps_per_s": mean([r.summary.get("steps_per_s") for r in runs]),
         "cost_usd": mean(costs) if any(c is not None for c in costs) else math.nan,
     }
+
+
+_GUIDANCE_MEDIANS = ("entropy_norm", "kl_uniform_nats", "change_tv", "bias_max_abs", "bias_rms", "change_max_abs",
+                     "staleness_episodes", "staleness_steps")
+
+
+def _guidance(study: Study, arm: str) -> dict[str, float]:
+    """Per arm: updates applied and informative per run, the mean informative share of its runs,
+    and medians of each measure over every applied update of every complete run (NaN: none)."""
+    runs = study.complete(arm)
+    if not runs:
+        return {}
+
+    def mean(values: Sequence[float | None]) -> float:
+        kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        return float(np.mean(kept)) if kept else math.nan
+
+    out = {
+        "updates_applied": mean([r.summary.get("updates_applied") for r in runs]),
+        "updates_informative": mean([r.updates_informative for r in runs]),
+        "informative_share": mean([r.guidance.get("informative_share") for r in runs]),
+    }
+    updates = [u for r in runs for u in r.applied_updates]
+    for key in _GUIDANCE_MEDIANS:
+        values = [float(u[key]) for u in updates
+                  if isinstance(u.get(key), int | float) and not isinstance(u[key], bool)]
+        out[f"median_{key}"] = float(np.median(values)) if values else math.nan
+    return out
 
 
 def _warnings(a: Analysis) -> list[str]:
@@ -180,14 +214,33 @@ def _warnings(a: Analysis) -> list[str]:
                        "explored (almost) like the algorithm's own default, so it cannot show an effect of its "
                        "prompts. The LLM was too slow for the training budget: use `mode: blocking`, "
                        "more steps, or a faster model.")
-        elif not any(r.non_default_updates for r in runs):
-            out.append(f"Every update arm `{arm}` received was the algorithm's default (a uniform distribution or a "
-                       "zero bias): it explored exactly like the baseline, so it cannot show an effect of its "
-                       "prompts. See `updates.jsonl` and `exchanges.jsonl` in its run directories for what the "
-                       "model answered.")
+        else:
+            out += _guidance_warnings(arm, a.guidance.get(arm, {}))
     if a.study.baseline is None:
         out.append("No baseline arm (set `baseline:` in the spec): no probability of improvement is shown.")
     return out
+
+
+def _guidance_warnings(arm: str, g: dict[str, float]) -> list[str]:
+    """An LLM arm whose applied updates were (mostly) indistinguishable from the default exploration."""
+    informative = g.get("updates_informative", math.nan)
+    share = g.get("informative_share", math.nan)
+
+    def rule(relation: str) -> str:
+        return (f"KL from uniform {relation} {informativeness.KL_THRESHOLD_NATS:g} nats for a distribution, "
+                f"largest |bias| {relation} {informativeness.BIAS_THRESHOLD:g} normalised units for a bias")
+
+    see = ("See `updates.jsonl` (`kl_uniform_nats`, `bias_max_abs`) and `exchanges.jsonl` in its run directories "
+           "for what the model answered.")
+    if not informative > 0:
+        return [f"Arm `{arm}` applied {_fmt(g.get('updates_applied'), 3)} updates per run, but none of them was "
+                f"informative ({rule('below')}): its exploration was indistinguishable from the algorithm's own, so it "
+                f"cannot show an effect of its prompts. {see}"]
+    if share < INFORMATIVE_MAJORITY:
+        return [f"Only {share:.0%} of the updates arm `{arm}` applied were informative ({rule('at least')}): most of "
+                "the time it explored like the algorithm's own default, which dilutes any effect of its prompts. "
+                f"{see}"]
+    return []
 
 
 def verdict(est: Estimate) -> str:
@@ -259,6 +312,47 @@ def _est(e: Estimate, digits: int = 3) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _guidance_section(a: Analysis) -> list[str]:
+    """Per arm: how many applied updates were informative, how far from default, how stale."""
+    arms = [arm for arm in a.study.arms if a.guidance.get(arm)]
+    if not arms:
+        return []
+
+    def has(key: str) -> bool:
+        return any(not math.isnan(a.guidance[arm].get(key, math.nan)) for arm in arms)
+
+    columns = [("updates applied / run", "updates_applied", 4), ("informative / run", "updates_informative", 4)]
+    if has("median_kl_uniform_nats"):
+        columns += [("median KL from uniform (nats)", "median_kl_uniform_nats", 3),
+                    ("median normalised entropy", "median_entropy_norm", 3),
+                    ("median change (TV distance)", "median_change_tv", 3)]
+    if has("median_bias_max_abs"):
+        columns += [("median max abs bias", "median_bias_max_abs", 3),
+                    ("median change (max abs)", "median_change_max_abs", 3)]
+    columns += [("median staleness (episodes)", "median_staleness_episodes", 3),
+                ("median staleness (env steps)", "median_staleness_steps", 4)]
+    rows = []
+    for arm in arms:
+        g = a.guidance[arm]
+        share = g.get("informative_share", math.nan)
+        cells = [_fmt(g.get(key), digits) for _, key, digits in columns]
+        cells.insert(2, "–" if math.isnan(share) else f"{share:.0%}")
+        rows.append([arm, *cells])
+    header = ["arm", *(name for name, _, _ in columns)]
+    header.insert(3, "informative share")
+    lines = ["## Exploration updates", "",
+             "Means per complete run; medians over every update the collector applied in the arm's complete runs. "
+             f"An update is *informative* when it is distinguishable from the algorithm's own exploration: KL "
+             f"divergence from the uniform distribution at least {informativeness.KL_THRESHOLD_NATS:g} nats "
+             f"(discrete), or largest |bias| at least {informativeness.BIAS_THRESHOLD:g} in normalised action units "
+             "(continuous). *Normalised entropy* is 1 for uniform; *change* compares each update with the one it "
+             "replaced; *staleness* counts the episodes and env steps between the end of the episode an update "
+             "was computed from and its first use. The informative share is averaged over runs.", ""]
+    lines += _table(header, rows)
+    lines.append("")
     return lines
 
 
@@ -335,21 +429,23 @@ def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
                   "Fraction of runs whose normalised final return exceeds tau (higher is better everywhere).", "",
                   "![Performance profiles](figures/performance_profile.png)", ""]
 
+    lines += _guidance_section(a)
     lines += ["## Cost", "",
-              "Means per complete run. Latency is per exploration request (all stages and retries). *Non-default "
-              "updates* differ from the algorithm's own exploration (a non-uniform distribution, a non-zero bias).",
+              "Means per complete run. Latency is per exploration request (all stages and retries). *Informative "
+              "updates*: applied updates distinguishable from the algorithm's own exploration (see *Exploration "
+              "updates*).",
               ""]
     rows = []
     for arm in study.arms:
         c = a.cost.get(arm) or {}
         cost = c.get("cost_usd", math.nan)
         rows.append([arm, _fmt(c.get("llm_requests"), 4), _fmt(c.get("updates_applied"), 4),
-                     _fmt(c.get("non_default_updates"), 4),
+                     _fmt(c.get("updates_informative"), 4),
                      _fmt(c.get("input_tokens"), 4),
                      _fmt(c.get("output_tokens"), 4), _fmt(c.get("latency_s"), 3), _fmt(c.get("fallbacks"), 3),
                      _fmt(c.get("wall_s"), 3), _fmt(c.get("steps_per_s"), 3),
                      "–" if math.isnan(cost) else f"${cost:.4f}"])
-    lines += _table(["arm", "LLM requests", "updates applied", "non-default updates", "input tokens",
+    lines += _table(["arm", "LLM requests", "updates applied", "informative updates", "input tokens",
                      "output tokens", "latency (s)", "fallbacks", "wall time (s)", "env steps/s", "cost (USD)"], rows)
     lines.append("")
     if not study.prices:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import informativeness
 from ..errors import UsageError
 from .state import StatusLog, read_json, read_summary, run_is_complete
 
@@ -22,9 +23,10 @@ __all__ = ["SUMMARY_COLUMNS", "RunResult", "Study", "load_study"]
 
 SUMMARY_COLUMNS = (
     "arm", "env", "seed", "status", "final_return", "auc", "env_steps", "episodes", "wall_s", "steps_per_s",
-    "llm_requests", "input_tokens", "output_tokens", "updates_published", "updates_applied", "fallbacks",
-    "parse_failures", "validation_rejections", "provider_errors", "dropped_stale", "mean_latency_s",
-    "cost_usd", "run_dir", "error",
+    "llm_requests", "input_tokens", "output_tokens", "updates_published", "updates_applied", "updates_informative",
+    "informative_share", "median_kl_uniform_nats", "median_bias_max_abs", "median_staleness_episodes",
+    "median_staleness_steps", "fallbacks", "parse_failures", "validation_rejections", "provider_errors",
+    "dropped_stale", "mean_latency_s", "cost_usd", "run_dir", "error",
 )
 _COUNTERS = ("llm_requests", "updates_published", "updates_applied", "parse_failures",
              "validation_rejections", "provider_errors", "dropped_stale", "episodes")
@@ -44,8 +46,9 @@ class RunResult:
     eval_curve: list[tuple[float, float]] = field(default_factory=list)
     train_curve: list[tuple[float, float]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
-    non_default_updates: int = 0
-    """Updates that differ from the algorithm's default (a non-uniform distribution, a non-zero bias)."""
+    applied_updates: list[dict[str, Any]] = field(default_factory=list)
+    """The ``updates.jsonl`` lines of updates the collector used, with their informativeness measures
+    (computed here for run directories written before the measures existed)."""
     fallback_lines: int = 0
     error: str = ""
     log: str = ""
@@ -83,6 +86,21 @@ class RunResult:
         return inp, out
 
     @property
+    def guidance(self) -> dict[str, Any]:
+        """Informativeness over this run's applied updates (:func:`informativeness.summarise`), from
+        ``updates.jsonl``; ``summary.json``'s own count and share take precedence when it has them."""
+        measured = informativeness.summarise(self.applied_updates)
+        for key in ("updates_informative", "informative_share"):
+            if key in self.summary:
+                measured[key] = self.summary[key]
+        return measured
+
+    @property
+    def updates_informative(self) -> int | None:
+        value = self.guidance.get("updates_informative") if self.summary else None
+        return int(value) if isinstance(value, int | float) else None
+
+    @property
     def fallbacks(self) -> int:
         value = self.summary.get("fallbacks")
         return int(value) if isinstance(value, int | float) else self.fallback_lines
@@ -113,6 +131,13 @@ class RunResult:
         }
         for name in _COUNTERS:
             row[name] = s.get(name)
+        if s:
+            guidance = self.guidance
+            row["updates_informative"] = self.updates_informative
+            row["informative_share"] = _num(guidance.get("informative_share"))
+            for key in ("median_kl_uniform_nats", "median_bias_max_abs", "median_staleness_episodes",
+                        "median_staleness_steps"):
+                row[key] = _num(guidance.get(key))
         return {column: row.get(column) for column in SUMMARY_COLUMNS}
 
 
@@ -175,7 +200,9 @@ def _load_run(out: Path, run_id: str, info: dict[str, Any], last: dict[str, Any]
         return result
     result.summary = read_summary(run_dir) or {}
     result.train_curve, result.eval_curve = _read_metrics(run_dir / "metrics.csv")
-    result.latencies, result.fallback_lines, result.non_default_updates = _read_updates(run_dir / "updates.jsonl")
+    episode_ends = [int(step) for step, _ in result.train_curve]
+    result.latencies, result.fallback_lines, result.applied_updates = _read_updates(run_dir / "updates.jsonl",
+                                                                                    episode_ends)
     return result
 
 
@@ -198,37 +225,36 @@ def _read_metrics(path: Path) -> tuple[list[tuple[float, float]], list[tuple[flo
     return train, evals
 
 
-def _read_updates(path: Path) -> tuple[list[float], int, int]:
-    """Request latencies, fallback lines and non-default updates in ``updates.jsonl``."""
+def _read_updates(path: Path, episode_ends: list[int]) -> tuple[list[float], int, list[dict[str, Any]]]:
+    """Request latencies, fallback lines and the measured applied updates in ``updates.jsonl``.
+
+    :param episode_ends: the env step each training episode ended at, by episode index (for the
+        staleness of lines written before ``updates.jsonl`` carried it).
+    """
     latencies: list[float] = []
-    fallbacks = non_default = 0
+    fallbacks = 0
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw_lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
-        return latencies, fallbacks, non_default
-    for raw in lines:
+        return latencies, fallbacks, []
+    lines: list[dict[str, Any]] = []
+    for raw in raw_lines:
         try:
             line = json.loads(raw)
         except ValueError:
             continue
         if not isinstance(line, dict):
             continue
+        lines.append(line)
         source = line.get("source")
         if source == "fallback":
             fallbacks += 1
         if source in ("llm", "fallback") and isinstance(line.get("latency_s"), int | float):
             latencies.append(float(line["latency_s"]))
-        if source != "fallback" and _non_default(line.get("kind"), line.get("values")):
-            non_default += 1
-    return latencies, fallbacks, non_default
-
-
-def _non_default(kind: Any, values: Any) -> bool:
-    if not isinstance(values, list) or not values or not all(isinstance(v, int | float) for v in values):
-        return False
-    if kind == "bias":
-        return any(abs(v) > 1e-9 for v in values)
-    return any(abs(v - 1.0 / len(values)) > 1e-9 for v in values)
+    applied = [line for line in informativeness.measure_lines(lines, episode_ends)
+               if line.get("source") != "fallback" and "informative" in line
+               and line.get("applied_at_step") is not None]
+    return latencies, fallbacks, applied
 
 
 def _float(text: Any) -> float | None:

@@ -1,5 +1,8 @@
 """Running a study: plan, skip what is complete, run the rest on a backend, record everything.
 
+Each run's configuration is written to ``OUT/configs/ARM__ENV__seed-S.yaml`` before any run
+starts; a run is ``TRAIN --config FILE --out OUT/runs/ARM/ENV/seed-S``.
+
 A finished run is never redone. ``resume`` continues a study after a crash, a SIGKILL or
 Ctrl-C: complete runs are kept, half-written ones are moved aside and rerun. A failed run is
 recorded (``status.jsonl``, with the tail of its log) and the study goes on.
@@ -21,9 +24,9 @@ from .launch import Job, Outcome
 from .plan import PlannedRun, expand
 from .progress import Progress, format_duration
 from .spec import StudySpec
-from .state import StatusLog, StudyLock, read_json, run_is_complete, write_json_atomic
+from .state import StatusLog, StudyLock, read_json, run_is_complete, write_json_atomic, write_text_atomic
 
-__all__ = ["StudyResult", "jobs_for", "plan_study", "run_study"]
+__all__ = ["StudyResult", "jobs_for", "plan_study", "run_study", "write_configs"]
 
 Echo = Callable[[str], None]
 
@@ -51,11 +54,25 @@ def jobs_for(runs: Sequence[PlannedRun], out: Path, *, train_command: Sequence[s
              cpus: int = 1) -> list[Job]:
     out = out.resolve()
     return [
-        Job(run_id=run.run_id, arguments=tuple(run.arguments(out / run.relpath)), run_dir=out / run.relpath,
-            log_path=out / run.log_relpath, steps=run.settings.get("steps"),
+        Job(run_id=run.run_id, arguments=tuple(run.arguments(out)), run_dir=out / run.relpath,
+            log_path=out / run.log_relpath, steps=run.steps,
             train_command=tuple(train_command) if train_command else None, cpus=cpus)
         for run in runs
     ]
+
+
+def write_configs(out: Path, runs: Sequence[PlannedRun], study: str = "") -> None:
+    """Write every run's configuration file (``OUT/configs/*.yaml``); an unchanged file is left
+    as it is."""
+    for run in runs:
+        path = out / run.config_relpath
+        text = run.config_yaml(study)
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                continue
+        except OSError:
+            pass
+        write_text_atomic(path, text)
 
 
 def run_study(
@@ -80,6 +97,7 @@ def run_study(
         backend.setup()
         try:
             _write_study(out, spec, spec_path, runs, previous, backend)
+            write_configs(out, runs, spec.name)
             status = StatusLog(out / "status.jsonl")
             jobs = jobs_for(runs, out, train_command=train_command, cpus=backend.cpus_per_run)
             todo = [job for job in jobs if not run_is_complete(job.run_dir, job.steps)]
@@ -150,11 +168,16 @@ def _check_can_start(out: Path, previous: Any, runs: Sequence[PlannedRun], resum
     old_runs = previous.get("runs", {})
     changed = [run.run_id for run in runs
                if run.run_id in old_runs and old_runs[run.run_id].get("fingerprint") != run.fingerprint
-               and run_is_complete(out / run.relpath, old_runs[run.run_id].get("settings", {}).get("steps"))]
+               and run_is_complete(out / run.relpath, _old_steps(old_runs[run.run_id]))]
     if changed:
         listing = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise UsageError(f"the spec changed for runs that already finished in {str(out)!r} ({listing}); "
                          "use another --out, or delete those run directories to redo them")
+
+
+def _old_steps(info: dict[str, Any]) -> int | None:
+    steps = (info.get("config") or info.get("settings") or {}).get("steps")
+    return steps if isinstance(steps, int) else None
 
 
 def _write_study(out: Path, spec: StudySpec, spec_path: Path | None, runs: Sequence[PlannedRun],
@@ -164,7 +187,7 @@ def _write_study(out: Path, spec: StudySpec, spec_path: Path | None, runs: Seque
     sessions = list(previous.get("sessions", []))
     sessions.append({"started": now, "backend": backend.name, "workers": backend.workers, "argv": sys.argv})
     study = {
-        "format": 1,
+        "format": 2,
         "name": spec.name,
         "description": spec.description,
         "spec_file": str(spec_path.resolve()) if spec_path is not None else None,

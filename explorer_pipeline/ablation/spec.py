@@ -8,48 +8,102 @@ Example (``examples/ablation-prompts.yaml`` has a complete one)::
       - name: paper
       - name: name-only
         prompt_set: name-only
+      - name: multiplicative-eps        # a hyperparameter arm: any run-configuration key
+        config:
+          algorithm: {lr: 1.0e-4, epsilon: {schedule: multiplicative, factor: 0.9999}}
       - name: baseline
         provider: none
     baseline: baseline
     environments: [CartPole-v1, {id: Acrobot-v1, max_score: -100}]
     seeds: 5            # or a list: [0, 1, 2, 3, 4]
 
-Every field of ``base`` and of an arm is an option of ``llm-explorer train`` (see
-:data:`RunSettings`); an arm's value replaces the base's, ``options`` are merged key by key.
+``base`` and every arm are :class:`RunSettings`: shortcut fields named like the options of
+``llm-explorer train`` (``algo``, ``steps``, ``provider``, ``k``, ``m``, ...), a ``preset``
+(``default`` or ``paper``) and ``config``, a partial *run configuration* with the nested keys of
+``tianshou_integration.config.RunConfig`` (``algorithm.lr``, ``algorithm.epsilon.schedule``,
+``network.hidden_sizes``, ``explorer.max_attempts`` ...; ``llm-explorer train --show-config``
+prints them all). Each run receives one configuration document (:func:`run_document`), built in
+this order, a later value replacing an earlier one key by key (a deep merge):
+
+1. ``env`` and ``seed`` of the run (they come only from ``environments`` and ``seeds``);
+2. the base's shortcut fields, mapped as ``llm-explorer train`` maps its flags
+   (:data:`SHORTCUTS`: ``k`` -> ``explorer.every_k``, ``options`` -> ``explorer.provider_options``,
+   ``sigma`` -> ``algorithm.noise.sigma`` ...), then the base's ``config``;
+3. the arm's shortcut fields, then the arm's ``config``.
+
+So an arm's value wins over the base's, and within one of them ``config`` wins over a shortcut.
+
 Validation is strict: an unknown key, a wrong type, a duplicate arm name, an unknown provider,
 prompt set or environment is a :class:`SpecError` that names the line, the column and the path
-of every problem at once, before anything runs.
+of every problem at once, before anything runs. :func:`load_spec` with ``names`` (the default)
+also resolves every arm x environment configuration with the train command's own resolver, so a
+key ``RunConfig`` does not have, a value out of range or a discrete algorithm on a continuous
+environment is reported at the spec line that set it.
 """
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UsageError
-from ._yaml import Position, YamlDocument, YamlError, read_yaml
-from .preflight import TrainInterface
+from ..yamlio import Position, YamlDocument, YamlError, read_yaml
 
 __all__ = [
+    "SHORTCUTS",
     "Arm",
     "Environment",
     "Price",
     "Problem",
+    "RunDocument",
     "RunSettings",
     "SpecError",
     "StudySpec",
+    "config_problems",
     "check_names",
     "load_spec",
     "parse_spec",
+    "run_document",
 ]
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 NO_PROVIDER = "none"
+#: The provider structural validation assumes when a document sets none: ``llm-explorer train``
+#: adds its own default (``local`` or ``scripted``), and every provider passes the same checks.
+VALIDATION_PROVIDER = "scripted"
+
+#: spec field -> key path in the run configuration, as ``llm-explorer train`` maps its flags
+#: (``tianshou_integration.cli.SHORTCUTS``; ``options`` are ``--option KEY=VALUE``).
+SHORTCUTS: dict[str, tuple[str, ...]] = {
+    "preset": ("preset",),
+    "algo": ("algo",),
+    "steps": ("steps",),
+    "provider": ("explorer", "provider"),
+    "model": ("explorer", "model"),
+    "base_url": ("explorer", "base_url"),
+    "prompt_set": ("explorer", "prompt_set"),
+    "k": ("explorer", "every_k"),
+    "m": ("explorer", "sample_m"),
+    "temperature": ("explorer", "temperature"),
+    "mode": ("explorer", "mode"),
+    "task_description": ("explorer", "task_description"),
+    "eval_episodes": ("eval", "episodes"),
+    "sigma": ("algorithm", "noise", "sigma"),
+    "response_cache": ("explorer", "response_cache"),
+    "replay": ("explorer", "replay"),
+    "options": ("explorer", "provider_options"),
+}
+#: ``resolve`` starts some messages with the configuration key (``algo: dqn needs ...``); the
+#: spec path in front of a problem already names it.
+_KEY_PREFIX = re.compile(r"^[a-z_][a-z0-9_.]*: ")
+#: Keys of the document that come from the study itself, never from a base or an arm.
+RUN_KEYS = ("env", "seed")
 
 
 # --------------------------------------------------------------------------- errors
@@ -95,43 +149,58 @@ OptionValue = str | int | float | bool
 
 
 class RunSettings(_Strict):
-    """Options of ``llm-explorer train`` that a study's base or an arm can set. ``None`` (left
-    out) means the train command's own default."""
+    """What a study's base or an arm sets. The shortcut fields are named after the options of
+    ``llm-explorer train`` and mapped to the run configuration as the train command maps them
+    (:data:`SHORTCUTS`); ``config`` reaches any other key. ``None`` (left out) means unset: the
+    train command's default, or the preset's value."""
 
+    preset: str | None = None
+    """``--preset``: the settings the run configuration starts from (``default``: tuned for a
+    small CPU; ``paper``: the paper's settings for Atari and MuJoCo, default elsewhere)."""
     algo: str | None = None
-    """``--algo``: the RL algorithm (dqn, ddqn, c51, qrdqn, rainbow, ddpg, td3, sac, ...)."""
+    """``--algo``: the RL algorithm (dqn, double-dqn, dueling-dqn, c51, qrdqn, rainbow, ddpg,
+    td3, sac)."""
     steps: int | None = Field(None, gt=0)
-    """``--steps``: env steps per run (default: the algorithm's budget for the environment)."""
+    """``--steps``: env steps per run (default: the preset's budget for the environment)."""
     provider: str | None = None
-    """``--provider``: a registered provider (``llm-explorer plugins``), or ``none`` for the
-    algorithm's own exploration (the usual baseline)."""
+    """``--provider`` (``explorer.provider``): a registered provider (``llm-explorer plugins``),
+    or ``none`` for the algorithm's own exploration (the usual baseline)."""
     model: str | None = None
-    """``--model``: model name or GGUF path for the provider."""
+    """``--model`` (``explorer.model``): model name or GGUF path for the provider."""
     base_url: str | None = None
-    """``--base-url``: endpoint of an OpenAI-compatible server."""
+    """``--base-url`` (``explorer.base_url``): endpoint of an OpenAI-compatible server."""
     prompt_set: str | None = None
-    """``--prompt-set``: a registered prompt set (paper, name-only, single-stage, shuffled,
-    random, frozen, ...)."""
+    """``--prompt-set`` (``explorer.prompt_set``): a registered prompt set (paper, name-only,
+    single-stage, shuffled, random, frozen, ...)."""
     k: int | None = Field(None, ge=1)
-    """``--k``: request an exploration update every K episodes."""
+    """``--k`` (``explorer.every_k``): request an exploration update every K episodes."""
     m: int | None = Field(None, ge=1)
-    """``--m``: actions sampled from the episode for the prompt."""
+    """``--m`` (``explorer.sample_m``): actions sampled from the episode for the prompt."""
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    """``--temperature``: sampling temperature of the LLM."""
+    """``--temperature`` (``explorer.temperature``): sampling temperature of the LLM."""
     mode: Literal["async", "blocking"] | None = None
-    """``--mode``: non-blocking (``async``) or paper-parity ``blocking`` updates."""
+    """``--mode`` (``explorer.mode``): non-blocking (``async``) or paper-parity ``blocking`` updates."""
     task_description: str | None = None
-    """``--task-description``: text, or ``@FILE`` (relative to the spec file)."""
+    """``--task-description`` (``explorer.task_description``): text, or ``@FILE`` (relative to
+    the spec file)."""
     eval_episodes: int | None = Field(None, ge=1)
-    """``--eval-episodes``: greedy episodes per evaluation."""
+    """``--eval-episodes`` (``eval.episodes``): greedy episodes per evaluation."""
     sigma: float | None = Field(None, ge=0.0)
-    """``--sigma``: Gaussian exploration noise in normalised action units (DDPG/TD3/SAC)."""
+    """``--sigma`` (``algorithm.noise.sigma``): Gaussian exploration noise (DDPG/TD3/SAC)."""
     response_cache: str | None = None
-    """``--response-cache``: SQLite response cache (relative to the spec file)."""
+    """``--response-cache`` (``explorer.response_cache``): SQLite response cache (relative to the
+    spec file)."""
     replay: bool | None = None
-    """``--replay``: answer only from the response cache."""
+    """``--replay`` (``explorer.replay``): answer only from the response cache."""
     options: dict[str, OptionValue] = Field(default_factory=dict)
-    """``--option KEY=VALUE`` provider options (merged key by key: an arm's value wins)."""
+    """``--option KEY=VALUE`` (``explorer.provider_options``): provider options, merged key by key
+    (an arm's value wins)."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """A partial run configuration with ``RunConfig``'s nested keys, e.g.
+    ``{algorithm: {lr: 1.0e-4, epsilon: {schedule: multiplicative}}, network: {hidden_sizes: [64, 64]}}``.
+    Deep-merged over the shortcut fields of the same base or arm (``config`` wins), and an arm's
+    over the base's (an arm's leaf wins). ``env`` and ``seed`` come from the study and cannot be
+    set here. Checked against ``RunConfig`` when the spec is loaded."""
 
 
 class Arm(RunSettings):
@@ -219,29 +288,120 @@ class StudySpec(_Strict):
         raise KeyError(name)
 
     def settings(self, arm: Arm | str) -> dict[str, Any]:
-        """The arm's resolved settings: base, then the arm's overrides; unset fields left out."""
+        """The arm's shortcut fields over the base's (``options`` merged key by key); unset
+        fields and ``config`` left out. :func:`run_document` gives the whole configuration."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
         merged: dict[str, Any] = {}
-        for field in RunSettings.model_fields:
-            if field == "options":
+        for name in RunSettings.model_fields:
+            if name in ("options", "config"):
                 continue
-            value = getattr(arm, field)
+            value = getattr(arm, name)
             if value is None:
-                value = getattr(self.base, field)
+                value = getattr(self.base, name)
             if value is not None:
-                merged[field] = value
+                merged[name] = value
         options = {**self.base.options, **arm.options}
         if options:
             merged["options"] = options
         return merged
 
+    def scopes(self, arm: Arm) -> list[tuple[tuple[str | int, ...], RunSettings]]:
+        """Where ``arm``'s run configuration comes from, lowest priority first: the base, then
+        the arm, each with its path in the spec."""
+        return [(("base",), self.base), (("arms", self.arms.index(arm)), arm)]
+
+
+# --------------------------------------------------------------------------- run documents
+@dataclass
+class RunDocument:
+    """One run's configuration document and, for every key path in it, the spec path that set
+    it (``("arms", 2, "config", "algorithm", "lr")``, ``("base", "k")``, ``("environments", 0)``)."""
+
+    data: dict[str, Any]
+    origins: dict[tuple[str, ...], tuple[str | int, ...]] = field(default_factory=dict)
+
+    def set(self, path: Sequence[str], value: Any, origin: tuple[str | int, ...]) -> None:
+        """Set ``path`` to ``value`` (creating mappings on the way), set by spec path ``origin``.
+        When ``origin`` spells the same keys (a ``config`` value), the mappings on the way are
+        attributed to the matching part of it too, so an unknown section can be located."""
+        path = tuple(path)
+        spelled = len(origin) > len(path) and tuple(origin[-len(path):]) == path
+        node = self.data
+        for depth in range(1, len(path)):
+            child = node.get(path[depth - 1])
+            if not isinstance(child, dict):
+                child = node[path[depth - 1]] = {}
+            node = child
+            if spelled:
+                self.origins[path[:depth]] = origin[:len(origin) - len(path) + depth]
+        node[path[-1]] = copy.deepcopy(value)
+        self.origins[path] = origin
+
+    def get(self, path: Sequence[str]) -> Any:
+        node: Any = self.data
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+
+def _config_leaves(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """``(key path, value)`` for every non-mapping value of a nested mapping (an empty mapping
+    sets nothing)."""
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping):
+            yield from _config_leaves(value, path)
+        else:
+            yield path, value
+
+
+def _scope_values(scope: tuple[str | int, ...], settings: RunSettings
+                  ) -> Iterator[tuple[tuple[str, ...], Any, tuple[str | int, ...]]]:
+    """``(key path, value, spec path)`` that one base or arm sets: shortcuts, then ``config``."""
+    for name, path in SHORTCUTS.items():
+        value = getattr(settings, name)
+        if name == "options":
+            for key, option in value.items():
+                yield (*path, key), option, (*scope, "options", key)
+        elif value is not None:
+            yield path, value, (*scope, name)
+    for path, value in _config_leaves(settings.config):
+        yield path, value, (*scope, "config", *path)
+
+
+def run_document(spec: StudySpec, arm: Arm | str, env: int | str, seed: int,
+                 base_dir: Path | None = None) -> RunDocument:
+    """The run configuration of ``arm`` on environment ``env`` (index or id) with ``seed``, as
+    ``llm-explorer train --config`` reads it. With ``base_dir`` (the spec file's directory),
+    ``explorer.response_cache`` and ``@FILE`` task descriptions are made absolute against it."""
+    arm = spec.arm(arm) if isinstance(arm, str) else arm
+    index = env if isinstance(env, int) else [e.id for e in spec.environments].index(env)
+    doc = RunDocument({})
+    doc.set(("env",), spec.environments[index].id, ("environments", index))
+    doc.set(("seed",), seed, ("seeds",))
+    for scope, settings in spec.scopes(arm):
+        for path, value, origin in _scope_values(scope, settings):
+            if path[0] not in RUN_KEYS:
+                doc.set(path, value, origin)
+    if base_dir is not None:
+        base_dir = base_dir.resolve()
+        cache = doc.get(("explorer", "response_cache"))
+        if isinstance(cache, str) and cache:
+            doc.set(("explorer", "response_cache"), str((base_dir / cache).resolve()),
+                    doc.origins[("explorer", "response_cache")])
+        text = doc.get(("explorer", "task_description"))
+        if isinstance(text, str) and text.startswith("@"):
+            doc.set(("explorer", "task_description"), "@" + str((base_dir / text[1:]).resolve()),
+                    doc.origins[("explorer", "task_description")])
+    return doc
+
 
 # --------------------------------------------------------------------------- loading
-def load_spec(path: str | Path, *, names: bool = True,
-              interface: TrainInterface | Callable[[], TrainInterface] | None = None) -> StudySpec:
-    """Read, validate and (with ``names``) check every registered name of the spec at ``path``;
-    with ``interface`` (or a function returning it, called once the structure is valid), also
-    that the train command accepts every option the spec uses.
+def load_spec(path: str | Path, *, names: bool = True) -> StudySpec:
+    """Read and validate the spec at ``path``; with ``names``, also check every registered name
+    and resolve every arm x environment run configuration (:func:`check_names`).
 
     Raises :class:`SpecError` listing every problem found."""
     path = Path(path)
@@ -251,9 +411,7 @@ def load_spec(path: str | Path, *, names: bool = True,
         raise UsageError(f"cannot read ablation spec {str(path)!r}: {exc.strerror or exc}") from None
     spec, doc = parse_spec(text, source=str(path))
     if names:
-        if callable(interface):
-            interface = interface()
-        check_names(spec, doc, source=str(path), base_dir=path.parent, interface=interface)
+        check_names(spec, doc, source=str(path), base_dir=path.parent)
     return spec
 
 
@@ -328,11 +486,16 @@ def _consistency(spec: StudySpec) -> list[Problem]:
         problems.append(Problem(("seeds",), f"duplicate seeds {duplicates}"))
     if spec.baseline is not None and spec.baseline not in first:
         problems.append(Problem(("baseline",), f"no arm named {spec.baseline!r}; arms: {', '.join(first)}"))
+    for scope, settings in [(("base",), spec.base), *((("arms", i), arm) for i, arm in enumerate(spec.arms))]:
+        for key in RUN_KEYS:
+            if key in settings.config:
+                problems.append(Problem((*scope, "config", key), f"{key} cannot be set per arm: every run's {key} "
+                                        f"comes from the study's {'environments' if key == 'env' else 'seeds'}"))
     for i, arm in enumerate(spec.arms):
-        settings = spec.settings(arm)
-        if "algo" not in settings:
+        document = run_document(spec, arm, 0, spec.seeds[0])
+        if document.get(("algo",)) is None:
             problems.append(Problem(("arms", i), f"arm {arm.name!r} has no algorithm: set base.algo or arms[{i}].algo"))
-        if settings.get("replay") and "response_cache" not in settings:
+        if document.get(("explorer", "replay")) is True and not document.get(("explorer", "response_cache")):
             problems.append(Problem(("arms", i), f"arm {arm.name!r} sets replay without a response_cache"))
     return problems
 
@@ -347,12 +510,12 @@ def check_names(
     providers: Iterable[str] | None = None,
     prompt_sets: Iterable[str] | None = None,
     env_exists: Callable[[str], str | None] | None = None,
-    interface: TrainInterface | None = None,
+    configs: bool = True,
 ) -> None:
     """Check providers and prompt sets against the registered plugins, environments against
-    gymnasium's registry, ``@FILE`` task descriptions against the file system and, given the
-    train command's ``interface``, options and algorithms against what it accepts. Raises
-    :class:`SpecError`. The lookups can be injected (tests)."""
+    gymnasium's registry, ``@FILE`` task descriptions against the file system and, with
+    ``configs``, every arm x environment run configuration against the train command's resolver
+    (:func:`config_problems`). Raises :class:`SpecError`. The lookups can be injected (tests)."""
     if providers is None or prompt_sets is None:
         known_providers, known_sets = _registered_names()
         providers = known_providers if providers is None else providers
@@ -363,41 +526,140 @@ def check_names(
     problems: list[Problem] = []
     scopes: list[tuple[tuple[str | int, ...], RunSettings]] = [(("base",), spec.base)]
     scopes += [(("arms", i), arm) for i, arm in enumerate(spec.arms)]
-    for path, settings in scopes:
-        if settings.provider is not None and settings.provider not in providers:
-            problems.append(Problem((*path, "provider"), f"unknown provider {settings.provider!r}; "
-                                                         f"available: {', '.join(sorted(providers))}"))
-        if settings.prompt_set is not None and settings.prompt_set not in prompt_sets:
-            problems.append(Problem((*path, "prompt_set"), f"unknown prompt set {settings.prompt_set!r}; "
-                                                           f"available: {', '.join(sorted(prompt_sets))}"))
-        text = settings.task_description
-        if text is not None and text.startswith("@") and not (base_dir / text[1:]).is_file():
-            problems.append(Problem((*path, "task_description"),
-                                    f"task description file {str(base_dir / text[1:])!r} does not exist"))
-        if interface is not None:
-            problems += _interface_problems(path, settings, interface)
+    for scope, settings in scopes:
+        for value, path in _named(scope, settings, "provider"):
+            if value not in providers:
+                problems.append(Problem(path, f"unknown provider {value!r}; available: {', '.join(sorted(providers))}"))
+        for value, path in _named(scope, settings, "prompt_set"):
+            if value not in prompt_sets:
+                problems.append(Problem(path, f"unknown prompt set {value!r}; "
+                                              f"available: {', '.join(sorted(prompt_sets))}"))
+        for value, path in _named(scope, settings, "task_description"):
+            if value.startswith("@") and not (base_dir / value[1:]).is_file():
+                problems.append(Problem(path, f"task description file {str(base_dir / value[1:])!r} does not exist"))
+    missing_envs = set()
     for i, env in enumerate(spec.environments):
         message = env_exists(env.id)
         if message:
+            missing_envs.add(env.id)
             problems.append(Problem(("environments", i), message))
+    if configs:
+        problems += config_problems(spec, base_dir=base_dir, skip=missing_envs)
     if problems:
         raise SpecError(source, [Problem(p.path, p.message, doc.locate(p.path)) for p in problems])
 
 
-def _interface_problems(path: tuple[str | int, ...], settings: RunSettings,
-                        interface: TrainInterface) -> list[Problem]:
-    from .plan import FLAGS
+def _named(scope: tuple[str | int, ...], settings: RunSettings, name: str) -> Iterator[tuple[str, tuple[str | int, ...]]]:
+    """The text values a base or arm gives a named explorer setting (shortcut field and
+    ``config.explorer``), with their spec paths."""
+    value = getattr(settings, name)
+    if isinstance(value, str):
+        yield value, (*scope, name)
+    explorer = settings.config.get("explorer")
+    if isinstance(explorer, Mapping) and isinstance(explorer.get(name), str):
+        yield explorer[name], (*scope, "config", "explorer", name)
 
-    problems = []
-    for name, flag in {**FLAGS, "replay": "--replay", "options": "--option"}.items():
-        value = getattr(settings, name)
-        if value is not None and value != {} and flag not in interface.flags:
-            problems.append(Problem((*path, name), f"the train command has no {flag} option, so {name!r} "
-                                                   "cannot be set (see: llm-explorer train --help)"))
-    algos = interface.algorithms
-    if settings.algo is not None and algos is not None and settings.algo not in algos:
-        problems.append(Problem((*path, "algo"), f"unknown algorithm {settings.algo!r}; available: {', '.join(algos)}"))
-    return problems
+
+def config_problems(spec: StudySpec, *, base_dir: Path | None = None, skip: Iterable[str] = (),
+                    resolve: Callable[..., Any] | None = None) -> list[Problem]:
+    """Resolve every arm x environment run configuration as ``llm-explorer train --config``
+    would (``tianshou_integration.config.resolve``: unknown keys, types, ranges, presets, the
+    algorithm against the environment's action space) and turn each problem into a
+    :class:`Problem` at the spec path that set the offending value (else at the arm), naming
+    the arm and the environment. Environments in ``skip`` (already reported) are left out.
+    Problems shared by several arms or environments are reported once."""
+    from tianshou_integration.config import ConfigError  # lazy: outside the core package
+
+    if resolve is None:
+        from tianshou_integration.config import resolve
+    describe = _cached_describe()
+    skip = set(skip)
+    found: dict[tuple[tuple[str | int, ...], str], tuple[list[str], list[str]]] = {}
+    for i, arm in enumerate(spec.arms):
+        for j, env in enumerate(spec.environments):
+            if env.id in skip:
+                continue
+            document = run_document(spec, arm, j, spec.seeds[0], base_dir)
+            overrides, tokens = _as_overrides(document)
+            try:
+                resolve(overrides=overrides, describe=describe)
+            except ConfigError as exc:
+                for text in exc.problems:
+                    path, message = _locate(text, tokens, ("arms", i))
+                    arms, envs = found.setdefault((path, message), ([], []))
+                    if arm.name not in arms:
+                        arms.append(arm.name)
+                    if env.id not in envs:
+                        envs.append(env.id)
+    return [Problem(path, f"{message} ({_who(arms, envs)})") for (path, message), (arms, envs) in found.items()]
+
+
+def _as_overrides(document: RunDocument) -> tuple[list[tuple[tuple[str, ...], Any, str]], dict[str, tuple]]:
+    """The document as ``resolve`` overrides whose origin is the dotted spec path that set each
+    value (mappings with a known origin first, so a problem found at a mapping is located too),
+    and the origins back to spec paths. Without a provider, the validation provider is added."""
+    overrides: list[tuple[tuple[str, ...], Any, str]] = []
+    tokens: dict[str, tuple] = {}
+
+    def walk(node: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in node.items():
+            path = (*prefix, key)
+            origin = document.origins.get(path)
+            token = _dotted(origin) if origin else ""
+            if origin:
+                tokens[token] = origin
+            if isinstance(value, Mapping):
+                if origin:
+                    overrides.append((path, copy.deepcopy(dict(value)), token))
+                walk(value, path)
+            else:
+                overrides.append((path, copy.deepcopy(value), token))
+
+    walk(document.data, ())
+    if document.get(("explorer", "provider")) is None:
+        overrides.insert(0, (("explorer", "provider"), VALIDATION_PROVIDER, "the default provider"))
+    return overrides, tokens
+
+
+def _locate(text: str, tokens: Mapping[str, tuple], fallback: tuple[str | int, ...]
+            ) -> tuple[tuple[str | int, ...], str]:
+    """Split ``resolve``'s ``"ORIGIN: message"`` into the origin's spec path and the message."""
+    path = fallback
+    for token in sorted(tokens, key=len, reverse=True):
+        if token and text.startswith(token + ": "):
+            path, text = tokens[token], text[len(token) + 2:]
+            break
+    else:
+        text = text.removeprefix("the default provider: ")
+    return path, _KEY_PREFIX.sub("", text, count=1)
+
+
+def _who(arms: Sequence[str], envs: Sequence[str]) -> str:
+    names = ", ".join(repr(a) for a in arms)
+    return f"arm{'s' if len(arms) > 1 else ''} {names} on {', '.join(envs)}"
+
+
+def _cached_describe() -> Callable[[str], Any]:
+    """``tianshou_integration.envs.describe_env``, made once per environment id; anything an
+    environment raises while being made becomes a :class:`UsageError`."""
+    cache: dict[str, Any] = {}
+
+    def describe(env_id: str) -> Any:
+        if env_id not in cache:
+            from tianshou_integration.envs import describe_env
+
+            try:
+                cache[env_id] = describe_env(env_id)
+            except UsageError as exc:
+                cache[env_id] = str(exc)
+            except Exception as exc:  # an environment that cannot be made: one line, not a traceback
+                cache[env_id] = f"environment {env_id!r} cannot be made: {type(exc).__name__}: {exc}"
+        value = cache[env_id]
+        if isinstance(value, str):
+            raise UsageError(value)
+        return value
+
+    return describe
 
 
 def _registered_names() -> tuple[list[str], list[str]]:

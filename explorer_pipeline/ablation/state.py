@@ -3,8 +3,9 @@
 ::
 
     OUT/
-      study.json        the spec (normalised), every planned run and its fingerprint
+      study.json        the spec (normalised), every planned run, its configuration and fingerprint
       spec.yaml         the spec file as given
+      configs/          each run's configuration (``train --config``), ARM__ENV__seed-S.yaml
       status.jsonl      one line per event (started, done, failed, interrupted, moved-aside)
       runs/ARM/ENV/seed-S/   each run directory, exactly as ``llm-explorer train --out`` writes it
       logs/             each run's stdout and stderr
@@ -38,6 +39,7 @@ __all__ = [
     "read_summary",
     "run_is_complete",
     "write_json_atomic",
+    "write_text_atomic",
 ]
 
 SUMMARY_KEYS = ("env_steps", "final_eval_return")
@@ -60,6 +62,22 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, default=str)
             f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` via a temporary file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         publish(tmp, path)

@@ -1,6 +1,8 @@
-"""A stand-in for ``llm-explorer train`` with the same command line and run directory, for the
-runner's fault tests (crashes, hangs, half-written directories) where the real command would
-only be slow. Behaviour comes from ``--option fake_*``:
+"""A stand-in for ``llm-explorer train --config FILE --out DIR`` with the same run directory,
+for the runner's fault tests (crashes, hangs, half-written directories) where the real command
+would only be slow. It reads ``env``, ``algo``, ``seed``, ``steps``, ``explorer.provider`` and
+``explorer.provider_options`` from the configuration file; behaviour comes from provider options
+``fake_*`` (``options: {fake_exit: 1}`` in a spec):
 
 ``fake_return=X``   final greedy return (default: ``100 + 10 * seed + fake_bonus`` plus a
                     deterministic wobble per env and seed); the curve rises linearly to it
@@ -19,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 
 def write_atomic(path: Path, data: object) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -28,30 +32,23 @@ def write_atomic(path: Path, data: object) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="fake-train")
-    p.add_argument("--env", required=True)
-    p.add_argument("--algo", required=True)
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    for flag in ("--provider", "--model", "--base-url", "--prompt-set", "--mode", "--task-description",
-                 "--response-cache"):
-        p.add_argument(flag)
-    p.add_argument("--k", type=int)
-    p.add_argument("--m", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--sigma", type=float)
-    p.add_argument("--eval-episodes", type=int)
-    p.add_argument("--option", action="append", default=[])
-    p.add_argument("--replay", action="store_true")
+    p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    options = dict(o.split("=", 1) for o in args.option)
+    config = yaml.safe_load(Path(args.config).read_text())
+    env, algo = config["env"], config["algo"]
+    seed, steps = int(config.get("seed", 0)), int(config.get("steps", 1000))
+    explorer = config.get("explorer") or {}
+    provider = explorer.get("provider")
+    options = {str(k): str(v) for k, v in (explorer.get("provider_options") or {}).items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=False)  # like a fresh run: the runner must have moved old ones aside
-    write_atomic(out / "manifest.json", {"config": vars(args), "seed": args.seed, "pid": os.getpid()})
+    write_atomic(out / "manifest.json", {"config": config, "env": env, "algo": algo, "seed": seed,
+                                             "pid": os.getpid()})
     bonus = float(options.get("fake_bonus", 0))
-    wobble = (args.seed * 7919 + len(args.env) * 31 + int(bonus)) % 13
-    final = float(options.get("fake_return", 100 + 10 * args.seed + bonus + wobble))
-    evals = [(int(args.steps * i / 4), final * i / 4) for i in range(1, 5)]
+    wobble = (seed * 7919 + len(env) * 31 + int(bonus)) % 13
+    final = float(options.get("fake_return", 100 + 10 * seed + bonus + wobble))
+    evals = [(int(steps * i / 4), final * i / 4) for i in range(1, 5)]
     with open(out / "metrics.csv", "w") as f:
         f.write("step,train_return,eval_return\n")
         f.write(f"{evals[0][0]},{evals[0][1] * 0.9},\n{evals[0][0]},,{evals[0][1]}\n")
@@ -68,16 +65,17 @@ def main() -> int:
             return 1
         for step, value in evals[1:]:
             f.write(f"{step},{value * 0.9},\n{step},,{value}\n")
-    llm = args.provider not in (None, "none")
+    llm = provider not in (None, "none")
     requests = 10 if llm else 0
     (out / "updates.jsonl").write_text("".join(
         json.dumps({"version": i + 1, "source": "llm", "latency_s": 0.5, "values": [0.5, 0.5]}) + "\n"
         for i in range(requests)) + (json.dumps({"source": "fallback", "latency_s": 1.0}) + "\n" if llm else ""))
     (out / "exchanges.jsonl").write_text("")
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     for name in ("learning_curve.png", "exploration.png"):
         (out / name).write_bytes(b"")
     write_atomic(out / "summary.json", {
-        "env_steps": args.steps, "episodes": 20, "wall_s": 1.5, "steps_per_s": args.steps / 1.5,
+        "env_steps": steps, "episodes": 20, "wall_s": 1.5, "steps_per_s": steps / 1.5,
         "llm_requests": requests, "updates_published": requests, "updates_applied": requests,
         "parse_failures": 0, "validation_rejections": 0, "provider_errors": 1 if llm else 0, "dropped_stale": 0,
         "final_eval_return": final,

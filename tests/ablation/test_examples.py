@@ -1,5 +1,5 @@
-"""Every example spec in examples/ is valid against the installed plugins, gymnasium and the real
-train command's options."""
+"""Every example spec in examples/ is valid against the installed plugins, gymnasium and the run
+configuration the real train command resolves (``load_spec`` resolves every arm x environment)."""
 
 from __future__ import annotations
 
@@ -7,33 +7,47 @@ from pathlib import Path
 
 import pytest
 
-from explorer_pipeline.ablation.launch import default_train_command
 from explorer_pipeline.ablation.plan import expand
-from explorer_pipeline.ablation.preflight import TrainInterface, probe
-from explorer_pipeline.ablation.spec import load_spec
+from explorer_pipeline.ablation.spec import load_spec, run_document
 
 from .helpers import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("ablation-*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def train_interface() -> TrainInterface:
-    interface = probe(default_train_command())
-    assert {"--env", "--algo", "--seed", "--out", "--prompt-set"} <= interface.flags
-    assert interface.algorithms is not None and "dqn" in interface.algorithms
-    return interface
-
-
-def test_the_issue_asks_for_the_prompt_ablation_and_the_control_arms():
+def test_the_issue_asks_for_the_prompt_ablation_the_control_arms_and_the_paper_setting():
     names = {path.name for path in EXAMPLES}
-    assert {"ablation-prompts.yaml", "ablation-controls.yaml"} <= names
+    assert {"ablation-prompts.yaml", "ablation-controls.yaml", "ablation-paper-atari.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_spec_is_valid(path: Path, train_interface: TrainInterface):
-    spec = load_spec(path, interface=train_interface)
+def test_example_spec_is_valid(path: Path):
+    spec = load_spec(path)  # names and every arm x environment configuration
     runs = expand(spec, path.parent)
     assert len(runs) == len(spec.arms) * len(spec.environments) * len(spec.seeds)
     assert spec.baseline_arm is not None
     assert spec.settings(spec.baseline_arm)["provider"] == "none"
+
+
+def test_the_paper_atari_example_resolves_to_the_papers_settings():
+    from tianshou_integration.config import resolve
+
+    path = ROOT / "examples/ablation-paper-atari.yaml"
+    spec = load_spec(path)
+    resolved = {}
+    for arm in spec.arms:
+        document = run_document(spec, arm, 0, 0, path.parent).data
+        overrides = [((key,), value, "") for key, value in document.items()]
+        if "provider" not in document.get("explorer", {}):
+            overrides.append((("explorer", "provider"), "scripted", ""))
+        resolved[arm.name] = resolve(overrides=overrides)
+    paper = resolved["paper"]
+    assert paper.env == "ALE/Pong-v5" and paper.preset == "paper" and paper.steps == 310_000
+    assert paper.algorithm.batch_size == 256 and paper.algorithm.epsilon.schedule == "multiplicative"
+    assert resolved["baseline"].baseline and not paper.baseline
+    linear = resolved["paper-linear-eps"].algorithm.epsilon
+    assert linear.schedule == "linear" and linear.decay_steps == 230_000
+    # the linear schedule reaches the paper's floor about when the multiplicative one does
+    assert abs(paper.algorithm.epsilon.at(230_000) - linear.at(230_000)) < 0.01
+    assert resolved["paper-linear-eps"].algorithm.model_copy(update={"epsilon": paper.algorithm.epsilon}) \
+        == paper.algorithm  # nothing else differs

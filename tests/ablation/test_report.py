@@ -130,3 +130,108 @@ def test_report_states_the_seeds_warns_and_shows_the_figures(finished: Path):
         png = finished / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(figures/{name}.png)" in report
+
+
+# --------------------------------------------------------------------------- informativeness per arm
+GUIDANCE_SPEC = """
+name: guidance-check
+base: {algo: dqn, steps: 400, provider: scripted}
+arms:
+  - name: guided
+  - name: mostly-flat
+  - name: flat
+  - name: baseline
+    provider: none
+baseline: baseline
+environments: [CartPole-v1]
+seeds: 2
+"""
+
+
+def update_line(version, values, applied, source_episode):
+    return {"version": version, "kind": "distribution", "values": list(values), "source": "llm",
+            "source_episode": source_episode, "applied_at_step": applied, "latency_s": 0.5}
+
+
+def rewrite_run(run_dir: Path, lines: list[dict], **summary_fields) -> None:
+    """Replace a fake run's updates.jsonl (and patch its summary) with what a real run would write."""
+    (run_dir / "updates.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.update(summary_fields)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def guided_study(tmp_path_factory) -> Path:
+    from explorer_pipeline import informativeness
+
+    root = tmp_path_factory.mktemp("guidance")
+    spec_path = root / "spec.yaml"
+    spec_path.write_text(GUIDANCE_SPEC)
+    out = root / "out"
+    result = run_study(load_spec(spec_path), out, LocalBackend(workers=2), spec_path=spec_path,
+                       train_command=FAKE_TRAIN_COMMAND, echo=lambda line: None)
+    assert result.ok and result.done == 8
+    # the fake's training episodes end at steps 100, 200, 300, 400 (metrics.csv)
+    for seed in (0, 1):
+        runs = out / "runs"
+        # lines as written before updates.jsonl carried the measures: the report computes them
+        rewrite_run(runs / "guided" / "CartPole-v1" / f"seed-{seed}",
+                    [update_line(1, (0.25, 0.75), 250, 0), update_line(2, (0.9, 0.1), None, 1),
+                     update_line(3, (0.2, 0.8), 350, 2)], updates_applied=2)
+        # lines as RunDir writes them now, and the summary's own count
+        measured = informativeness.measure_lines(
+            [update_line(v, p, 100 * v + 50, v - 1) for v, p in enumerate(((0.5, 0.5),) * 3 + ((0.3, 0.7),), 1)],
+            episode_end_steps=[100, 200, 300, 400])
+        rewrite_run(runs / "mostly-flat" / "CartPole-v1" / f"seed-{seed}", measured, updates_applied=4,
+                    updates_informative=1, informative_share=0.25)
+        rewrite_run(runs / "flat" / "CartPole-v1" / f"seed-{seed}",
+                    [update_line(v, (0.5, 0.5), 100 * v + 10, v - 1) for v in (1, 2, 3)], updates_applied=3)
+    write_report(out)
+    return out
+
+
+def test_report_shows_informativeness_per_arm(guided_study: Path):
+    report = (guided_study / "report.md").read_text()
+    assert ("| arm | updates applied / run | informative / run | informative share | median KL from uniform (nats) "
+            "| median normalised entropy | median change (TV distance) | median staleness (episodes) "
+            "| median staleness (env steps) |") in report
+    assert "median max abs bias" not in report  # no continuous arm in this study
+    # guided, by hand: KL(0.25/0.75) = 0.130812 and KL(0.2/0.8) = 0.192745 -> median 0.161779; entropies
+    # 0.811278 and 0.721928 -> 0.766603; changes 0.25 (from uniform) and 0.7 (from 0.9/0.1, never applied)
+    # -> 0.475; staleness: version 1 from episode 0 (ended 100) used at 250 -> 1 episode, 150 steps,
+    # version 3 from episode 2 (ended 300) used at 350 -> 0 episodes, 50 steps
+    assert "| guided | 2 | 2 | 100% | 0.162 | 0.767 | 0.475 | 0.5 | 100 |" in report
+    assert "| mostly-flat | 4 | 1 | 25% | 0 | 1 | 0 | 0 | 50 |" in report
+    assert "| flat | 3 | 0 | 0% | 0 | 1 | 0 | 0 | 10 |" in report
+    assert "| baseline | 0 | 0 | – | – | – | – | – | – |" in report
+    analysis = analyse(load_study(guided_study))
+    assert analysis.guidance["guided"]["median_kl_uniform_nats"] == pytest.approx(0.161779, abs=1e-6)
+    assert analysis.cost["guided"]["updates_informative"] == 2
+
+
+def test_report_warns_when_an_llm_arm_explored_like_the_default(guided_study: Path):
+    report = (guided_study / "report.md").read_text()
+    warnings = [line for line in report.splitlines() if line.startswith("> **Warning:**")]
+    (flat,) = [w for w in warnings if "`flat`" in w]
+    assert flat.startswith("> **Warning:** Arm `flat` applied 3 updates per run, but none of them was informative "
+                           "(KL from uniform below 0.01 nats")
+    assert "indistinguishable from the algorithm's own" in flat
+    (mostly,) = [w for w in warnings if "`mostly-flat`" in w]
+    assert mostly.startswith("> **Warning:** Only 25% of the updates arm `mostly-flat` applied were informative")
+    assert not [w for w in warnings if "`guided`" in w or "`baseline`" in w]
+
+
+def test_summary_csv_has_informativeness_per_run(guided_study: Path):
+    with open(guided_study / "summary.csv", newline="") as f:
+        rows = {(r["arm"], int(r["seed"])): r for r in csv.DictReader(f)}
+    for seed in (0, 1):
+        guided = rows[("guided", seed)]
+        assert (guided["updates_applied"], guided["updates_informative"], guided["informative_share"]) == ("2", "2",
+                                                                                                        "1.0")
+        assert float(guided["median_kl_uniform_nats"]) == pytest.approx(0.161779, abs=1e-5)  # of rounded values
+        assert float(guided["median_staleness_steps"]) == 100 and guided["median_bias_max_abs"] == ""
+        assert (rows[("mostly-flat", seed)]["updates_informative"], rows[("mostly-flat", seed)]["informative_share"]) \
+            == ("1", "0.25")
+        assert rows[("flat", seed)]["updates_informative"] == "0"
+        assert rows[("baseline", seed)]["informative_share"] == ""

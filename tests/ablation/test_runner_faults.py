@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from explorer_pipeline.ablation.backends import LocalBackend
 from explorer_pipeline.ablation.runner import run_study
@@ -119,6 +120,10 @@ def test_an_existing_study_needs_resume_and_the_same_spec(write_spec, tmp_path: 
     changed = write_spec(SPEC.replace("steps: 300", "steps: 400"), name="changed.yaml")
     with pytest.raises(UsageError, match="the spec changed for runs that already finished"):
         study(changed, out, resume=True)
+    hyper = write_spec(SPEC.replace("    provider: none\n", "    provider: none\n    config: {algorithm: {lr: 0.01}}\n"),
+                       name="hyper.yaml")  # a hyperparameter is part of the run too
+    with pytest.raises(UsageError, match=r"the spec changed for runs that already finished in .*\(baseline/"):
+        study(hyper, out, resume=True)
     more_seeds = write_spec(SPEC.replace("seeds: 2", "seeds: 3"), name="more.yaml")
     result, _ = study(more_seeds, out, resume=True)  # adding seeds is fine: only the new runs run
     assert result.already_complete == 4 and result.done == 6
@@ -129,6 +134,33 @@ def test_two_runners_never_share_a_study(write_spec, tmp_path: Path):
     out = tmp_path / "out"
     with StudyLock(out), pytest.raises(UsageError, match="another 'llm-explorer ablate' is running"):
         study(spec, out)
+
+
+def test_each_run_receives_its_configuration_as_a_file(write_spec, tmp_path: Path):
+    hyper = ("  - name: hyper\n    steps: 500\n    options: {fake_bonus: 7}\n"
+             "    config: {algorithm: {lr: 0.0005, epsilon: {schedule: multiplicative}}, eval: {episodes: 3}}\n")
+    spec = write_spec(SPEC.replace("  - name: good\n", "  - name: good\n" + hyper))
+    out = tmp_path / "out"
+    result, _ = study(spec, out)
+    assert result.ok and result.done == 6
+    config_file = out / "configs/hyper__CartPole-v1__seed-1.yaml"
+    written = yaml.safe_load(config_file.read_text())
+    assert written == {"env": "CartPole-v1", "seed": 1, "algo": "dqn", "steps": 500,
+                       "explorer": {"provider": "scripted", "provider_options": {"fake_bonus": 7}},
+                       "eval": {"episodes": 3},  # config wins over the base's eval_episodes
+                       "algorithm": {"lr": 0.0005, "epsilon": {"schedule": "multiplicative"}}}
+    # the train command got --config FILE --out DIR, nothing else
+    log = (out / "logs/hyper__CartPole-v1__seed-1.log").read_text().splitlines()[0]
+    assert log.endswith(f"fake_train.py --config {config_file} --out {out / 'runs/hyper/CartPole-v1/seed-1'}")
+    manifest = json.loads((out / "runs/hyper/CartPole-v1/seed-1/manifest.json").read_text())
+    assert manifest["config"] == written and manifest["seed"] == 1
+    assert json.loads((out / "runs/hyper/CartPole-v1/seed-1/summary.json").read_text())["env_steps"] == 500
+    meta = json.loads((out / "study.json").read_text())
+    run = meta["runs"]["hyper/CartPole-v1/seed-1"]
+    assert run["config"] == written and run["config_file"] == "configs/hyper__CartPole-v1__seed-1.yaml"
+    assert run["settings"]["steps"] == 500 and run["settings"]["provider"] == "scripted"
+    assert sorted(p.name for p in (out / "configs").iterdir()) == sorted(
+        f"{arm}__CartPole-v1__seed-{seed}.yaml" for arm in ("good", "hyper", "baseline") for seed in (0, 1))
 
 
 def test_bad_spec_exits_2_before_anything_runs(write_spec, run_cli, tmp_path: Path):
@@ -144,13 +176,51 @@ def test_bad_spec_exits_2_before_anything_runs(write_spec, run_cli, tmp_path: Pa
     assert done.returncode == 2 and "is not an ablation study directory" in done.stderr
 
 
-def test_dry_run_prints_every_command(write_spec, run_cli, tmp_path: Path):
-    spec = write_spec(SPEC)
-    done = run_cli("ablate", str(spec), "--out", str(tmp_path / "out"), "--dry-run", train_command=FAKE_TRAIN_COMMAND)
+@pytest.mark.parametrize(("arm", "expected"), [
+    ("    config: {algorithm: {lrr: 1}}\n",
+     ":7:26: arms[1].config.algorithm.lrr: unknown key 'algorithm.lrr'; allowed: lr, critic_lr,"),
+    ("    config:\n      network: {hidden_sizes: [64]}\n      eval: {every: 0}\n",
+     ":9:14: arms[1].config.eval.every: eval.every must be >= 1 (got 0) (arm 'baseline' on CartPole-v1)"),
+    ("    algo: ddpg\n",
+     ":7:5: arms[1].algo: ddpg needs continuous actions but CartPole-v1 has discrete ones; use one of dqn,"),
+], ids=["unknown-key", "out-of-range", "wrong-action-space"])
+def test_a_bad_arm_configuration_exits_2_with_one_located_problem(write_spec, run_cli, tmp_path: Path, arm: str,
+                                                                  expected: str):
+    spec = write_spec(SPEC.replace("    provider: none\n", "    provider: none\n" + arm))
+    out = tmp_path / "out"
+    done = run_cli("ablate", str(spec), "--out", str(out), train_command=FAKE_TRAIN_COMMAND)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "Error: invalid ablation spec (1 problem):", lines
+    assert len(lines) == 2 and lines[1].startswith(f"  {spec}{expected}"), lines
+    assert not out.exists()  # no study directory, no run directory
+
+
+def test_a_discrete_algorithm_on_a_continuous_environment(write_spec, run_cli, tmp_path: Path):
+    spec = write_spec(SPEC.replace("environments: [CartPole-v1]", "environments: [Pendulum-v1]"))
+    out = tmp_path / "out"
+    done = run_cli("ablate", str(spec), "--out", str(out), train_command=FAKE_TRAIN_COMMAND)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[1] == (
+        f"  {spec}:2:8: base.algo: dqn needs discrete actions but Pendulum-v1 has continuous ones; use one of "
+        "ddpg, td3, sac (arms 'good', 'baseline' on Pendulum-v1)")
+    assert not out.exists()
+
+
+def test_dry_run_prints_every_configuration_and_command(write_spec, run_cli, tmp_path: Path):
+    spec = write_spec(SPEC.replace("    provider: none\n", "    provider: none\n    config: {algorithm: {lr: 0.0005}}\n"))
+    out = tmp_path / "out"
+    done = run_cli("ablate", str(spec), "--out", str(out), "--dry-run", train_command=FAKE_TRAIN_COMMAND)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert len(lines) == 4 and all("fake_train.py --env CartPole-v1 --seed" in line for line in lines)
-    assert "--provider none" in lines[1] and not (tmp_path / "out").exists()
+    assert len(lines) == 8
+    configs, commands = lines[0::2], lines[1::2]
+    assert configs[1].startswith("# baseline/CartPole-v1/seed-0: ")
+    assert json.loads(configs[1].split(": ", 1)[1])["algorithm"] == {"lr": 0.0005}
+    assert json.loads(configs[1].split(": ", 1)[1])["explorer"] == {"provider": "none"}
+    assert commands[1].endswith(f"fake_train.py --config {out.resolve() / 'configs/baseline__CartPole-v1__seed-0.yaml'} "
+                                f"--out {out.resolve() / 'runs/baseline/CartPole-v1/seed-0'}")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

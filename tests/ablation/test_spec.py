@@ -6,8 +6,7 @@ import textwrap
 
 import pytest
 
-from explorer_pipeline.ablation.preflight import TrainInterface
-from explorer_pipeline.ablation.spec import SpecError, check_names, parse_spec
+from explorer_pipeline.ablation.spec import SHORTCUTS, SpecError, check_names, parse_spec, run_document
 
 GOOD = """
 name: prompts
@@ -38,6 +37,7 @@ def problems(text: str, **names) -> list[str]:
         spec, doc = parse(text)
         if names:
             check_names(spec, doc, source="spec.yaml", **names)
+    assert not info.value.problems or all(p.position is not None for p in info.value.problems)
     return [p.format("spec.yaml") for p in info.value.problems]
 
 
@@ -163,38 +163,163 @@ def test_real_lookups_know_the_builtin_names_and_gymnasium():
     assert len(info.value.problems) == 2
 
 
-def test_options_the_train_command_lacks_and_unknown_algorithms():
-    spec, doc = parse("""
+HYPER = """
+name: hyper
+base:
+  algo: dqn
+  steps: 300
+  k: 2
+  options: {latency: 0}
+  config:
+    algorithm: {lr: 0.001, epsilon: {schedule: linear, end: 0.1}}
+    network: {hidden_sizes: [64, 64]}
+arms:
+  - name: base
+  - name: mult
+    steps: 500
+    options: {reply: x}
+    config:
+      algorithm: {epsilon: {schedule: multiplicative}}
+      explorer: {every_k: 3, max_attempts: 1}
+  - name: shortcut-over-base-config
+    config: {eval: {episodes: 4}}
+    eval_episodes: 2
+environments: [CartPole-v1, Acrobot-v1]
+seeds: [4]
+"""
+
+
+def test_shortcuts_map_like_the_train_command_flags():
+    from tianshou_integration.cli import SHORTCUTS as TRAIN_SHORTCUTS
+
+    flag_names = {"k": "every_k", "m": "sample_m"}
+    for name, path in SHORTCUTS.items():
+        if name in ("preset", "replay", "options"):  # --preset, --replay and --option are no shortcut flags
+            continue
+        assert TRAIN_SHORTCUTS[flag_names.get(name, name)] == path, name
+    assert SHORTCUTS["replay"] == ("explorer", "replay")
+    assert SHORTCUTS["options"] == ("explorer", "provider_options")
+
+
+def test_config_is_deep_merged_over_shortcuts_and_the_base():
+    spec, _ = parse(HYPER)
+    base = run_document(spec, "base", "Acrobot-v1", 4).data
+    assert base == {"env": "Acrobot-v1", "seed": 4, "algo": "dqn", "steps": 300,
+                    "explorer": {"every_k": 2, "provider_options": {"latency": 0}},
+                    "algorithm": {"lr": 0.001, "epsilon": {"schedule": "linear", "end": 0.1}},
+                    "network": {"hidden_sizes": [64, 64]}}
+    mult = run_document(spec, "mult", 0, 4)
+    assert mult.data["steps"] == 500  # the arm's shortcut wins over the base's
+    # the arm's leaves win, the base's other leaves stay
+    assert mult.data["algorithm"] == {"lr": 0.001, "epsilon": {"schedule": "multiplicative", "end": 0.1}}
+    assert mult.data["explorer"] == {"every_k": 3, "provider_options": {"latency": 0, "reply": "x"}, "max_attempts": 1}
+    # where each value came from, for error messages
+    assert mult.origins[("algorithm", "epsilon", "schedule")] == ("arms", 1, "config", "algorithm", "epsilon", "schedule")
+    assert mult.origins[("algorithm", "lr")] == ("base", "config", "algorithm", "lr")
+    assert mult.origins[("explorer", "every_k")] == ("arms", 1, "config", "explorer", "every_k")
+    assert mult.origins[("env",)] == ("environments", 0) and mult.origins[("seed",)] == ("seeds",)
+    # an arm's shortcut beats the base's config (an arm's value wins), config beats a shortcut of the same arm
+    assert run_document(spec, "shortcut-over-base-config", 0, 4).data["eval"] == {"episodes": 4}
+    spec, _ = parse(HYPER.replace("    config: {eval: {episodes: 4}}\n", ""))
+    assert run_document(spec, "shortcut-over-base-config", 0, 4).data["eval"] == {"episodes": 2}
+
+
+def test_good_hyperparameter_arms_pass_the_run_configuration_checks():
+    spec, doc = parse(HYPER)
+    check_names(spec, doc, source="spec.yaml", **NAMES)  # resolved for every arm x env: no problem
+
+
+BAD_CONFIG = """
+name: bad
+base: {algo: dqn, steps: 300, provider: scripted}
+arms:
+  - name: ok
+  - name: typo
+    config:
+      algorithm: {lrr: 1}
+  - name: range
+    config: {algorithm: {gamma: 1.5}, explorer: {max_attempts: 0}}
+environments: [CartPole-v1, Acrobot-v1]
+seeds: 1
+"""
+
+
+def test_bad_arm_configurations_name_the_spec_line_and_key_path():
+    found = problems(BAD_CONFIG, **NAMES)
+    assert len(found) == 3, found  # one line per problem, though each arm runs on two environments
+    typo, gamma, attempts = found
+    assert typo.startswith("spec.yaml:7:19: arms[1].config.algorithm.lrr: unknown key 'algorithm.lrr'; allowed: lr,")
+    assert typo.endswith("(arm 'typo' on CartPole-v1, Acrobot-v1)")
+    assert gamma.startswith("spec.yaml:9:26: arms[2].config.algorithm.gamma: algorithm.gamma must be <= 1")
+    assert "(got 1.5)" in gamma
+    assert attempts.startswith("spec.yaml:9:50: arms[2].config.explorer.max_attempts: explorer.max_attempts must be >= 1")
+
+
+def test_an_algorithm_that_does_not_fit_the_environment():
+    found = problems("""
         name: x
-        base: {algo: dqn, temperature: 0.5}
+        base: {algo: dqn, steps: 300, provider: none}
+        arms:
+          - name: dqn
+          - {name: td3, algo: td3}
+          - {name: nope, algo: dqnn}
+        environments: [CartPole-v1, Pendulum-v1]
+        seeds: 1
+        """, **{**NAMES, "env_exists": lambda env: None})
+    assert ("spec.yaml:2:8: base.algo: dqn needs discrete actions but Pendulum-v1 has continuous ones; "
+            "use one of ddpg, td3, sac (arm 'dqn' on Pendulum-v1)") in found
+    assert any(p.startswith("spec.yaml:5:17: arms[1].algo: td3 needs continuous actions but CartPole-v1 has discrete")
+               and p.endswith("(arm 'td3' on CartPole-v1)") for p in found), found
+    assert any(p.startswith("spec.yaml:6:18: arms[2].algo: algo is invalid: unknown algorithm 'dqnn'; available: dqn,")
+               for p in found), found
+    assert len(found) == 3, found
+
+
+def test_presets_and_config_names_are_checked_too(tmp_path):
+    found = problems("""
+        name: x
+        base: {algo: dqn, preset: papr}
         arms:
           - name: a
-          - {name: b, algo: dqnn}
+            config: {explorer: {provider: gpt, prompt_set: nope, task_description: "@missing.txt"}}
+        environments: [CartPole-v1]
+        seeds: 1
+        """, base_dir=tmp_path, **NAMES)
+    assert any(p.startswith("spec.yaml:2:19: base.preset: unknown preset 'papr'; available: default, paper")
+               for p in found), found
+    assert any(p.startswith("spec.yaml:5:25: arms[0].config.explorer.provider: unknown provider 'gpt'") for p in found)
+    assert any(p.startswith("spec.yaml:5:40: arms[0].config.explorer.prompt_set: unknown prompt set 'nope'")
+               for p in found), found
+    assert any(p.startswith("spec.yaml:5:58: arms[0].config.explorer.task_description: task description file")
+               for p in found), found
+
+
+def test_env_and_seed_come_from_the_study():
+    found = problems("""
+        name: x
+        base: {algo: dqn}
+        arms:
+          - name: b
+            config: {env: Acrobot-v1, seed: 3}
         environments: [CartPole-v1]
         seeds: 1
         """)
-    interface = TrainInterface(frozenset({"--algo", "--env", "--seed", "--out"}), ("dqn", "c51"))
-    with pytest.raises(SpecError) as info:
-        check_names(spec, doc, interface=interface, **NAMES)
-    found = [p.format("s") for p in info.value.problems]
-    assert any(p.startswith("s:2:19: base.temperature: the train command has no --temperature option") for p in found)
-    assert "s:5:15: arms[1].algo: unknown algorithm 'dqnn'; available: dqn, c51" in found
+    assert found == ["spec.yaml:5:14: arms[0].config.env: env cannot be set per arm: every run's env comes from "
+                     "the study's environments",
+                     "spec.yaml:5:31: arms[0].config.seed: seed cannot be set per arm: every run's seed comes from "
+                     "the study's seeds"]
 
 
-def test_help_text_parsing_finds_flags_and_algorithms():
-    text = """Usage: llm-explorer train [OPTIONS]
-Options:
-  --env ENV            Gymnasium id.  [required]
-  --algo ALGO          One of: dqn, double-dqn, c51,
-                       sac.  [required]
-  --steps N            Env steps.
-  --mode [async|blocking]
-"""
-    interface = TrainInterface.from_help(text)
-    assert {"--env", "--algo", "--steps", "--mode"} <= interface.flags
-    assert interface.algorithms == ("dqn", "double-dqn", "c51", "sac")
-    assert TrainInterface.from_help("  --algo [dqn|td3]\n").algorithms == ("dqn", "td3")
-    assert TrainInterface.from_help("  --algo NAME  the algorithm\n").algorithms is None
+def test_an_algorithm_set_only_in_config_counts():
+    spec, doc = parse("""
+        name: x
+        arms:
+          - {name: a, config: {algo: dqn, steps: 300}}
+        environments: [CartPole-v1]
+        seeds: 1
+        """)
+    check_names(spec, doc, **NAMES)
+    assert run_document(spec, "a", 0, 0).data["algo"] == "dqn"
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,8 +22,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _parent_death_signal():
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only).
+
+    libc is loaded here, in the parent: between fork and exec the child only makes two calls (no
+    imports, which could deadlock on a lock another thread held at the fork). If the parent died
+    before the child asked, the child exits at once instead of running orphaned.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
 class LlamaServer:
-    """``python -m llama_cpp.server`` with the embedded SmolLM2 model, one thread."""
+    """``python -m llama_cpp.server`` with the embedded SmolLM2 model, one thread.
+
+    The server runs in a session of its own (a Ctrl-C in the terminal reaches pytest, which stops
+    it, rather than the server directly) and, on Linux, gets SIGKILL when the process that started
+    it dies, so a SIGKILLed pytest leaves no server behind. :meth:`start` stops the server on
+    every path out of it that does not return a ready server (a failure, a timeout, a Ctrl-C).
+    """
 
     def __init__(self, log_path) -> None:
         from llm_explorer_llamacpp import default_model_path
@@ -33,50 +63,88 @@ class LlamaServer:
                     "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048",
                     "--n_threads", "1", "--n_threads_batch", "1", "--model_alias", "smollm2"]
         self.proc: subprocess.Popen | None = None
+        self._log = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> LlamaServer:
+    def spawn(self) -> LlamaServer:
+        """Start the process (not yet serving)."""
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited ({self.proc.returncode}); see {self.log_path}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
-                if r.status == 200:
-                    return self
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"llama.cpp server did not answer within 120 s; see {self.log_path}")
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_parent_death_signal())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout_s: float = 120.0) -> LlamaServer:
+        """Wait until the server answers ``/models``; stop it if it does not (for any reason)."""
+        ready = False
+        try:
+            assert self.proc is not None
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"llama.cpp server exited ({self.proc.returncode}); see {self.log_path}")
+                with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        ready = True
+                        return self
+                time.sleep(0.3)
+            raise RuntimeError(f"llama.cpp server did not answer within {timeout_s} s; see {self.log_path}")
+        finally:
+            if not ready:
+                self.stop()
+
+    def start(self) -> LlamaServer:
+        return self.spawn().wait_ready()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if hasattr(self, "_log"):
-            self._log.close()
+        """Stop the server's whole process group: SIGTERM, then SIGKILL after 15 s. Idempotent."""
+        proc = self.proc
+        try:
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        finally:
+            if proc is not None and proc.poll() is None:  # interrupted while waiting above
+                proc.kill()
+                proc.wait()
+            if self._log is not None:
+                self._log.close()
+
+
+@contextlib.contextmanager
+def running_llama_server(log_path):
+    """A started server, stopped when the block ends however it ends."""
+    server = LlamaServer(log_path)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
-    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log").start()
-    yield server
-    server.stop()
+    with running_llama_server(tmp_path_factory.mktemp("llama") / "server.log") as server:
+        yield server
 
 
 @pytest.fixture
 def fresh_llama_server(tmp_path):
     """A server of the test's own, which the test may kill."""
-    server = LlamaServer(tmp_path / "server.log").start()
-    yield server
-    server.stop()
+    with running_llama_server(tmp_path / "server.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -40,16 +40,25 @@ def test_faults_are_counted_and_nothing_is_published(fault_server, model, reason
     assert current.source == "default"
 
 
-def test_transient_503_is_retried(fault_server):
-    outcome, _, _ = run(fault_server, "flaky", prompt_set="single-stage")
+def test_transient_503_is_retried():
+    # a server of its own: "flaky" alternates on the server's request counter, which other tests
+    # would otherwise have advanced by an unknown number
+    with fs.ServerThread() as server:
+        outcome, stats, _ = run(server, "flaky", prompt_set="single-stage")
+        requests = server.app.state.counters["requests"]
     assert isinstance(outcome, ExplorationUpdate)
-    assert outcome.provenance.attempts == 2
+    assert outcome.provenance.attempts == 2 and requests == 2  # a 503, then the answer
+    assert stats["failures"] == {} and stats["updates_published"] == 1
 
 
-def test_slow_server_times_out(fault_server, monkeypatch):
-    monkeypatch.setattr(fs, "SLOW_S", 3.0)
-    outcome, _, current = run(fault_server, "slow", call_timeout_s=0.3, max_tokens_analysis=10)
+def test_slow_server_times_out(fault_server):
+    # the server answers correctly, but only after fs.SLOW_S (3 s): only the 0.3 s call timeout fails it
+    assert fs.SLOW_S >= 10 * 0.3
+    outcome, stats, current = run(fault_server, "slow", call_timeout_s=0.3, max_tokens_analysis=10)
     assert isinstance(outcome, RequestFailure) and outcome.reason == "provider_error"
+    assert "Timeout" in outcome.detail, outcome.detail
+    assert outcome.attempts == 2  # the timeout is transient: retried once (max_attempts=2), then given up
+    assert stats["failures"] == {"provider_error": 1}
     assert current.source == "default"
 
 

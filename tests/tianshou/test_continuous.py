@@ -17,6 +17,7 @@ from tianshou.utils.torch_utils import policy_within_training_step
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.types import ActionSpec, ExplorationUpdate
 from tianshou_integration import EnvStepCounter, GuidedGaussianNoise, GuidedSACPolicy, attach_continuous
+from tianshou_integration.continuous import ClippedContinuousDeterministicPolicy
 
 SIGMA = 0.1
 
@@ -148,10 +149,16 @@ def test_sac_with_a_bias_clips_instead_of_crashing():
     assert acts.mean() > 0.3  # pushed up by the bias
 
 
-def test_attach_continuous_to_ddpg_keeps_its_class():
+def test_attach_continuous_to_ddpg_makes_it_store_clipped_actions():
     env = gym.make("Pendulum-v1")
     policy = ddpg_policy(env, None)
+    actor = policy.actor
     noise = attach_continuous(policy, bias_cache((0.2,), (-2.0,), (2.0,)), sigma=0.05)
-    assert type(policy) is ContinuousDeterministicPolicy
+    assert type(policy) is ClippedContinuousDeterministicPolicy
+    assert isinstance(policy, ContinuousDeterministicPolicy)
+    assert policy.actor is actor  # same object, same networks
     assert policy.exploration_noise is noise
     assert repr(noise) == "GuidedGaussianNoise(sigma=0.05, apply_fraction=1.0)"
+    # attaching again keeps the class
+    attach_continuous(policy, bias_cache((0.2,), (-2.0,), (2.0,)), sigma=0.05)
+    assert type(policy) is ClippedContinuousDeterministicPolicy

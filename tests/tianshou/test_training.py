@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,10 +16,10 @@ from tianshou_integration import (
     EnvStepCounter,
     EpisodeTap,
     build_setup,
-    default_hyperparams,
     describe_env,
 )
 from tianshou_integration.algorithms import FastPrioritizedVectorReplayBuffer, FastVectorReplayBuffer
+from tianshou_integration.config import ConfigError, make_config
 from tianshou_integration.training import train
 
 from . import envs
@@ -29,15 +28,17 @@ from .helpers import FakeHandler
 STEPS = 320
 
 
-def small(algo: str, env_info):
-    """Default hyperparameters shrunk so a run takes a second or two."""
-    hp = default_hyperparams(algo, env_info)
-    if not env_info.is_discrete:  # one env, so that a 200-step Pendulum episode ends within the run
-        hp = replace(hp, num_train_envs=1)
-    return replace(hp, hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=160,
-                   collect_per_step=min(hp.collect_per_step, 32), updates_per_step=0.25,
-                   random_warmup_steps=64 if hp.random_warmup_steps else 0, eps_decay_steps=200,
-                   buffer_size=max(4 * 501, hp.num_train_envs * 501))
+def small(algo: str, env_info, seed: int = 0, **settings):
+    """The default preset shrunk so a run takes a second or two."""
+    base = make_config(env_info.env_id, algo, describe=lambda _: env_info)
+    hp = base.algorithm
+    train_envs = base.train_envs if env_info.is_discrete else 1  # a 200-step Pendulum episode ends in a run
+    return make_config(env_info.env_id, algo, {
+        "seed": seed, "train_envs": train_envs, "network.hidden_sizes": [32, 32], "algorithm.batch_size": 32,
+        "algorithm.learning_starts": 64, "eval.every": 160, "algorithm.collect_per_step": min(hp.collect_per_step, 32),
+        "algorithm.updates_per_step": 0.25, "algorithm.random_warmup_steps": 64 if hp.random_warmup_steps else 0,
+        "algorithm.epsilon.decay_steps": 200, "algorithm.buffer_size": max(4 * 501, train_envs * 501),
+        "test_envs": 2, **settings}, describe=lambda _: env_info)
 
 
 def params_of(module: torch.nn.Module) -> torch.Tensor:
@@ -51,9 +52,10 @@ def test_algorithm_trains_with_guided_exploration(algo):
     cache = ExplorationCache(info.spec)
     values = (0.3, 0.7) if info.is_discrete else (-0.2,)
     handler = FakeHandler(info.spec.update_kind, values)
-    hp = small(algo, info)
+    config = small(algo, info, seed=1)
+    hp = config.algorithm
     counter = EnvStepCounter()
-    setup = build_setup(algo, info, cache=cache, seed=1, hp=hp, eval_envs=2, counter=counter)
+    setup = build_setup(config, info, cache=cache, counter=counter)
     before = params_of(setup.policy)
     with ExplorerRuntime(handler, cache) as runtime:
         tap = EpisodeTap(runtime, env_id, info.spec, mode="blocking", timeout_s=10.0, counter=counter)
@@ -62,7 +64,7 @@ def test_algorithm_trains_with_guided_exploration(algo):
                        on_eval=lambda step, mean: evals.append((step, mean)))
     setup.close()
     assert not result.interrupted
-    assert STEPS <= result.env_steps < STEPS + hp.collect_per_step + hp.num_train_envs
+    assert STEPS <= result.env_steps < STEPS + hp.collect_per_step + config.train_envs
     assert result.episodes == tap.episodes > 0
     assert result.gradient_steps > 0
     assert not torch.equal(before, params_of(setup.policy))  # the networks were updated
@@ -84,7 +86,7 @@ def test_algorithm_trains_with_guided_exploration(algo):
 
 def test_baseline_without_cache_uses_tianshou_exploration():
     info = describe_env("Pendulum-v1")
-    setup = build_setup("td3", info, cache=None, seed=0, hp=small("td3", info), eval_envs=1)
+    setup = build_setup(small("td3", info, test_envs=1), info, cache=None)
     from tianshou.exploration import GaussianNoise
 
     assert isinstance(setup.policy.exploration_noise, GaussianNoise)
@@ -97,7 +99,7 @@ def test_ctrl_c_stops_training_cleanly():
     envs.InterruptingCartPole.steps_taken = 0
     envs.InterruptingCartPole.BUDGET = 150
     info = describe_env("InterruptingCartPole-v0")
-    setup = build_setup("dqn", info, cache=ExplorationCache(info.spec), seed=0, hp=small("dqn", info), eval_envs=1)
+    setup = build_setup(small("dqn", info, test_envs=1), info, cache=ExplorationCache(info.spec))
     result = train(setup, steps=10_000, eval_episodes=1, progress=False)
     setup.close()
     assert result.interrupted
@@ -108,33 +110,37 @@ def test_ctrl_c_stops_training_cleanly():
 def test_default_buffer_holds_a_whole_episode_per_env():
     info = describe_env("MountainCarContinuous-v0")
     for algo in ("ddpg", "td3", "sac"):
-        hp = default_hyperparams(algo, info)
-        assert hp.buffer_size // hp.num_train_envs >= info.max_episode_steps
-    assert default_hyperparams("sac", info).sigma == 0.0  # SAC explores with its own actor
+        config = make_config(info.env_id, algo, {"algorithm.buffer_size": 10}, describe=lambda _: info)
+        assert config.algorithm.buffer_size // config.train_envs >= info.max_episode_steps
+    assert make_config(info.env_id, "sac", describe=lambda _: info).algorithm.noise.sigma == 0.0  # own actor explores
 
 
 def test_epsilon_schedule_is_linear_then_flat():
-    hp = default_hyperparams("dqn", describe_env("CartPole-v1"))
-    assert hp.eps_at(0) == hp.eps_start
-    assert hp.eps_at(hp.eps_decay_steps // 2) == pytest.approx((hp.eps_start + hp.eps_end) / 2)
-    assert hp.eps_at(10 * hp.eps_decay_steps) == hp.eps_end
+    eps = make_config("CartPole-v1", "dqn").algorithm.epsilon
+    assert eps.schedule == "linear"
+    assert eps.at(0) == eps.start
+    assert eps.at(eps.decay_steps // 2) == pytest.approx((eps.start + eps.end) / 2)
+    assert eps.at(10 * eps.decay_steps) == eps.end
 
 
 def test_bad_algorithm_env_pairs_are_rejected():
+    with pytest.raises(ConfigError, match="algo: dqn needs discrete actions but Pendulum-v1 has continuous"):
+        make_config("Pendulum-v1", "dqn")
+    with pytest.raises(ConfigError, match="algo: td3 needs continuous actions but CartPole-v1 has discrete"):
+        make_config("CartPole-v1", "td3")
+    with pytest.raises(ConfigError, match="unknown algorithm"):
+        make_config("CartPole-v1", "ppo")
+    config = make_config("CartPole-v1", "dqn")
     with pytest.raises(ValueError, match="continuous actions"):
-        build_setup("dqn", describe_env("Pendulum-v1"), cache=None)
-    with pytest.raises(ValueError, match="discrete actions"):
-        build_setup("td3", describe_env("CartPole-v1"), cache=None)
-    with pytest.raises(ValueError, match="unknown algorithm"):
-        build_setup("ppo", describe_env("CartPole-v1"), cache=None)
+        build_setup(config, describe_env("Pendulum-v1"), cache=None)
 
 
 def test_same_seed_same_run():
     info = describe_env("CartPole-v1")
 
     def run() -> list:
-        setup = build_setup("dqn", info, cache=ExplorationCache(info.spec), seed=3, hp=small("dqn", info),
-                            rng=np.random.default_rng(3), eval_envs=1)
+        setup = build_setup(small("dqn", info, seed=3, test_envs=1), info, cache=ExplorationCache(info.spec),
+                            rng=np.random.default_rng(3))
         returns: list = []
         train(setup, steps=256, eval_episodes=1, progress=False, on_train_episode=lambda s, r: returns.append((s, r)))
         setup.close()
