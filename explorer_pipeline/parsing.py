@@ -43,7 +43,8 @@ MAX_REPLY_CHARS = 20_000
 _INDEX_KEY = re.compile(r"(?:(?:action|dim|dimension)\s*#?\s*)?(\d{1,4})")
 # a kind word labelling what follows: `bias: [..]`, `"probabilities" = [..]`, `Probabilities: 0.2 0.8`
 _LABEL_BEFORE_LIST = re.compile(r"\b([A-Za-z_]{3,20})[\"']?\s*[:=]\s*$")
-_TEXT_LABEL = re.compile(r"\b(probabilit(?:y|ies)|distribution|probs|bias(?:es)?)\b[\"']?\s*[:=]", re.IGNORECASE)
+_TEXT_LABEL = re.compile(r"\b(probabilit(?:y|ies)|distribution|probs|bias(?:es)?)\b[\"']?\s*[:=]\s*"
+                         r"(?=\[?\s*[-+]?(?:\d|\.\d|nan|inf))", re.IGNORECASE)
 
 
 class _WrongKind(ParseError):
@@ -85,9 +86,21 @@ def _normal_key(key: object) -> str:
     return " ".join(str(key).strip().lower().replace("_", " ").replace("-", " ").split())
 
 
-def _kind_keys(spec: ActionSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(keys naming this task's update kind, keys naming the other kind)."""
-    return (PROBABILITY_KEYS, BIAS_KEYS) if spec.is_discrete else (BIAS_KEYS, PROBABILITY_KEYS)
+def _key_kind(key: str) -> str | None:
+    """``distribution``, ``bias``, ``neutral`` or ``None`` for a normalised key. A key whose last
+    word names a kind counts as that kind (``action_probabilities``, ``exploration bias``)."""
+    last = key.rsplit(" ", 1)[-1]
+    if key in PROBABILITY_KEYS or last in PROBABILITY_KEYS:
+        return "distribution"
+    if key in BIAS_KEYS or last in BIAS_KEYS:
+        return "bias"
+    if key in NEUTRAL_KEYS:
+        return "neutral"
+    return None
+
+
+def _other_kind(spec: ActionSpec) -> str:
+    return "bias" if spec.is_discrete else "distribution"
 
 
 def _kind_name(spec: ActionSpec, own: bool = True) -> str:
@@ -156,7 +169,7 @@ def _read_field(key: str, value: object, spec: ActionSpec) -> list[float]:
     else:
         numbers = _from_json_value(value, spec)
     if numbers is None:
-        shown = json.dumps(value, default=lambda o: "{...}")[:80]
+        shown = json.dumps(value, default=lambda o: dict(o.pairs))[:80]
         raise ParseError(f"expected {spec.n} numbers under {key!r}, got {shown}")
     return numbers
 
@@ -174,10 +187,11 @@ def _from_object(obj: _Object, spec: ActionSpec) -> list[float] | None:
     groups: dict[str, list[object]] = {}
     for key, value in obj.pairs:
         groups.setdefault(_normal_key(key), []).append(value)
-    own, other = _kind_keys(spec)
+    kinds = {key: _key_kind(key) for key in groups}
     # 1. keys naming this kind, then neutral ones; every occurrence must agree
-    for names in (own, NEUTRAL_KEYS):
-        readings = [(name, _read_field(name, value, spec)) for name in names for value in groups.get(name, [])]
+    for wanted in (spec.update_kind, "neutral"):
+        readings = [(key, _read_field(key, value, spec))
+                    for key, values in groups.items() if kinds[key] == wanted for value in values]
         if readings:
             return _agreed(readings)
     # 2. one key per action, by index (0- or 1-based, "action 2", "dim 0") or by label
@@ -203,7 +217,7 @@ def _from_object(obj: _Object, spec: ActionSpec) -> list[float] | None:
     wrong_kind: _WrongKind | None = None
     single = len(obj.pairs) == 1
     for key, values in groups.items():
-        if key in other:
+        if kinds[key] == _other_kind(spec):
             continue
         for value in values:
             if single and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -226,7 +240,7 @@ def _from_object(obj: _Object, spec: ActionSpec) -> list[float] | None:
                 raise ParseError(f"the JSON answer holds different lists of {spec.n} numbers (under {keys}); "
                                  "give one answer")
         return right[0][1]
-    named_other = [name for name in other if name in groups]
+    named_other = [key for key in groups if kinds[key] == _other_kind(spec)]
     if named_other:
         raise _wrong_kind(spec, f"key {named_other[0]!r}")
     if wrong_kind is not None:
@@ -262,9 +276,8 @@ def _check_count(numbers: list[float], spec: ActionSpec, how: str) -> list[float
 
 def _check_text_labels(text: str, spec: ActionSpec) -> None:
     """Plain text that labels its numbers only with the other kind's name is not read as this kind."""
-    own, _ = _kind_keys(spec)
     names = {_normal_key(m.group(1)) for m in _TEXT_LABEL.finditer(text)}
-    if names and not names & set(own):
+    if names and all(_key_kind(name) == _other_kind(spec) for name in names):
         raise _wrong_kind(spec, f"labelled {sorted(names)[0]!r}")
 
 
@@ -278,17 +291,18 @@ class DefaultParser:
         body = clean_reply(text)
         if len(body) > MAX_REPLY_CHARS:
             body = body[:MAX_REPLY_CHARS]
-        _, other = _kind_keys(spec)
         wrong_length: list[float] | None = None
         wrong_kind: _WrongKind | None = None
+        unread_keys: list[str] | None = None  # of the first JSON object that gave no numbers
         outside_json: list[str] = []
         last_end = 0
         for start, end, value in _json_candidates(body):
             outside_json.append(body[last_end:start])
             last_end = end
             try:
-                if isinstance(value, list) and _label_before(body, start) in other:
-                    raise _wrong_kind(spec, f"a list labelled {_label_before(body, start)!r}")
+                label = _label_before(body, start) if isinstance(value, list) else None
+                if label is not None and _key_kind(label) == _other_kind(spec):
+                    raise _wrong_kind(spec, f"a list labelled {label!r}")
                 numbers = _from_json_value(value, spec)
             except _WrongKind as exc:
                 wrong_kind = wrong_kind or exc
@@ -296,6 +310,8 @@ class DefaultParser:
             except RecursionError:  # nested deeper than this reader goes: not an answer
                 continue
             if numbers is None:
+                if isinstance(value, _Object) and unread_keys is None:
+                    unread_keys = [str(key) for key, _ in value.pairs]
                 continue
             if len(numbers) == spec.n:
                 return numbers
@@ -319,6 +335,10 @@ class DefaultParser:
             if set(keyed) == set(range(base, base + spec.n)):
                 return [keyed[base + i] for i in range(spec.n)]
         numbers = [_to_float(tok) for tok in _NUMBER_RE.findall(rest)]
+        if not numbers and unread_keys:
+            key = "probabilities" if spec.is_discrete else "bias"
+            raise ParseError(f"no answer in the JSON object with keys {unread_keys[:8]}; expected {spec.n} numbers "
+                             f"under {key!r}")
         if not numbers:
             raise ParseError(f"no numbers found; expected {spec.n}")
         return _check_count(numbers, spec, "as plain numbers")

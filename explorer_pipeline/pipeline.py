@@ -47,7 +47,7 @@ def output_format(spec: ActionSpec) -> str:
     example = ", ".join(f"b{i}" for i in range(spec.n))
     return (f"Answer with JSON only, in the form {{\"bias\": [{example}]}}: exactly {spec.n} numbers "
             f"between -1 and 1, one per action dimension in order. A positive value pushes that "
-            f"dimension up, a negative value pushes it down, 0 leaves it alone; 1 is the whole range.")
+            f"dimension up, a negative value pushes it down, 0 leaves it alone.")
 
 
 def _to_messages(pairs: list[tuple[str, str]]) -> list[BaseMessage]:

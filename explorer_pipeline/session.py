@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pluggy
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .cache import ExplorationCache
 from .errors import UnknownNameError, UsageError
@@ -96,11 +96,12 @@ class ExplorerConfig(BaseModel):
             raise ValueError(f"{value!r} is not one of {', '.join(STRUCTURED_METHODS)}")
         return value
 
-    @model_validator(mode="after")
-    def _replay_needs_cache(self) -> ExplorerConfig:
-        if self.replay and self.response_cache is None:
-            raise ValueError("replay needs a response_cache file")
-        return self
+    @field_validator("replay")
+    @classmethod
+    def _replay_needs_cache(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("response_cache") is None:
+            raise ValueError("replay needs a response_cache file (--response-cache)")
+        return value
 
     @property
     def enabled(self) -> bool:

@@ -12,7 +12,7 @@ from .types import ActionSpec
 class DefaultValidator:
     """Discrete: finite, non-negative, one per action; masked actions get 0; renormalised and mixed
     with a uniform floor over legal actions. Continuous: finite, one per dimension, in normalised
-    units (1.0 = the whole range), clipped to ``±max_bias``, sign kept.
+    units (1 = half the action range, from its middle to its upper bound), clipped to ``±max_bias``, sign kept.
 
     :param floor: weight of the uniform mixture, so every legal action stays explorable (0 = off).
     :param max_bias: largest absolute bias, as a fraction of the normalised action range.

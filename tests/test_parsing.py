@@ -362,6 +362,12 @@ def test_bias_and_probabilities_keys_on_a_continuous_task(text, expected, contin
     assert PARSER.parse(text, continuous_spec) == expected
 
 
+@pytest.mark.parametrize(("spec", "expected"), [(D2, [0.3, 0.7]), (C2, [-0.5, 0.5])])
+def test_a_key_whose_last_word_names_a_kind_counts_as_that_kind(spec, expected):
+    text = '{"exploration_bias": [-0.5, 0.5], "action probabilities": [0.3, 0.7]}'
+    assert PARSER.parse(text, spec) == expected
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(
     data=st.data(),
@@ -406,6 +412,15 @@ def test_a_key_naming_the_other_kind_is_never_read_as_this_one(data, n, discrete
     ("bias: [-0.5, 0.5]\nprobabilities: [0.2, 0.8]", D2, [0.2, 0.8]),
 ])
 def test_lists_labelled_with_a_kind_name(text, spec, expected):
+    assert PARSER.parse(text, spec) == expected
+
+
+@pytest.mark.parametrize(("text", "spec", "expected"), [
+    # a kind word in prose that labels no number does not decide anything
+    ("The bias: towards the left.\nAction 0: 0.7\nAction 1: 0.3", D2, [0.7, 0.3]),
+    ("Probability: high for the main engine. main engine = -0.5, side engine = 0.5", C2, [-0.5, 0.5]),
+])
+def test_kind_words_that_label_no_number_are_ignored(text, spec, expected):
     assert PARSER.parse(text, spec) == expected
 
 

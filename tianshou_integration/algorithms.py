@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from tianshou.algorithm import C51, DDPG, DQN, QRDQN, SAC, TD3, RainbowDQN
 from tianshou.algorithm.algorithm_base import OffPolicyAlgorithm, Policy
-from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy
-from tianshou.algorithm.modelfree.sac import AutoAlpha, SACPolicy
+from tianshou.algorithm.modelfree.sac import AutoAlpha
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import PrioritizedVectorReplayBuffer, ReplayBuffer, VectorReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv
@@ -34,7 +33,7 @@ from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.errors import UsageError
 
 from .config import AlgorithmConfig, RunConfig
-from .continuous import GuidedGaussianNoise, GuidedSACPolicy
+from .continuous import ClippedContinuousDeterministicPolicy, GuidedGaussianNoise, GuidedSACPolicy
 from .counter import EnvStepCounter
 from .discrete import GuidedC51Policy, GuidedDQNPolicy, GuidedEpsGreedyMixin, GuidedQRDQNPolicy
 from .envs import EnvInfo, env_factory
@@ -201,7 +200,7 @@ def _q_network(config: RunConfig, env: EnvInfo, n: int, device: str) -> torch.nn
 
         return build_atari_q_network(algo, env.obs_shape, n, num_atoms=hp.num_atoms,
                                      num_quantiles=hp.num_quantiles, noisy_std=hp.noisy_std,
-                                     features=hidden[-1])
+                                     features=hidden[-1], device=device)
     if algo in ("dqn", "double-dqn", "dueling-dqn"):
         head = {"hidden_sizes": hidden[-1:]}
         dueling = (head, head) if algo == "dueling-dqn" else None
@@ -282,7 +281,7 @@ def _build_deterministic(config: RunConfig, env: EnvInfo, space: Any, cache: Exp
     net = Net(state_shape=env.obs_shape, hidden_sizes=config.network.hidden_sizes)
     actor = ContinuousActorDeterministic(preprocess_net=net, action_shape=act_dim, max_action=1.0)
     noise = _noise(config, env, cache, rng, counter)
-    policy = ContinuousDeterministicPolicy(actor=actor, exploration_noise=noise, action_space=space)
+    policy = ClippedContinuousDeterministicPolicy(actor=actor, exploration_noise=noise, action_space=space)
     common = dict(policy=policy, policy_optim=_adam(hp.lr, hp), critic=_critic(config, env, act_dim),
                   critic_optim=_adam(hp.critic_lr, hp), tau=hp.tau, gamma=hp.gamma,
                   n_step_return_horizon=hp.n_step)
@@ -302,8 +301,7 @@ def _build_sac(config: RunConfig, env: EnvInfo, space: Any, cache: ExplorationCa
     actor = ContinuousActorProbabilistic(preprocess_net=net, action_shape=act_dim, unbounded=True,
                                          conditioned_sigma=True)
     noise = _noise(config, env, cache, rng, counter)
-    policy_cls = GuidedSACPolicy if noise is not None else SACPolicy
-    policy = policy_cls(actor=actor, exploration_noise=noise, action_space=space)
+    policy = GuidedSACPolicy(actor=actor, exploration_noise=noise, action_space=space)
     alpha = AutoAlpha(target_entropy=-float(act_dim), log_alpha=math.log(hp.sac_alpha), optim=_adam(hp.lr, hp))
     algorithm = SAC(policy=policy, policy_optim=_adam(hp.lr, hp), critic=_critic(config, env, act_dim),
                     critic_optim=_adam(hp.critic_lr, hp), critic2=_critic(config, env, act_dim),

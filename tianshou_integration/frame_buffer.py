@@ -26,7 +26,13 @@ transition of the cut episode is marked truncated; and transitions whose earlier
 overwritten (the oldest few of a full sub-buffer) are not sampled.
 
 Every env's sub-buffer (``size / num_envs``) should hold a whole episode: the collector reads a
-finished episode back from the buffer for its statistics and the episode tap.
+finished episode back from the buffer (``buffer[indices]``, stacked, about 56 kB per step) for
+its statistics and ``on_episode_done_hook``; a longer episode is read back as its newest
+``size / num_envs - 1`` steps (its reported return and length still cover all of it). A hook
+that wants the game's score sums ``raw_rew``, not ``rew``.
+
+Not supported with ``frame_stack``: ``save_hdf5``/``load_hdf5``, ``update`` and ``set_batch``
+(the kept-aside frames and episode bookkeeping live outside Tianshou's storage).
 """
 
 from __future__ import annotations
@@ -59,7 +65,6 @@ class _FrameBufferMixin:
         self.clip_rewards = clip_rewards
         self._sub_size = self.maxsize // self.buffer_num
         self._raw_rew = np.zeros(self.maxsize, dtype=np.float64)
-        self._life_lost = np.zeros(self.maxsize, dtype=bool)
         # frames: how many earlier frames of the same episode each transition's stack uses
         self._depth = np.zeros(self.maxsize, dtype=np.int16)
         # newest frame of obs_next where it is not the next transition's frame
@@ -136,7 +141,6 @@ class _FrameBufferMixin:
             i = int(indices[j])
             self._drop_tail(i)  # the slot was overwritten
             self._raw_rew[i] = raw[j]
-            self._life_lost[i] = life_lost[j]
             if frames:
                 self._store_frames(b, i, obs_next[j], bool(continues[j]))
                 self._pending[b] = None if env_done[j] else obs_next[j].copy()
@@ -267,6 +271,15 @@ class _FrameBufferMixin:
         return out
 
 
+def _tianshou_options(frame_stack: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Tianshou's storage options: only the newest frame of each obs, no obs_next; we stack."""
+    if frame_stack is None:
+        return kwargs
+    if kwargs.get("stack_num", 1) != 1 or kwargs.get("sample_avail"):
+        raise ValueError("frame_stack replaces Tianshou's stack_num/sample_avail; do not pass them as well")
+    return {**kwargs, "save_only_last_obs": True, "ignore_obs_next": True}
+
+
 class FrameReplayBuffer(_FrameBufferMixin, VectorReplayBuffer):
     """Uniform replay (see the module docstring).
 
@@ -286,8 +299,7 @@ class FrameReplayBuffer(_FrameBufferMixin, VectorReplayBuffer):
         clip_rewards: bool = False,
         **kwargs: Any,
     ) -> None:
-        if frame_stack is not None:
-            kwargs.update(save_only_last_obs=True, ignore_obs_next=True)
+        kwargs = _tianshou_options(frame_stack, kwargs)
         super().__init__(total_size, buffer_num, **kwargs)
         self._init_extras(frame_stack, clip_rewards)
 
@@ -310,8 +322,7 @@ class PrioritizedFrameReplayBuffer(_FrameBufferMixin, PrioritizedVectorReplayBuf
         clip_rewards: bool = False,
         **kwargs: Any,
     ) -> None:
-        if frame_stack is not None:
-            kwargs.update(save_only_last_obs=True, ignore_obs_next=True)
+        kwargs = _tianshou_options(frame_stack, kwargs)
         super().__init__(total_size, buffer_num, alpha=alpha, beta=beta, **kwargs)
         self._init_extras(frame_stack, clip_rewards)
 
@@ -334,9 +345,10 @@ def make_replay_buffer(
     :param clip_rewards: store sign-clipped rewards for learning (Atari); reported returns and
         ``raw_rew`` stay unclipped.
     """
-    if size < num_envs:
-        raise ValueError(f"buffer size {size} is smaller than the number of envs {num_envs}")
+    if size < 2 * num_envs:
+        raise ValueError(f"buffer size {size} must be at least twice the number of envs ({num_envs})")
     if prioritized:
-        return PrioritizedFrameReplayBuffer(size, num_envs, alpha=alpha, beta=beta, frame_stack=frame_stack,
-                                            clip_rewards=clip_rewards)
+        return PrioritizedFrameReplayBuffer(
+            size, num_envs, alpha=alpha, beta=beta, frame_stack=frame_stack, clip_rewards=clip_rewards
+        )
     return FrameReplayBuffer(size, num_envs, frame_stack=frame_stack, clip_rewards=clip_rewards)

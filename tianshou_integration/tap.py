@@ -45,7 +45,7 @@ class EpisodeTap:
 
     The tap never raises into the collector: a failure is logged and counted in ``errors``.
     Continuous actions are recorded as the env received them in normalised units (clipped to
-    ``[-1, 1]``); the buffer itself keeps Tianshou's unclipped noisy action.
+    ``[-1, 1]``), the same action the replay buffer stores.
     """
 
     def __init__(
@@ -109,7 +109,9 @@ class EpisodeTap:
     # ------------------------------------------------------------------ conversion
     def to_record(self, episode_batch: Any) -> EpisodeRecord:
         """Convert one episode batch (Tianshou ``Batch`` with ``rew`` and ``act``) to a record."""
-        rewards = np.asarray(episode_batch.rew, dtype=np.float64)
+        # a reward-clipping replay buffer (Atari) keeps the game's own rewards in ``raw_rew``
+        raw = episode_batch.raw_rew if "raw_rew" in episode_batch else episode_batch.rew
+        rewards = np.asarray(raw, dtype=np.float64)
         actions = np.asarray(episode_batch.act)
         if self.spec.is_discrete:
             action_tuple = tuple(actions.astype(np.int64).reshape(-1).tolist())

@@ -138,7 +138,10 @@ def train(
     tap.on_record.append(record_episode)
     train_collector = Collector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True,
                                 on_episode_done_hook=tap, on_step_hook=tap.on_step)
-    test_collector = Collector(setup.algorithm, setup.test_envs, exploration_noise=False)
+    # evaluation ε (DQN family) acts through add_exploration_noise outside a training step; continuous
+    # policies evaluate without noise
+    eval_eps = setup.config.algorithm.epsilon.eval if setup.is_discrete else 0.0
+    test_collector = Collector(setup.algorithm, setup.test_envs, exploration_noise=eval_eps > 0)
     threshold = setup.env.reward_threshold
     n_envs = len(setup.train_envs)
 

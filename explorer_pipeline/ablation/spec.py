@@ -65,8 +65,8 @@ __all__ = [
     "RunSettings",
     "SpecError",
     "StudySpec",
-    "config_problems",
     "check_names",
+    "config_problems",
     "load_spec",
     "parse_spec",
     "run_document",
@@ -489,7 +489,7 @@ def _consistency(spec: StudySpec) -> list[Problem]:
     for scope, settings in [(("base",), spec.base), *((("arms", i), arm) for i, arm in enumerate(spec.arms))]:
         for key in RUN_KEYS:
             if key in settings.config:
-                problems.append(Problem((*scope, "config", key), f"{key} cannot be set per arm: every run's {key} "
+                problems.append(Problem((*scope, "config", key), f"{key} cannot be set here: every run's {key} "
                                         f"comes from the study's {'environments' if key == 'env' else 'seeds'}"))
     for i, arm in enumerate(spec.arms):
         document = run_document(spec, arm, 0, spec.seeds[0])
@@ -549,7 +549,8 @@ def check_names(
         raise SpecError(source, [Problem(p.path, p.message, doc.locate(p.path)) for p in problems])
 
 
-def _named(scope: tuple[str | int, ...], settings: RunSettings, name: str) -> Iterator[tuple[str, tuple[str | int, ...]]]:
+def _named(scope: tuple[str | int, ...], settings: RunSettings,
+           name: str) -> Iterator[tuple[str, tuple[str | int, ...]]]:
     """The text values a base or arm gives a named explorer setting (shortcut field and
     ``config.explorer``), with their spec paths."""
     value = getattr(settings, name)

@@ -75,7 +75,8 @@ def test_fingerprints_cover_the_whole_configuration(tmp_path: Path):
     spec, _ = parse_spec(SPEC)
     runs = expand(spec, tmp_path)
     assert len({r.fingerprint for r in runs}) == len(runs)
-    for old, new in (("steps: 300", "steps: 400"), ("lr: 0.0005", "lr: 0.0004"), ("hidden_sizes: [64]", "hidden_sizes: [65]")):
+    changes = (("steps: 300", "steps: 400"), ("lr: 0.0005", "lr: 0.0004"), ("hidden_sizes: [64]", "hidden_sizes: [65]"))
+    for old, new in changes:
         changed, _ = parse_spec(SPEC.replace(old, new))
         before = {r.run_id: r.fingerprint for r in runs}
         after = {r.run_id: r.fingerprint for r in expand(changed, tmp_path)}

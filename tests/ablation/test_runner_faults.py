@@ -120,8 +120,8 @@ def test_an_existing_study_needs_resume_and_the_same_spec(write_spec, tmp_path: 
     changed = write_spec(SPEC.replace("steps: 300", "steps: 400"), name="changed.yaml")
     with pytest.raises(UsageError, match="the spec changed for runs that already finished"):
         study(changed, out, resume=True)
-    hyper = write_spec(SPEC.replace("    provider: none\n", "    provider: none\n    config: {algorithm: {lr: 0.01}}\n"),
-                       name="hyper.yaml")  # a hyperparameter is part of the run too
+    lr = "    provider: none\n    config: {algorithm: {lr: 0.01}}\n"
+    hyper = write_spec(SPEC.replace("    provider: none\n", lr), name="hyper.yaml")  # a hyperparameter changed
     with pytest.raises(UsageError, match=r"the spec changed for runs that already finished in .*\(baseline/"):
         study(hyper, out, resume=True)
     more_seeds = write_spec(SPEC.replace("seeds: 2", "seeds: 3"), name="more.yaml")
@@ -208,7 +208,8 @@ def test_a_discrete_algorithm_on_a_continuous_environment(write_spec, run_cli, t
 
 
 def test_dry_run_prints_every_configuration_and_command(write_spec, run_cli, tmp_path: Path):
-    spec = write_spec(SPEC.replace("    provider: none\n", "    provider: none\n    config: {algorithm: {lr: 0.0005}}\n"))
+    lr = "    provider: none\n    config: {algorithm: {lr: 0.0005}}\n"
+    spec = write_spec(SPEC.replace("    provider: none\n", lr))
     out = tmp_path / "out"
     done = run_cli("ablate", str(spec), "--out", str(out), "--dry-run", train_command=FAKE_TRAIN_COMMAND)
     assert done.returncode == 0, done.stderr
@@ -218,7 +219,8 @@ def test_dry_run_prints_every_configuration_and_command(write_spec, run_cli, tmp
     assert configs[1].startswith("# baseline/CartPole-v1/seed-0: ")
     assert json.loads(configs[1].split(": ", 1)[1])["algorithm"] == {"lr": 0.0005}
     assert json.loads(configs[1].split(": ", 1)[1])["explorer"] == {"provider": "none"}
-    assert commands[1].endswith(f"fake_train.py --config {out.resolve() / 'configs/baseline__CartPole-v1__seed-0.yaml'} "
+    config_file = out.resolve() / "configs/baseline__CartPole-v1__seed-0.yaml"
+    assert commands[1].endswith(f"fake_train.py --config {config_file} "
                                 f"--out {out.resolve() / 'runs/baseline/CartPole-v1/seed-0'}")
     assert not out.exists()
 

@@ -214,7 +214,8 @@ def test_config_is_deep_merged_over_shortcuts_and_the_base():
     assert mult.data["algorithm"] == {"lr": 0.001, "epsilon": {"schedule": "multiplicative", "end": 0.1}}
     assert mult.data["explorer"] == {"every_k": 3, "provider_options": {"latency": 0, "reply": "x"}, "max_attempts": 1}
     # where each value came from, for error messages
-    assert mult.origins[("algorithm", "epsilon", "schedule")] == ("arms", 1, "config", "algorithm", "epsilon", "schedule")
+    schedule = ("algorithm", "epsilon", "schedule")
+    assert mult.origins[schedule] == ("arms", 1, "config", *schedule)
     assert mult.origins[("algorithm", "lr")] == ("base", "config", "algorithm", "lr")
     assert mult.origins[("explorer", "every_k")] == ("arms", 1, "config", "explorer", "every_k")
     assert mult.origins[("env",)] == ("environments", 0) and mult.origins[("seed",)] == ("seeds",)
@@ -252,7 +253,8 @@ def test_bad_arm_configurations_name_the_spec_line_and_key_path():
     assert typo.endswith("(arm 'typo' on CartPole-v1, Acrobot-v1)")
     assert gamma.startswith("spec.yaml:9:26: arms[2].config.algorithm.gamma: algorithm.gamma must be <= 1")
     assert "(got 1.5)" in gamma
-    assert attempts.startswith("spec.yaml:9:50: arms[2].config.explorer.max_attempts: explorer.max_attempts must be >= 1")
+    assert attempts.startswith("spec.yaml:9:50: arms[2].config.explorer.max_attempts: "
+                               "explorer.max_attempts must be >= 1")
 
 
 def test_an_algorithm_that_does_not_fit_the_environment():
@@ -304,9 +306,9 @@ def test_env_and_seed_come_from_the_study():
         environments: [CartPole-v1]
         seeds: 1
         """)
-    assert found == ["spec.yaml:5:14: arms[0].config.env: env cannot be set per arm: every run's env comes from "
+    assert found == ["spec.yaml:5:14: arms[0].config.env: env cannot be set here: every run's env comes from "
                      "the study's environments",
-                     "spec.yaml:5:31: arms[0].config.seed: seed cannot be set per arm: every run's seed comes from "
+                     "spec.yaml:5:31: arms[0].config.seed: seed cannot be set here: every run's seed comes from "
                      "the study's seeds"]
 
 
@@ -318,8 +320,8 @@ def test_an_algorithm_set_only_in_config_counts():
         environments: [CartPole-v1]
         seeds: 1
         """)
-    check_names(spec, doc, **NAMES)
-    assert run_document(spec, "a", 0, 0).data["algo"] == "dqn"
+    check_names(spec, doc, **NAMES)  # validated with a provider, as train adds its default one
+    assert run_document(spec, "a", 0, 0).data == {"env": "CartPole-v1", "seed": 0, "algo": "dqn", "steps": 300}
 
 
 @pytest.mark.parametrize(("text", "expected"), [

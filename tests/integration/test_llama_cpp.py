@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_recorded_run_replays_offline(fresh_llama_server, tmp_path):
     assert_valid(recorded, CARTPOLE)
     # the same request, replayed after the server is gone
     fresh_llama_server.stop()
-    config.replay = True
+    config = config.model_copy(update={"replay": True})  # the run configuration is frozen
     with open_explorer(config, "CartPole-v1", CARTPOLE) as explorer:
         replayed = explorer.runtime.submit_and_wait(CART_RECORD, timeout=60)
         other = explorer.runtime.submit_and_wait(EpisodeRecord(99.0, 99, "CartPole-v1", 6, (0,) * 99), timeout=60)
@@ -89,3 +90,71 @@ def test_server_that_disappears(fresh_llama_server):
         assert isinstance(second, RequestFailure) and second.reason == "provider_error"
         assert explorer.cache.current() is first
         assert explorer.stats()["provider_errors"] == 1
+
+
+def test_function_calling_reads_a_real_tool_call(llama_server, tmp_path):
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from llm_explorer_openai import OpenAIProvider
+
+    from explorer_pipeline import ProviderSettings
+    from explorer_pipeline.parsing import DefaultParser
+    from explorer_pipeline.pipeline import output_format
+    from explorer_pipeline.providers import tool_call_as_text
+
+    provider = OpenAIProvider()
+    settings = ProviderSettings(model="smollm2", base_url=llama_server.base_url, structured_output="function_calling",
+                                max_tokens={"analysis": 40, "proposal": 60}, timeout_s=120)
+    runnable = provider.stage_model(provider.create(settings), "proposal", settings, CARTPOLE)
+    messages = [SystemMessage("You guide the exploration of a CartPole agent."), HumanMessage(output_format(CARTPOLE))]
+    reply = runnable.first.invoke(messages)  # the model call itself, before the reply becomes text
+    assert reply.tool_calls and reply.tool_calls[0]["name"] == "exploration", reply
+    args = reply.tool_calls[0]["args"]
+    text = tool_call_as_text(reply).content
+    assert json.loads(text) == args
+    assert DefaultParser().parse(text, CARTPOLE) == pytest.approx(args["probabilities"])
+
+    # and through the whole pipeline: what the exchange log records is the tool call's arguments
+    config = ExplorerConfig(provider="openai", base_url=llama_server.base_url, model="smollm2",
+                            prompt_set="single-stage", structured_output="function_calling",
+                            exchange_log=tmp_path / "exchanges.jsonl")
+    with open_explorer(config, "CartPole-v1", CARTPOLE) as explorer:
+        outcome = explorer.runtime.submit_and_wait(CART_RECORD, timeout=240)
+    assert_valid(outcome, CARTPOLE)
+    (line,) = [json.loads(x) for x in (tmp_path / "exchanges.jsonl").read_text().splitlines()]
+    assert len(json.loads(line["response"])["probabilities"]) == CARTPOLE.n
+
+
+def test_async_mode_with_the_real_model(llama_server, tmp_path):
+    """submit() returns at once; while the model answers episode 0, episodes 1-3 are dropped as stale
+    and the newest one (4) is asked next."""
+    config = ExplorerConfig(provider="openai", base_url=llama_server.base_url, model="smollm2",
+                            prompt_set="single-stage", exchange_log=tmp_path / "exchanges.jsonl")
+    with open_explorer(config, "CartPole-v1", CARTPOLE) as explorer:
+        explorer.runtime.submit(EpisodeRecord(20.0, 20, "CartPole-v1", 0, CART_RECORD.actions))
+        assert wait_until(lambda: explorer.stats()["llm_requests"] == 1, 30)
+        for i in range(1, 5):
+            explorer.runtime.submit(EpisodeRecord(20.0 + i, 20 + i, "CartPole-v1", i, CART_RECORD.actions))
+        # the model is still on episode 0 (seconds per answer): nothing has waited for it
+        assert explorer.stats()["updates_published"] == 0 and explorer.cache.current().source == "default"
+
+        def settled():
+            s = explorer.stats()
+            return s["llm_requests"] == 2 and s["updates_published"] + sum(s["failures"].values()) == 2
+
+        assert wait_until(settled, 480)
+        stats = explorer.stats()
+        current = explorer.cache.current()
+    assert stats["episodes_seen"] == 5 and stats["dropped_stale"] == 3
+    assert stats["updates_published"] >= 1, stats
+    assert_valid(current, CARTPOLE)
+    episodes = {json.loads(x)["episode"] for x in (tmp_path / "exchanges.jsonl").read_text().splitlines()}
+    assert episodes == {0, 4}
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

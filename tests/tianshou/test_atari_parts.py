@@ -31,22 +31,25 @@ FRAME = 84 * 84  # bytes of one grey frame
 
 # --------------------------------------------------------------------------- helpers
 class Recorder(gym.Wrapper):
-    """Keeps every step's (obs, obs_next, reward, terminated, truncated, life_lost) as the env returned it."""
+    """Keeps each step as the env returned it: (obs, obs_next, reward, terminated, truncated,
+    life_lost, first step after a reset)."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        self.steps: list[tuple[np.ndarray, np.ndarray, float, bool, bool, bool]] = []
+        self.steps: list[tuple[np.ndarray, np.ndarray, float, bool, bool, bool, bool]] = []
         self._obs: np.ndarray | None = None
+        self._first = False
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._obs = obs
+        self._obs, self._first = obs, True
         return obs, info
 
     def step(self, action):
         obs, rew, term, trunc, info = self.env.step(action)
-        self.steps.append((self._obs, obs, float(rew), bool(term), bool(trunc), bool(info.get("life_lost", False))))
-        self._obs = obs
+        life_lost = bool(info.get("life_lost", False))
+        self.steps.append((self._obs, obs, float(rew), bool(term), bool(trunc), life_lost, self._first))
+        self._obs, self._first = obs, False
         return obs, rew, term, trunc, info
 
 
@@ -102,26 +105,26 @@ def compare_with_truth(buffer, recorders) -> tuple[set[int], int, int]:
     Rewards and terminal flags must match exactly (a lost life is terminal for learning);
     obs/obs_next are compared and counted. Assumes each env stepped once per collector step, so
     env ``b``'s step ``t`` sits in slot ``b * S + t % S``. Returns (slots whose obs or obs_next
-    differ, slots that match, matching episode starts).
+    differ, slots that match, matching first steps of episodes).
     """
     size = buffer.maxsize // buffer.buffer_num
     wrong: set[int] = set()
     right = starts = 0
     for b, rec in enumerate(recorders):
-        first = max(0, len(rec.steps) - size)
+        steps = rec.steps[-size:]
+        first = len(rec.steps) - len(steps)
         slots = np.array([b * size + t % size for t in range(first, len(rec.steps))])
         got = buffer[slots]
-        for row, t in enumerate(range(first, len(rec.steps))):
-            obs, obs_next, rew, term, _trunc, life_lost = rec.steps[t]
-            assert got.raw_rew[row] == rew
-            assert got.rew[row] == (np.sign(rew) if buffer.clip_rewards else rew)
-            assert bool(got.terminated[row]) == (term or life_lost)
-            if np.array_equal(got.obs[row], obs) and np.array_equal(got.obs_next[row], obs_next):
-                right += 1
-                is_start = t == 0 or rec.steps[t - 1][3] or rec.steps[t - 1][4]
-                starts += bool(is_start)
-            else:
-                wrong.add(int(slots[row]))
+        rew = np.array([s[2] for s in steps])
+        assert np.array_equal(got.raw_rew, rew)
+        assert np.array_equal(got.rew, np.sign(rew) if buffer.clip_rewards else rew)
+        assert np.array_equal(got.terminated, [s[3] or s[5] for s in steps])
+        same = np.array(
+            [np.array_equal(got.obs[r], s[0]) and np.array_equal(got.obs_next[r], s[1]) for r, s in enumerate(steps)]
+        )
+        wrong |= set(slots[~same].tolist())
+        right += int(same.sum())
+        starts += int(sum(same[r] and s[6] for r, s in enumerate(steps)))
     return wrong, right, starts
 
 
@@ -156,7 +159,7 @@ def test_observations_are_four_stacked_grey_84x84_uint8_frames_without_a_second_
     assert ale.getFloat("repeat_action_probability") == pytest.approx(0.25)  # v5's sticky actions kept
     frame = info["episode_frame_number"]
     for _ in range(3):
-        new, rew, term, trunc, info = env.step(0)
+        new, *_, info = env.step(0)
         assert np.array_equal(new[:-1], obs[1:])  # the stack slides by one frame per step
         assert info["episode_frame_number"] == frame + 4  # v5's own 4-frame skip, nothing on top
         frame, obs = info["episode_frame_number"], new
@@ -182,8 +185,9 @@ def test_fire_reset_starts_breakout_and_is_only_used_where_the_game_has_fire():
     assert min(lives) < 5
     # ... without it the ball is never launched
     register_ale()
-    plain = gym.wrappers.AtariPreprocessing(gym.make("ALE/Breakout-v5", repeat_action_probability=0.0),
-                                            noop_max=0, frame_skip=1)
+    plain = gym.wrappers.AtariPreprocessing(
+        gym.make("ALE/Breakout-v5", repeat_action_probability=0.0), noop_max=0, frame_skip=1
+    )
     plain.reset(seed=0)
     assert {plain.step(0)[4]["lives"] for _ in range(150)} == {5}
     for env in (breakout, freeway, plain):
@@ -403,8 +407,9 @@ def test_prioritized_frame_buffer_trains_rainbow_on_breakout():
     envs.seed(1)
     net = build_atari_q_network("rainbow", (4, 84, 84), 4)
     policy = C51Policy(model=net, action_space=envs.action_space[0], num_atoms=51, v_min=-10.0, v_max=10.0)
-    algorithm = RainbowDQN(policy=policy, optim=AdamOptimizerFactory(lr=1e-4), n_step_return_horizon=3,
-                           target_update_freq=50)
+    algorithm = RainbowDQN(
+        policy=policy, optim=AdamOptimizerFactory(lr=1e-4), n_step_return_horizon=3, target_update_freq=50
+    )
     collector = Collector(algorithm, envs, buffer, exploration_noise=True)
     collector.reset()
     collector.collect(n_step=100, random=True)
@@ -418,8 +423,15 @@ def test_prioritized_frame_buffer_trains_rainbow_on_breakout():
 
 def test_a_100k_frame_buffer_holds_about_0_7_gb_of_frames_instead_of_2_8():
     stacked = np.zeros((2, 4, 84, 84), np.uint8)
-    one_step = Batch(obs=stacked, act=np.zeros(2, int), rew=np.zeros(2), terminated=np.zeros(2, bool),
-                     truncated=np.zeros(2, bool), obs_next=stacked, info=Batch())
+    one_step = Batch(
+        obs=stacked,
+        act=np.zeros(2, int),
+        rew=np.zeros(2),
+        terminated=np.zeros(2, bool),
+        truncated=np.zeros(2, bool),
+        obs_next=stacked,
+        info=Batch(),
+    )
     plain = VectorReplayBuffer(100, 2)
     plain.add(one_step)
     plain_obs_per_step = plain._meta.obs.nbytes / plain.maxsize

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -293,7 +295,7 @@ def test_rainbow_training_collection_explores_with_noisy_layers(with_cache):
     assert [layer.training for layer in probe.layers] == mode_before  # and their modes were restored
     np.testing.assert_array_equal(obs1[0], obs2[0])  # same start...
     assert not torch.allclose(logits1[0], logits2[0])  # ...different Q-distributions: fresh noise
-    assert all(not torch.equal(a, b) for a, b in zip(noise1, noise1[1:]))  # new noise on every step
+    assert all(not torch.equal(a, b) for a, b in itertools.pairwise(noise1))  # new noise on every step
     # the noise changes decisions: the noisy greedy action differs from the mean-weight one on some states
     q_noisy = (torch.cat(logits1) * policy.support).sum(-1).argmax(-1).numpy()
     q_mean = (mean_weight_logits(policy, obs1) * policy.support).sum(-1).argmax(-1).numpy()
