@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from .types import ActionSpec, ExplorationUpdate
 
@@ -58,6 +60,22 @@ class ExplorationCache:
 
     def applied_at(self, version: int) -> int | None:
         return self._applied_at.get(version)
+
+    # ------------------------------------------------------------------ checkpoints
+    def get_state(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild this cache: the update in force and the env step
+        at which each version was first applied. Plain data (picklable); nothing is shared."""
+        return {"current": self._current, "applied_at": dict(self._applied_at)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`get_state`'s snapshot (before the collector and the pipeline use the cache)."""
+        current = state["current"]
+        if current.kind != self.spec.update_kind or len(current.values) != self.spec.n:
+            raise ValueError(f"the saved update ({current.kind}/{len(current.values)}) does not fit this cache's "
+                             f"action spec ({self.spec.update_kind}/{self.spec.n})")
+        with self._lock:
+            self._current = current
+            self._applied_at = {int(v): int(s) for v, s in state["applied_at"].items()}
 
     def __deepcopy__(self, memo: dict) -> ExplorationCache:
         return self

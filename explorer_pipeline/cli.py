@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from .ablation.cli import ablate, report
 from .errors import UsageError
-from .plugins import list_plugins, make_plugin_manager
-from .session import Catalogues
+from .plugins import Catalogue, list_plugins, make_plugin_manager
+from .session import Catalogues, ExplorerConfig
+from .stages import STAGES, describe
 
 
 class ExplorerGroup(click.Group):
-    """Turns :class:`UsageError` into exit status 2 with a one-line message, no traceback."""
+    """Turns a :class:`UsageError` any subcommand lets through into :class:`BadInput`."""
 
     def invoke(self, ctx: click.Context):
+        """Run the subcommand; bad input ends as :class:`BadInput` (exit status 2)."""
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            raise click.UsageError(str(exc), ctx) from None
+            raise BadInput.from_error(exc) from None
 
 
 @click.group(cls=ExplorerGroup)
@@ -28,9 +30,48 @@ def cli() -> None:
     """LLM-guided exploration for reinforcement learning."""
 
 
+def _explorer_section(path: Path | None) -> ExplorerConfig:
+    """The ``explorer`` section of a run configuration file (defaults without a file)."""
+    if path is None:
+        return ExplorerConfig()
+    from pydantic import ValidationError
+
+    from .yamlio import YamlError, read_yaml
+
+    try:
+        data = read_yaml(path.read_text(encoding="utf-8")).data or {}
+    except (OSError, YamlError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    section = data.get("explorer", {}) if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise UsageError(f"{path}: the 'explorer' section must be a mapping")
+    try:
+        return ExplorerConfig.model_validate(section)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in ("explorer", *first["loc"]))
+        raise UsageError(f"{path}: {where}: {first['msg']}") from None
+
+
+def _implementations(catalogue: Catalogue, chosen: str) -> list[str]:
+    width = max((len(name) for name in catalogue.names()), default=0)
+    lines = []
+    for name in catalogue.names():
+        mark = "*" if name == chosen else " "
+        about = describe(catalogue.get(name))
+        lines.append(f"    {mark} {name:<{width}}  {about + ' ' if about else ''}[from {catalogue.owner(name)}]")
+    if chosen not in catalogue:
+        lines.append(f"    ! {chosen}: chosen but not registered by any plugin")
+    return lines
+
+
 @cli.command()
-def plugins() -> None:
-    """List plugins (with versions and hooks), providers and prompt sets."""
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              metavar="FILE.yaml", help="Mark the stages this run configuration chooses (default: the defaults).")
+def plugins(config_file: Path | None) -> None:
+    """List plugins (with versions and hooks), providers, prompt sets, and each stage's
+    implementations, marking with * the one a run uses."""
+    chosen = _explorer_section(config_file)
     pm = make_plugin_manager()
     for info in list_plugins(pm):
         version = f" {info.version}" if info.version else ""
@@ -46,6 +87,17 @@ def plugins() -> None:
     for name in cat.prompt_sets.names():
         ps = cat.prompt_sets.get(name)
         click.echo(f"  {name}: {ps.description.strip().splitlines()[0]} [hash {ps.template_hash()}]")
+    where = str(config_file) if config_file else "the default configuration"
+    click.echo(f"\nstages (choose with --set explorer.STAGE.name=NAME; * = what {where} uses):")
+    for kind in STAGES:
+        choice = getattr(chosen, kind.key)
+        click.echo(f"  {kind.key}:")
+        for line in _implementations(cat.stage(kind.key), choice.name):
+            click.echo(line)
+    parser = str(chosen.proposer.options.get("parser", "default"))
+    click.echo("  parsers (the default proposer's option: --set explorer.proposer.options.parser=NAME):")
+    for line in _implementations(cat.parsers, parser):
+        click.echo(line)
 
 
 @cli.command()
@@ -54,10 +106,6 @@ def tasks() -> None:
     cat = Catalogues(make_plugin_manager())
     for name in cat.tasks.names():
         click.echo(f"{name}: {cat.tasks.get(name).title}")
-
-
-cli.add_command(ablate)
-cli.add_command(report)
 
 
 def main() -> None:

@@ -1,8 +1,19 @@
-"""Exceptions. Messages are shown to users: each names the bad value and what is allowed."""
+"""Exceptions. Messages are shown to users: each names the bad value and what is allowed.
+
+:class:`BadInput` is the one way a command line reports bad input: every ``llm-explorer``
+command raises it (the top-level group also turns a :class:`UsageError` that reaches it into
+one), so bad input always ends the same way: ``Error: <message>`` on stderr, no traceback,
+exit status 2.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+import click
+
+#: The exit status of bad input (click's own usage errors exit with it too).
+EXIT_BAD_INPUT = 2
 
 
 class ExplorerError(Exception):
@@ -11,6 +22,21 @@ class ExplorerError(Exception):
 
 class UsageError(ExplorerError):
     """Bad input from a user (CLI option, config, name). The CLI exits with status 2."""
+
+
+class BadInput(click.ClickException):
+    """Bad input at the command line: ``Error: <message>`` on stderr, exit status 2.
+
+    Raise it from a command, or ``raise BadInput.from_error(exc) from None`` for a caught
+    :class:`UsageError`. The message may span several lines (a spec with several problems).
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+    @classmethod
+    def from_error(cls, exc: BaseException) -> BadInput:
+        """The same message as ``exc``, as bad input."""
+        return cls(str(exc))
 
 
 class UnknownNameError(UsageError, KeyError):

@@ -1,11 +1,21 @@
 """Hook specifications of the ``llm_explorer`` plugin system.
 
-Every hook is synchronous: pluggy never awaits. Anything that does I/O lives in the objects a
-plugin registers (providers' chat models, stages), which expose ``async def`` methods.
+Every hook is synchronous: pluggy never awaits, and an implementation that returns a coroutine
+is an error. Anything that does I/O lives in the objects a plugin registers (providers' chat
+models, stages), which expose ``async def`` methods.
 
 Catalogue hooks receive a ``register`` callback and return nothing. Registering a name that
 another plugin already registered raises :class:`~explorer_pipeline.errors.DuplicateRegistrationError`
 naming both plugins. An implementation may accept fewer arguments than the spec lists.
+
+Every hook is called through pluggy's hook callers; catalogue and observer hooks plugin by
+plugin (see :func:`explorer_pipeline.plugins.callers_by_plugin`), so a hook wrapper runs around
+each plugin's implementation.
+
+Stage hooks register *factories*: the session calls ``factory(context, **options)`` with the
+run's :class:`~explorer_pipeline.stages.StageContext` and the ``options`` the run configuration
+gives the stage (``explorer.summariser.options`` ...), for the one implementation per stage that
+the configuration names (``explorer.summariser.name`` ...; ``default`` is the built-in one).
 
 The reference documentation of these hooks is ``docs/plugin_hooks.md``; a test fails when a hook
 is missing from it.
@@ -74,10 +84,11 @@ def register_task_descriptions(register: Callable[..., None]) -> None:
 
 @hookspec
 def register_summarisers(register: Callable[..., None]) -> None:
-    """Register trajectory summarisers (episode -> prompt variables).
+    """Register trajectory summarisers (episode -> prompt variables): ``explorer.summariser``.
 
-    :param register: call ``register(name, factory)``; ``factory(**options)`` returns an object
-        implementing :class:`~explorer_pipeline.stages.Summariser`.
+    :param register: call ``register(name, factory)``; ``factory(context, **options)`` returns an
+        object implementing :class:`~explorer_pipeline.stages.Summariser` (a plain ``def
+        summarise``).
 
     Called from: the thread building the explorer. The summariser itself runs on the pipeline
     thread and must be cheap and pure.
@@ -85,28 +96,55 @@ def register_summarisers(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_parsers(register: Callable[..., None]) -> None:
-    """Register reply parsers (model text -> numbers).
+def register_analysers(register: Callable[..., None]) -> None:
+    """Register stage-1 analysers (prompt variables -> analysis text): ``explorer.analyser``.
 
-    :param register: call ``register(name, factory)``; ``factory(**options)`` returns an object
-        implementing :class:`~explorer_pipeline.stages.Parser`. A parser raises
-        :class:`~explorer_pipeline.errors.ParseError` for a reply it cannot read; the pipeline
-        re-prompts with that error.
+    :param register: call ``register(name, factory)``; ``factory(context, **options)`` returns an
+        object implementing :class:`~explorer_pipeline.stages.Analyser` (an ``async def analyse``).
 
-    Called from: the thread building the explorer. Parsers run on the pipeline thread.
+    Called from: the thread building the explorer. ``analyse`` is awaited on the pipeline's
+    event loop, for two-stage prompt sets only.
+    """
+
+
+@hookspec
+def register_proposers(register: Callable[..., None]) -> None:
+    """Register stage-2 proposers (prompt variables -> the numbers of an update): ``explorer.proposer``.
+
+    :param register: call ``register(name, factory)``; ``factory(context, **options)`` returns an
+        object implementing :class:`~explorer_pipeline.stages.Proposer` (an ``async def
+        propose``). A proposer owns its model calls, reading and retries; it raises
+        :class:`~explorer_pipeline.errors.ParseError` when no usable answer came back.
+
+    Called from: the thread building the explorer. ``propose`` is awaited on the pipeline's
+    event loop.
     """
 
 
 @hookspec
 def register_validators(register: Callable[..., None]) -> None:
-    """Register validators (numbers -> the values an update may carry).
+    """Register validators (numbers -> the values an update may carry): ``explorer.validator``.
 
-    :param register: call ``register(name, factory)``; ``factory(**options)`` returns an object
-        implementing :class:`~explorer_pipeline.stages.Validator`. A validator raises
-        :class:`~explorer_pipeline.errors.ValidationRejected` with a reason; nothing reaches the
-        cache then.
+    :param register: call ``register(name, factory)``; ``factory(context, **options)`` returns an
+        object implementing :class:`~explorer_pipeline.stages.Validator` (a plain ``def
+        validate``). A validator raises :class:`~explorer_pipeline.errors.ValidationRejected`
+        with a reason; nothing reaches the cache then.
 
     Called from: the thread building the explorer. Validators run on the pipeline thread.
+    """
+
+
+@hookspec
+def register_parsers(register: Callable[..., None]) -> None:
+    """Register reply parsers (model text -> numbers), used by text-reading proposers.
+
+    :param register: call ``register(name, factory)``; ``factory(context, **options)`` returns an
+        object implementing :class:`~explorer_pipeline.stages.Parser`. A parser raises
+        :class:`~explorer_pipeline.errors.ParseError` for a reply it cannot read. The default
+        proposer builds the one its ``parser`` option names (``explorer.proposer.options.parser``)
+        and re-prompts with the error.
+
+    Called from: the thread building the explorer. Parsers run on the pipeline thread.
     """
 
 
@@ -121,8 +159,9 @@ def register_commands(cli: click.Group) -> None:
 
 
 # --------------------------------------------------------------------------- observer hooks
-# Called on the pipeline's event-loop thread. They must return quickly and must not block:
-# a slow observer delays the next update. Exceptions are logged and swallowed.
+# Called on the pipeline's event-loop thread, plugin by plugin. They must return quickly and must
+# not block: a slow observer delays the next update. An exception is logged and contained: the
+# other observers still see the update.
 
 
 @hookspec

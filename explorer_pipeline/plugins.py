@@ -10,7 +10,13 @@ Environment variables:
 ``LLM_EXPLORER_BLOCK_PLUGINS``
     comma-separated plugin names (entry-point names) that must not load.
 ``LLM_EXPLORER_TRACE_PLUGINS``
-    when set, every hook call is logged at DEBUG level on the ``explorer_pipeline.plugins`` logger.
+    when set, every hook call is logged at DEBUG level on the ``explorer_pipeline.plugins`` logger:
+    the hook, its arguments and the plugins it runs, then whether it returned or raised.
+
+Every hook is called through pluggy's hook callers, so tracing and hook wrappers see every call.
+Catalogue and observer hooks are called plugin by plugin (:func:`callers_by_plugin`): each entry
+is attributed to the plugin that registered it, and one failing observer does not silence the
+others. A hook wrapper (``@hookimpl(wrapper=True)``) runs around each plugin's call.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -72,11 +79,55 @@ def make_plugin_manager(
         pm.register(plugin)
     pm.check_pending()
     if os.environ.get(TRACE_ENV):
-        pm.add_hookcall_monitoring(
-            lambda name, impls, kwargs: log.debug("hook %s -> %s", name, [i.plugin_name for i in impls]),
-            lambda outcome, name, impls, kwargs: log.debug("hook %s done", name),
-        )
+        pm.add_hookcall_monitoring(_trace_before, _trace_after)
     return pm
+
+
+def _trace_before(name: str, impls: list[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:
+    arguments = ", ".join(f"{key}={_short(value)}" for key, value in kwargs.items())
+    log.debug("hook %s(%s) -> %s", name, arguments, [impl.plugin_name for impl in impls])
+
+
+def _trace_after(outcome: pluggy.Result, name: str, impls: list[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:
+    if outcome.exception is not None:
+        log.debug("hook %s raised %s: %s", name, type(outcome.exception).__name__, outcome.exception)
+    else:
+        log.debug("hook %s returned", name)
+
+
+def _short(value: object) -> str:
+    text = getattr(value, "__qualname__", None) or type(value).__name__
+    return str(text)[:60]
+
+
+def callers_by_plugin(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, pluggy.HookCaller]]:
+    """One pluggy hook caller per plugin implementing ``hook_name``, in pluggy's order.
+
+    Each caller runs that plugin's implementation and every hook wrapper of the hook, through
+    the plugin manager (so tracing applies): the host knows which plugin it is calling, and can
+    contain one plugin's exception without skipping the others.
+    """
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    plain = [impl for impl in impls if not (impl.wrapper or impl.hookwrapper)]
+    callers: list[tuple[str, pluggy.HookCaller]] = []
+    seen: set[int] = set()
+    for impl in reversed(plain):  # pluggy calls the last registered implementation first
+        if id(impl.plugin) in seen:
+            continue
+        seen.add(id(impl.plugin))
+        others = [other.plugin for other in plain if other.plugin is not impl.plugin]
+        callers.append((impl.plugin_name, pm.subset_hook_caller(hook_name, remove_plugins=others)))
+    return callers
+
+
+def no_coroutines(results: Iterable[object], hook_name: str, plugin: str) -> None:
+    """Hooks are synchronous: fail loudly when an implementation returned an awaitable."""
+    for result in results or ():
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: close it so Python does not warn later
+            raise TypeError(f"plugin {plugin!r} implements {hook_name} as a coroutine; hooks are synchronous "
+                            "(do I/O in the async methods of the objects you register)")
 
 
 @dataclass(frozen=True)
@@ -149,16 +200,16 @@ class Catalogue:
         return len(self._entries)
 
 
-def collect(pm: pluggy.PluginManager, hook_name: str, what: str, *, name_of=None) -> Catalogue:
-    """Call catalogue hook ``hook_name`` plugin by plugin and gather what each registers.
+def collect(pm: pluggy.PluginManager, hook_name: str, what: str, *,
+            name_of: Callable[[Any], str] | None = None) -> Catalogue:
+    """Call catalogue hook ``hook_name`` plugin by plugin (through pluggy) and gather what each
+    registers.
 
     ``name_of(entry)`` derives the name when the hook registers objects (``register(obj)``)
     rather than ``register(name, obj)``.
     """
     catalogue = Catalogue(what)
-    hook = getattr(pm.hook, hook_name)
-    for impl in hook.get_hookimpls():
-        owner = impl.plugin_name
+    for owner, caller in callers_by_plugin(pm, hook_name):
 
         def register(*args: Any, _owner: str = owner) -> None:
             if len(args) == 1 and name_of is not None:
@@ -168,5 +219,5 @@ def collect(pm: pluggy.PluginManager, hook_name: str, what: str, *, name_of=None
             else:
                 raise TypeError(f"{hook_name}: register() takes (name, entry) or (entry,), got {len(args)} arguments")
 
-        impl.function(**{arg: register for arg in impl.argnames})
+        no_coroutines(caller(register=register), hook_name, owner)
     return catalogue

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import dataclasses
 import logging
 import threading
@@ -180,6 +181,63 @@ class ExplorerRuntime:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._closed
+
+    # ------------------------------------------------------------------ checkpoints
+    def get_state(self, extra: Callable[[], object] | None = None, timeout: float = 60.0) -> dict:
+        """A consistent snapshot of what the runtime carries from one episode to the next.
+
+        Call from the training thread. While the runtime runs, the snapshot is taken on the loop
+        thread, between two steps of any request: episodes already handed over are taken in first
+        (in order, as the loop would take them a moment later), so the snapshot covers every
+        episode submitted so far. ``extra`` (optional) runs in the same loop turn, for state that
+        the runtime's callbacks own (the cache's update, a run directory's pending lines), and
+        its result is returned under ``"extra"``. Nothing changes in how requests are handled.
+
+        Returns ``stats`` (a copy of :class:`RuntimeStats`), ``history`` (the recent episodes the
+        summariser sees), ``submitted`` (episodes counted towards every K-th), ``cache`` (the
+        cache's :meth:`~explorer_pipeline.cache.ExplorationCache.get_state`) and ``waiting``:
+        the episode of a request not started yet, or None. A request already running is not
+        part of the snapshot.
+        """
+        def snapshot() -> dict:
+            self._drain()
+            return {
+                "stats": copy.deepcopy(self.stats),
+                "history": list(self._history),
+                "submitted": self._submitted,
+                "cache": self.cache.get_state(),
+                "waiting": self._pending[0] if self._pending is not None else None,
+                "extra": extra() if extra is not None else None,
+            }
+
+        loop = self._loop
+        if loop is None or not self.running:
+            return snapshot()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(snapshot())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return done.result(timeout=timeout)
+
+    def set_state(self, state: dict) -> None:
+        """Restore :meth:`get_state`'s snapshot into a runtime that has not started yet.
+
+        The cache's state is restored too. A request that was waiting in the snapshot is not
+        asked again: the next K-th episode asks for a new update.
+        """
+        if self._thread is not None:
+            raise RuntimeError("set_state needs a runtime that has not started")
+        self.stats = copy.deepcopy(state["stats"])
+        self._history.clear()
+        self._history.extend(state["history"])
+        self._submitted = int(state["submitted"])
+        if state.get("cache") is not None:
+            self.cache.set_state(state["cache"])
 
     # ------------------------------------------------------------------ training-thread API
     def _next_is_request(self) -> bool:

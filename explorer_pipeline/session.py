@@ -4,27 +4,50 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pluggy
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .cache import ExplorationCache
 from .errors import UnknownNameError, UsageError
 from .exchange_log import ExchangeLog
-from .pipeline import ExplorationPipeline, RetryPolicy
-from .plugins import collect, list_plugins, make_plugin_manager
+from .models import RetryPolicy, StageModels
+from .pipeline import ExplorationPipeline
+from .plugins import Catalogue, callers_by_plugin, collect, list_plugins, make_plugin_manager, no_coroutines
 from .prompts import PromptSet
 from .providers import STRUCTURED_METHODS, Provider, ProviderSettings
 from .response_cache import SQLiteResponseCache
 from .runtime import ExplorerRuntime
+from .stages import STAGES, StageContext, StageKind, check_options, check_stage
 from .tasks import TaskDescription, custom_task
 from .types import ActionSpec, ExplorationUpdate, RequestFailure
 
 NO_PROVIDER = "none"
 """The provider name that means: no LLM, the algorithm's own exploration (the baseline)."""
+
+
+class StageChoice(BaseModel):
+    """Which registered implementation runs a stage, and the options its factory gets.
+
+    In YAML either a mapping (``{name: mine, options: {window: 5}}``) or just the name
+    (``summariser: mine``). ``llm-explorer plugins`` lists the implementations of every stage.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
+
+    name: str = Field("default", min_length=1)
+    """A registered implementation name; the built-in one of every stage is ``default``."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword options for the implementation's factory (which ones it takes: its documentation,
+    or the error that lists them when an unknown one is given)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_alone(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
 
 class ExplorerConfig(BaseModel):
@@ -49,7 +72,8 @@ class ExplorerConfig(BaseModel):
     every_k: int = Field(1, ge=1)
     """K: request an exploration update every K finished training episodes."""
     sample_m: int = Field(100, ge=1)
-    """M: actions sampled at even intervals from the episode for the prompt."""
+    """M: actions sampled at even intervals from the episode for the prompt (the default summariser's
+    setting)."""
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     """Sampling temperature of the LLM (the paper uses 0)."""
     mode: Literal["async", "blocking"] = "async"
@@ -60,7 +84,8 @@ class ExplorerConfig(BaseModel):
     request_timeout_s: float = Field(180.0, gt=0)
     """Limit for one whole request (both stages and every retry), seconds."""
     max_attempts: int = Field(3, ge=1)
-    """Model calls per stage before a request fails (a reply that does not parse is retried)."""
+    """Model calls per stage before a request fails (a reply that does not parse is retried); the
+    retry policy every stage gets in its context."""
     max_tokens_analysis: int = Field(200, ge=1)
     """Output-token cap of stage 1 (the learning-status summary)."""
     max_tokens_proposal: int = Field(120, ge=1)
@@ -73,10 +98,25 @@ class ExplorerConfig(BaseModel):
     """SQLite file caching LLM responses."""
     replay: bool = False
     """Answer only from ``response_cache`` (offline reproduction of the same answers)."""
+    summariser: StageChoice = Field(default_factory=StageChoice)
+    """The trajectory summariser (episode -> prompt variables). The built-in ``default`` shows
+    ``sample_m`` actions; option ``window``: how many recent returns it shows (10)."""
+    analyser: StageChoice = Field(default_factory=StageChoice)
+    """Stage 1, run for two-stage prompt sets. The built-in ``default`` is the LangChain analysis
+    chain (template -> model -> cleaned text, transient errors retried); no options."""
+    proposer: StageChoice = Field(default_factory=StageChoice)
+    """Stage 2. The built-in ``default`` calls the model, reads the reply with a parser and retries
+    (``max_attempts``); options ``parser`` (a registered parser, ``default``), ``parser_options``
+    (a mapping), ``reprompt`` (show the model its unreadable answer and the error; true)."""
+    validator: StageChoice = Field(default_factory=StageChoice)
+    """The validator (proposed numbers -> the values the collector sees). The built-in ``default``
+    applies ``floor`` and ``max_bias``; option ``legal``: a static action mask (one boolean per action)."""
     floor: float = Field(0.05, ge=0.0, le=1.0)
-    """Share of uniform mixed into every discrete distribution, so every action stays explorable."""
+    """Share of uniform mixed into every discrete distribution, so every action stays explorable
+    (the default validator's setting; other validators may read it)."""
     max_bias: float = Field(0.5, gt=0.0, le=2.0)
-    """Largest |bias| applied, normalised action units (1 = half the action range)."""
+    """Largest |bias| applied, normalised action units (1 = half the action range; the default
+    validator's setting)."""
     apply_fraction: float = Field(1.0, ge=0.0, le=1.0)
     """Probability that a continuous step gets the LLM bias (1.0: every step, as in the paper)."""
     exchange_log: Path | None = Field(None, exclude=True)
@@ -121,8 +161,15 @@ class Catalogues:
         self.prompt_sets = collect(pm, "register_prompt_sets", "prompt set", name_of=lambda s: s.id)
         self.tasks = collect(pm, "register_task_descriptions", "task description", name_of=lambda t: t.env_id)
         self.summarisers = collect(pm, "register_summarisers", "summariser")
-        self.parsers = collect(pm, "register_parsers", "parser")
+        self.analysers = collect(pm, "register_analysers", "analyser")
+        self.proposers = collect(pm, "register_proposers", "proposer")
         self.validators = collect(pm, "register_validators", "validator")
+        self.parsers = collect(pm, "register_parsers", "parser")
+
+    def stage(self, key: str) -> Catalogue:
+        """The catalogue of stage ``key`` (``summariser``, ``analyser``, ``proposer``, ``validator``)."""
+        return {"summariser": self.summarisers, "analyser": self.analysers, "proposer": self.proposers,
+                "validator": self.validators}[key]
 
 
 class Explorer:
@@ -154,16 +201,69 @@ class Explorer:
         self._closers.clear()
 
 
-def observers(pm: pluggy.PluginManager, hook_name: str, arg: str) -> list[Callable[[object], None]]:
-    """One callback per implementation of an observer hook, so that one failing plugin (the
-    runtime logs and contains its exception) does not silence the others."""
-    def bind(impl) -> Callable[[object], None]:
-        def call(value: object) -> None:
-            impl.function(**({arg: value} if arg in impl.argnames else {}))
-        call.__qualname__ = f"{impl.plugin_name}.{hook_name}"
-        return call
+class _Observer:
+    """Calls one plugin's implementation of an observer hook, through pluggy."""
 
-    return [bind(impl) for impl in getattr(pm.hook, hook_name).get_hookimpls()]
+    def __init__(self, plugin: str, hook_name: str, arg: str, caller: pluggy.HookCaller) -> None:
+        self.plugin, self.hook_name, self.arg, self.caller = plugin, hook_name, arg, caller
+
+    def __call__(self, value: object) -> None:
+        no_coroutines(self.caller(**{self.arg: value}), self.hook_name, self.plugin)
+
+    def __repr__(self) -> str:
+        return f"<{self.hook_name} of plugin {self.plugin!r}>"
+
+
+def observers(pm: pluggy.PluginManager, hook_name: str, arg: str) -> list[Callable[[object], None]]:
+    """One callback per plugin implementing an observer hook, each calling it through pluggy (so
+    tracing and hook wrappers apply); the runtime logs and contains each callback's exception,
+    so one failing plugin does not silence the others."""
+    return [_Observer(plugin, hook_name, arg, caller) for plugin, caller in callers_by_plugin(pm, hook_name)]
+
+
+@dataclass(frozen=True)
+class ChosenStage:
+    """A stage implementation picked by the configuration, before it is built."""
+
+    kind: StageKind
+    name: str
+    options: dict[str, Any]
+    factory: Callable[..., Any]
+    plugin: str
+
+    def build(self, context: StageContext) -> object:
+        try:
+            stage = self.factory(context, **self.options)
+        except ValueError as exc:  # a bad option value: the user's to fix
+            raise UsageError(f"{self.kind.key} {self.name!r} (from plugin {self.plugin!r}): {exc}") from exc
+        check_stage(self.kind, stage, self.name, self.plugin)
+        return stage
+
+    def manifest(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dict(self.options), "plugin": self.plugin}
+
+
+def choose_stages(catalogues: Catalogues, config: ExplorerConfig) -> dict[str, ChosenStage]:
+    """The implementation of every stage that ``config`` names, with its options checked against
+    the factory's signature. Raises :class:`UnknownNameError` (listing what exists) or
+    :class:`UsageError` (listing the options it accepts)."""
+    chosen = {}
+    for kind in STAGES:
+        choice: StageChoice = getattr(config, kind.key)
+        catalogue = catalogues.stage(kind.key)
+        factory = catalogue.get(choice.name)
+        plugin = catalogue.owner(choice.name)
+        check_options(kind, choice.name, plugin, factory, choice.options)
+        chosen[kind.key] = ChosenStage(kind, choice.name, dict(choice.options), factory, plugin)
+    return chosen
+
+
+def build_pipeline(catalogues: Catalogues, context: StageContext,
+                   chosen: dict[str, ChosenStage] | None = None) -> ExplorationPipeline:
+    """Build the stages ``context.config`` chooses and wire them into a pipeline."""
+    chosen = chosen or choose_stages(catalogues, context.config)
+    stages = {key: stage.build(context) for key, stage in chosen.items()}
+    return ExplorationPipeline(context=context, **stages)  # type: ignore[arg-type]
 
 
 def resolve_task(catalogues: Catalogues, env_id: str, prompt_set: PromptSet, text: str | None,
@@ -189,6 +289,37 @@ def _labelled(spec: ActionSpec, task: TaskDescription) -> ActionSpec:
     return ActionSpec(spec.kind, spec.n, tuple(task.action_labels), spec.low, spec.high)
 
 
+def _stage_models(cat: Catalogues, config: ExplorerConfig, prompt_set: PromptSet, spec: ActionSpec, seed: int,
+                  closers: list[Callable[[], None]]) -> StageModels | None:
+    """The provider's models for the LLM stages (None when the prompt set calls no LLM)."""
+    exchange_log = None
+    if config.exchange_log is not None:
+        exchange_log = ExchangeLog(config.exchange_log)
+        closers.append(exchange_log.close)
+    if not prompt_set.calls_llm:
+        return None
+    provider: Provider = cat.providers.get(config.provider)
+    if config.structured_output and config.structured_output not in provider.structured_output_methods:
+        supported = ", ".join(provider.structured_output_methods)
+        raise UsageError(f"provider {config.provider!r} does not support structured output "
+                         f"{config.structured_output!r}; it supports: {supported}")
+    settings = ProviderSettings(
+        model=config.model, base_url=config.base_url, temperature=config.temperature,
+        max_tokens={"analysis": config.max_tokens_analysis, "proposal": config.max_tokens_proposal},
+        timeout_s=config.call_timeout_s, structured_output=config.structured_output,
+        options=dict(config.provider_options), seed=seed,
+    )
+    chat_model = provider.create(settings)
+    if config.response_cache is not None:
+        response_cache = SQLiteResponseCache(config.response_cache, replay=config.replay)
+        chat_model.cache = response_cache
+        closers.append(response_cache.close)
+    runnables = {stage: provider.stage_model(chat_model, stage, settings, spec) for stage in ("analysis", "proposal")}
+    return StageModels(runnables, provider=config.provider, model=provider.model_name(settings),
+                       transient_errors=provider.transient_errors, call_timeout_s=config.call_timeout_s,
+                       exchange_log=exchange_log, chat_model=chat_model, provider_impl=provider, settings=settings)
+
+
 def open_explorer(
     config: ExplorerConfig,
     env_id: str,
@@ -201,54 +332,28 @@ def open_explorer(
 ) -> Explorer:
     """Build (but do not start) an explorer. Use it as a context manager.
 
-    Raises :class:`UsageError` for an unknown provider, prompt set or stage, or an environment
-    without a task description; the message lists what exists.
+    Raises :class:`UsageError` for an unknown provider, prompt set or stage (or a stage option
+    its implementation does not take), or an environment without a task description; the
+    message lists what exists.
     """
     config.check()
     pm = plugin_manager or make_plugin_manager()
     cat = Catalogues(pm)
+    chosen = choose_stages(cat, config)
     prompt_set: PromptSet = cat.prompt_sets.get(config.prompt_set)
     task = resolve_task(cat, env_id, prompt_set, config.task_description, spec)
     spec = _labelled(spec, task)
-    summariser = cat.summarisers.get("default")(m=config.sample_m)
-    parser = cat.parsers.get("default")()
-    validator = cat.validators.get("default")(floor=config.floor, max_bias=config.max_bias)
-    settings = ProviderSettings(
-        model=config.model, base_url=config.base_url, temperature=config.temperature,
-        max_tokens={"analysis": config.max_tokens_analysis, "proposal": config.max_tokens_proposal},
-        timeout_s=config.call_timeout_s, structured_output=config.structured_output,
-        options=dict(config.provider_options), seed=seed,
-    )
     closers: list[Callable[[], None]] = []
-    provider_name, model_name = "none", ""
-    analysis_model = proposal_model = None
-    transient: tuple = ()
-    if prompt_set.calls_llm:
-        provider: Provider = cat.providers.get(config.provider)
-        if config.structured_output and config.structured_output not in provider.structured_output_methods:
-            supported = ", ".join(provider.structured_output_methods)
-            raise UsageError(f"provider {config.provider!r} does not support structured output "
-                             f"{config.structured_output!r}; it supports: {supported}")
-        chat_model = provider.create(settings)
-        if config.response_cache is not None:
-            response_cache = SQLiteResponseCache(config.response_cache, replay=config.replay)
-            chat_model.cache = response_cache
-            closers.append(response_cache.close)
-        analysis_model = provider.stage_model(chat_model, "analysis", settings, spec)
-        proposal_model = provider.stage_model(chat_model, "proposal", settings, spec)
-        provider_name, model_name = config.provider, provider.model_name(settings)
-        transient = provider.transient_errors
-    exchange_log = None
-    if config.exchange_log is not None:
-        exchange_log = ExchangeLog(config.exchange_log)
-        closers.append(exchange_log.close)
-    pipeline = ExplorationPipeline(
-        spec=spec, prompt_set=prompt_set, task=task, summariser=summariser, parser=parser,
-        validator=validator, analysis_model=analysis_model, proposal_model=proposal_model,
-        provider=provider_name, model=model_name, transient_errors=transient,
-        retry=RetryPolicy(max_attempts=config.max_attempts), call_timeout_s=config.call_timeout_s,
-        exchange_log=exchange_log, seed=seed,
-    )
+    try:
+        models = _stage_models(cat, config, prompt_set, spec, seed, closers)
+        context = StageContext(spec=spec, prompt_set=prompt_set, task=task, config=config, seed=seed,
+                               models=models, retry=RetryPolicy(max_attempts=config.max_attempts),
+                               parsers=cat.parsers)
+        pipeline = build_pipeline(cat, context, chosen)
+    except BaseException:
+        for close in closers:
+            close()
+        raise
     cache = ExplorationCache(spec)
     runtime = ExplorerRuntime(
         pipeline, cache, every_k=config.every_k, request_timeout_s=config.request_timeout_s,
@@ -257,16 +362,18 @@ def open_explorer(
     )
     manifest = {
         "explorer": config.model_dump(mode="json"),
-        "provider": provider_name,
-        "model": model_name,
+        "provider": pipeline.provider,
+        "model": pipeline.model,
         "prompt_set": {"id": prompt_set.id, "version": prompt_set.version, "hash": prompt_set.template_hash(),
                        "control": prompt_set.control},
         "task": {"env_id": task.env_id, "title": task.title},
         "action_spec": {"kind": spec.kind.value, "n": spec.n, "labels": list(spec.labels)},
+        "stages": {key: stage.manifest() for key, stage in chosen.items()},
         "plugins": [asdict(p) for p in list_plugins(pm)],
         "python": sys.version.split()[0],
     }
     return Explorer(runtime, manifest, closers)
 
 
-__all__ = ["NO_PROVIDER", "Catalogues", "Explorer", "ExplorerConfig", "UnknownNameError", "open_explorer"]
+__all__ = ["NO_PROVIDER", "Catalogues", "ChosenStage", "Explorer", "ExplorerConfig", "StageChoice", "UnknownNameError",
+           "build_pipeline", "choose_stages", "open_explorer"]

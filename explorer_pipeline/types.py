@@ -123,7 +123,14 @@ class StageUsage:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where an update came from. Every published update carries one."""
+    """Where an update came from. Every published update carries one.
+
+    :param attempts: model calls the request made, all stages together (0 for a control arm
+        that calls no LLM).
+    :param retry_reasons: why attempts were retried, in order (``proposal: ParseError: ...``);
+        empty when every stage succeeded at its first call. A request that failed altogether
+        publishes nothing: it is a :class:`RequestFailure`, whose ``reason`` says why.
+    """
 
     source_episode: int = -1
     latency_s: float = 0.0
@@ -133,7 +140,7 @@ class Provenance:
     prompt_set: str = ""
     template_hash: str = ""
     attempts: int = 0
-    fallback_reason: str | None = None
+    retry_reasons: tuple[str, ...] = ()
     analysis: str = ""
 
 
@@ -171,7 +178,8 @@ class ExplorationUpdate:
         return cls(0, "bias", (0.0,) * spec.n, source="default")
 
     def to_json(self) -> dict:
-        """A JSON-ready dict (used by ``updates.jsonl`` and the exchange log)."""
+        """A JSON-ready dict (used by ``updates.jsonl`` and the exchange log). ``reason`` is always
+        ``None`` here: it is the key that fallback lines (failed requests) fill in the same file."""
         p = self.provenance
         return {
             "version": self.version,
@@ -186,7 +194,8 @@ class ExplorationUpdate:
             "prompt_set": p.prompt_set,
             "template_hash": p.template_hash,
             "attempts": p.attempts,
-            "reason": p.fallback_reason,
+            "retries": list(p.retry_reasons),
+            "reason": None,
         }
 
 

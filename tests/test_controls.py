@@ -8,36 +8,26 @@ import numpy as np
 import pytest
 
 from explorer_pipeline.controls import Control, entropy, entropy_matched, make_control
-from explorer_pipeline.parsing import DefaultParser
-from explorer_pipeline.pipeline import ExplorationPipeline, RetryPolicy
-from explorer_pipeline.prompts import load_prompt_set
+from explorer_pipeline.pipeline import ExplorationPipeline
 from explorer_pipeline.providers import ProviderSettings
-from explorer_pipeline.resources import prompts_dir
 from explorer_pipeline.scripted import ScriptedChatModel, ScriptedProvider
-from explorer_pipeline.summariser import DefaultSummariser
-from explorer_pipeline.tasks import custom_task
+from explorer_pipeline.session import ExplorerConfig
 from explorer_pipeline.types import ActionSpec, EpisodeRecord, ExplorationUpdate
-from explorer_pipeline.validation import DefaultValidator
+
+from .pipelines import make_context, make_models, pipeline_for, prompt_set
 
 
 def control(kind, spec, seed=0, **options) -> Control:
     return Control(kind, spec, np.random.default_rng(seed), options)
 
 
-def prompt_set(name):
-    return load_prompt_set(prompts_dir() / "sets" / f"{name}.yaml")
-
-
 def make_pipeline(set_name, spec, model: ScriptedChatModel | None = None, seed=0) -> ExplorationPipeline:
     provider, settings = ScriptedProvider(), ProviderSettings()
     model = model or ScriptedChatModel()
-    return ExplorationPipeline(
-        spec=spec, prompt_set=prompt_set(set_name), task=custom_task("Test-v0", "A test task.", spec.labels),
-        summariser=DefaultSummariser(m=8), parser=DefaultParser(), validator=DefaultValidator(floor=0.0),
-        analysis_model=provider.stage_model(model, "analysis", settings, spec),
-        proposal_model=provider.stage_model(model, "proposal", settings, spec),
-        provider="scripted", model="scripted", retry=RetryPolicy(max_attempts=1, initial_wait_s=0), seed=seed,
-    )
+    models = make_models({stage: provider.stage_model(model, stage, settings, spec) for stage in ("analysis", "proposal")},
+                         provider="scripted", model="scripted")
+    config = ExplorerConfig(prompt_set=set_name, sample_m=8, floor=0.0, max_attempts=1)
+    return pipeline_for(make_context(spec, set_name, models=models, config=config, seed=seed))
 
 
 def episode(i=0) -> EpisodeRecord:

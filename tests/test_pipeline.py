@@ -8,16 +8,11 @@ import math
 import pytest
 
 from explorer_pipeline import ActionSpec, EpisodeRecord, ExplorationCache, ExplorationUpdate, ExplorerRuntime
-from explorer_pipeline.parsing import DefaultParser
-from explorer_pipeline.pipeline import ExplorationPipeline, RetryPolicy
-from explorer_pipeline.prompts import load_prompt_set
-from explorer_pipeline.resources import prompts_dir
-from explorer_pipeline.summariser import DefaultSummariser
-from explorer_pipeline.tasks import custom_task
+from explorer_pipeline.session import ExplorerConfig
 from explorer_pipeline.types import RequestFailure
-from explorer_pipeline.validation import DefaultValidator
 
 from .fakes import ReplayChatModel
+from .pipelines import make_context, make_models, pipeline_for
 
 DISCRETE = ActionSpec.discrete(3, ["left", "stay", "right"])
 CONTINUOUS = ActionSpec.continuous([-2.0], [2.0], ["torque"])
@@ -26,17 +21,15 @@ ANALYSIS = "The agent mostly pushes right; it should try staying still."
 
 
 def make_pipeline(replies, *, spec=DISCRETE, prompt_set="paper", attempts=3, transient=(ConnectionError,),
-                  call_timeout_s=5.0, analysis=None):
+                  call_timeout_s=5.0, analysis=None, **stages):
+    """A pipeline of the stages ``stages`` choose (``proposer={...}``), the built-in ones otherwise."""
     analysis_model = ReplayChatModel(script=analysis or [ANALYSIS])
     proposal_model = ReplayChatModel(script=list(replies))
-    pipeline = ExplorationPipeline(
-        spec=spec, prompt_set=load_prompt_set(prompts_dir() / "sets" / f"{prompt_set}.yaml"),
-        task=custom_task("Test-v0", "A test task.", spec.labels), summariser=DefaultSummariser(m=8),
-        parser=DefaultParser(), validator=DefaultValidator(floor=0.0, max_bias=0.5),
-        analysis_model=analysis_model, proposal_model=proposal_model, provider="fake", model="fake-1",
-        transient_errors=transient, retry=RetryPolicy(max_attempts=attempts, initial_wait_s=0),
-        call_timeout_s=call_timeout_s,
-    )
+    models = make_models({"analysis": analysis_model, "proposal": proposal_model}, transient=transient,
+                         call_timeout_s=call_timeout_s)
+    config = ExplorerConfig(prompt_set=prompt_set, sample_m=8, floor=0.0, max_bias=0.5, max_attempts=attempts,
+                            **stages)
+    pipeline = pipeline_for(make_context(spec, prompt_set, models=models, config=config))
     return pipeline, analysis_model, proposal_model
 
 

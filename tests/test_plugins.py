@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
+import click
 import pytest
 from click.testing import CliRunner
 
-from explorer_pipeline import hookimpl
+from explorer_pipeline import cli as cli_module
+from explorer_pipeline import hookimpl, hookspecs
 from explorer_pipeline.cli import cli
 from explorer_pipeline.errors import DuplicateRegistrationError, UnknownNameError, UsageError
 from explorer_pipeline.plugins import (
     AUTOLOAD_ENV,
     BLOCK_ENV,
     DEFAULT_PLUGINS,
+    TRACE_ENV,
     Catalogue,
     list_plugins,
     make_plugin_manager,
@@ -32,7 +37,7 @@ PROMPTS_MODULE = "explorer_pipeline.default_plugins.builtin_prompts"
 
 @pytest.fixture(autouse=True)
 def _clean_plugin_env(monkeypatch):
-    for name in (AUTOLOAD_ENV, BLOCK_ENV):
+    for name in (AUTOLOAD_ENV, BLOCK_ENV, TRACE_ENV):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -49,7 +54,8 @@ def test_default_plugins_are_registered(pm):
     assert cat.providers.names() == ["scripted"]
     assert cat.providers.owner("scripted") == SCRIPTED_MODULE
     assert isinstance(cat.providers.get("scripted"), ScriptedProvider)
-    assert cat.summarisers.names() == cat.parsers.names() == cat.validators.names() == ["default"]
+    for catalogue in (cat.summarisers, cat.analysers, cat.proposers, cat.validators, cat.parsers):
+        assert catalogue.names() == ["default"] and catalogue.owner("default") == STAGES_MODULE
     assert {"paper", "name-only", "single-stage", "shuffled", "random", "frozen"} <= set(cat.prompt_sets.names())
     assert "CartPole-v1" in cat.tasks and cat.tasks.owner("CartPole-v1") == PROMPTS_MODULE
 
@@ -64,7 +70,8 @@ def test_each_call_builds_a_fresh_manager():
 def test_list_plugins_reports_hooks_and_our_version(pm):
     infos = {info.name: info for info in list_plugins(pm)}
     assert set(infos) == set(DEFAULT_PLUGINS)
-    assert infos[STAGES_MODULE].hooks == ("register_parsers", "register_summarisers", "register_validators")
+    assert infos[STAGES_MODULE].hooks == ("register_analysers", "register_parsers", "register_proposers",
+                                          "register_summarisers", "register_validators")
     assert infos[SCRIPTED_MODULE].distribution == "llm-explorer"
     assert infos[SCRIPTED_MODULE].version
 
@@ -366,3 +373,299 @@ def test_cli_tasks_lists_the_built_in_tasks(monkeypatch):
     result = CliRunner().invoke(cli, ["tasks"])
     assert result.exit_code == 0, result.output
     assert "CartPole-v1: CartPole" in result.output.splitlines()
+
+
+# --------------------------------------------------------------------------- choosing stages by name
+
+
+class Shouting:
+    """A third-party plugin, registered in process: a summariser and a validator that record calls."""
+
+    __name__ = "shouting"  # the plugin's name when registered without one (as pluggy names modules)
+
+    def __init__(self) -> None:
+        self.summarised: list[int] = []
+        self.validated: list[tuple[float, ...]] = []
+        self.options: dict = {}
+
+    @hookimpl
+    def register_summarisers(self, register):
+        from explorer_pipeline.summariser import DefaultSummariser
+
+        plugin = self
+
+        class Loud:
+            """Shouts the trend."""
+
+            def __init__(self, context, *, volume: int = 1) -> None:
+                plugin.options["volume"] = volume
+                self.volume = volume
+                self.inner = DefaultSummariser(m=context.config.sample_m)
+
+            def summarise(self, record, history, spec):
+                plugin.summarised.append(record.episode_index)
+                variables = dict(self.inner.summarise(record, history, spec))
+                variables["return_trend"] = "LOUD " * self.volume + variables["return_trend"]
+                return variables
+
+        register("loud", Loud)
+
+    @hookimpl
+    def register_validators(self, register):
+        plugin = self
+
+        def uniform(context):
+            """Ignores the model: always uniform."""
+
+            class Uniform:
+                def validate(self, values, spec):
+                    out = (1.0 / spec.n,) * spec.n
+                    plugin.validated.append(out)
+                    return out
+
+            return Uniform()
+
+        register("uniform", uniform)
+
+
+def test_a_third_party_stage_runs_only_when_chosen(pm):
+    plugin = Shouting()
+    pm.register(plugin, name="shouting")
+    with open_explorer(ExplorerConfig(), "CartPole-v1", CARTPOLE, plugin_manager=pm) as ex:
+        default = ex.runtime.submit_and_wait(RECORD, timeout=30)
+    assert plugin.summarised == [] and plugin.validated == []
+    assert default.values != (0.5, 0.5)  # the scripted answer, through the default validator
+
+    config = ExplorerConfig(summariser={"name": "loud", "options": {"volume": 2}}, validator="uniform",
+                            exchange_log=None)
+    with open_explorer(config, "CartPole-v1", CARTPOLE, plugin_manager=pm) as ex:
+        update = ex.runtime.submit_and_wait(RECORD, timeout=30)
+        stages = ex.manifest()["stages"]
+    assert plugin.summarised == [RECORD.episode_index] and plugin.options == {"volume": 2}
+    assert plugin.validated == [(0.5, 0.5)] and update.values == (0.5, 0.5)
+    assert stages["summariser"] == {"name": "loud", "options": {"volume": 2}, "plugin": "shouting"}
+    assert stages["validator"]["plugin"] == "shouting"
+    assert stages["proposer"] == {"name": "default", "options": {}, "plugin": STAGES_MODULE}
+
+
+def test_the_summary_of_a_chosen_summariser_reaches_the_prompt(pm, tmp_path):
+    pm.register(Shouting(), name="shouting")
+    log = tmp_path / "exchanges.jsonl"
+    config = ExplorerConfig(summariser="loud", exchange_log=log)
+    with open_explorer(config, "CartPole-v1", CARTPOLE, plugin_manager=pm) as ex:
+        assert isinstance(ex.runtime.submit_and_wait(RECORD, timeout=30), ExplorationUpdate)
+    assert "LOUD " in log.read_text().split("\n")[0]  # the analysis request
+
+
+@pytest.mark.parametrize("stage", ["summariser", "analyser", "proposer", "validator"])
+def test_an_unknown_stage_name_is_one_line_listing_what_exists(pm, stage):
+    pm.register(Shouting(), name="shouting")
+    with pytest.raises(UnknownNameError) as info:
+        open_explorer(ExplorerConfig(**{stage: "nope"}), "CartPole-v1", CARTPOLE, plugin_manager=pm)
+    available = {"summariser": "default, loud", "validator": "default, uniform"}.get(stage, "default")
+    assert str(info.value) == f"unknown {stage} 'nope'; available: {available}"
+    assert isinstance(info.value, UsageError)
+
+
+def test_an_unknown_parser_name_lists_the_parsers(pm):
+    config = ExplorerConfig(proposer={"name": "default", "options": {"parser": "strict"}})
+    with pytest.raises(UnknownNameError, match=r"^unknown parser 'strict'; available: default$"):
+        open_explorer(config, "CartPole-v1", CARTPOLE, plugin_manager=pm)
+
+
+@pytest.mark.parametrize(("stage", "options", "message"), [
+    ("summariser", {"windw": 3}, r"summariser 'default' \(from plugin '.*stages'\) does not accept option\(s\) "
+                                 r"\['windw'\]; it accepts: window$"),
+    ("analyser", {"x": 1}, r"analyser 'default' .* does not accept option\(s\) \['x'\]; it accepts: no options$"),
+    ("proposer", {"retries": 2}, r"it accepts: parser, parser_options, reprompt$"),
+    ("summariser", {"window": 0}, r"summariser 'default' .*: m and window must be >= 1"),
+    ("validator", {"legal": [True]}, r"validator 'default' .*: legal needs one boolean per action \(2\), got 1"),
+])
+def test_bad_stage_options_are_usage_errors(pm, stage, options, message):
+    config = ExplorerConfig(**{stage: {"name": "default", "options": options}})
+    with pytest.raises(UsageError, match=message):
+        open_explorer(config, "CartPole-v1", CARTPOLE, plugin_manager=pm)
+
+
+def test_a_required_option_is_named(pm):
+    class NeedsLog:
+        @hookimpl
+        def register_validators(self, register):
+            register("logged", lambda context, log: None)
+
+    pm.register(NeedsLog(), name="needs-log")
+    with pytest.raises(UsageError, match=r"validator 'logged' \(from plugin 'needs-log'\) needs option\(s\) \['log'\]"):
+        open_explorer(ExplorerConfig(validator="logged"), "CartPole-v1", CARTPOLE, plugin_manager=pm)
+
+
+def test_stage_choice_accepts_a_bare_name_and_rejects_unknown_keys():
+    from pydantic import ValidationError
+
+    from explorer_pipeline.session import StageChoice
+
+    assert ExplorerConfig(proposer="logprobs").proposer == StageChoice(name="logprobs")
+    assert ExplorerConfig.model_validate({"summariser": {"name": "x", "options": {"k": 1}}}).summariser.options == {"k": 1}
+    with pytest.raises(ValidationError, match="extra"):
+        ExplorerConfig.model_validate({"validator": {"nam": "x"}})
+    with pytest.raises(ValidationError):
+        ExplorerConfig(analyser={"name": ""})
+
+
+# --------------------------------------------------------------------------- hook callers: tracing, wrappers
+
+
+def test_tracing_logs_every_hook(monkeypatch, caplog):
+    monkeypatch.setenv(TRACE_ENV, "1")
+    pm = make_plugin_manager(autoload=False)
+    pm.register(Observer(), name="observer")
+    caplog.set_level(logging.DEBUG, logger="explorer_pipeline.plugins")
+    with open_explorer(ExplorerConfig(), "CartPole-v1", CARTPOLE, plugin_manager=pm) as ex:
+        assert isinstance(ex.runtime.submit_and_wait(RECORD, timeout=30), ExplorationUpdate)
+    failing = ExplorerConfig(provider_options={"reply": "no idea"}, max_attempts=1)
+    with open_explorer(failing, "CartPole-v1", CARTPOLE, plugin_manager=pm) as ex:
+        assert isinstance(ex.runtime.submit_and_wait(RECORD, timeout=30), RequestFailure)
+    pm.hook.register_commands(cli=click.Group())
+    traced = caplog.text
+    for hook in hookspecs.hook_names():
+        assert f"hook {hook}(" in traced, hook
+        assert f"hook {hook} returned" in traced, hook
+    assert "hook exploration_update_published(update=ExplorationUpdate) -> ['observer']" in traced
+    assert f"hook register_proposers(register=collect.<locals>.register) -> ['{STAGES_MODULE}']" in traced
+
+
+def test_tracing_reports_a_raising_hook(monkeypatch, caplog):
+    class Broken:
+        @hookimpl
+        def register_providers(self, register):
+            raise RuntimeError("cannot register")
+
+    monkeypatch.setenv(TRACE_ENV, "1")
+    pm = make_plugin_manager(autoload=False, extra_plugins=[Broken()])
+    caplog.set_level(logging.DEBUG, logger="explorer_pipeline.plugins")
+    with pytest.raises(RuntimeError, match="cannot register"):
+        Catalogues(pm)
+    assert "hook register_providers raised RuntimeError: cannot register" in caplog.text
+
+
+def test_no_tracing_without_the_env_var(pm, caplog):
+    caplog.set_level(logging.DEBUG, logger="explorer_pipeline.plugins")
+    Catalogues(pm)
+    assert "hook register_" not in caplog.text
+
+
+def test_a_catalogue_hook_wrapper_runs_around_each_plugin(pm):
+    seen: list[list[str]] = []
+
+    class Extra:
+        @hookimpl
+        def register_providers(self, register):
+            register("extra", ScriptedProvider())
+
+    class Counting:
+        @hookimpl(wrapper=True)
+        def register_providers(self, register):
+            before = len(seen)
+            seen.append([])
+            result = yield
+            seen[before].append("done")
+            return result
+
+    pm.register(Extra(), name="extra")
+    pm.register(Counting(), name="counting")
+    assert Catalogues(pm).providers.names() == ["extra", "scripted"]
+    assert seen == [["done"], ["done"]]  # once around each plugin that registers providers
+
+
+def test_an_observer_hook_wrapper_can_contain_an_error(pm, caplog):
+    caught: list[str] = []
+
+    class Broken:
+        @hookimpl
+        def exploration_update_published(self, update):
+            raise RuntimeError("observer bug")
+
+    class Guard:
+        @hookimpl(wrapper=True)
+        def exploration_update_published(self, update):
+            try:
+                return (yield)
+            except RuntimeError as exc:
+                caught.append(str(exc))
+                return []
+
+    observer = Observer()
+    pm.register(observer, name="observer")
+    pm.register(Broken(), name="broken")
+    pm.register(Guard(), name="guard")
+    with open_explorer(ExplorerConfig(), "CartPole-v1", CARTPOLE, plugin_manager=pm) as ex:
+        outcome = ex.runtime.submit_and_wait(RECORD, timeout=30)
+    assert caught == ["observer bug"]
+    assert observer.updates == [outcome]
+    assert "raised" not in caplog.text  # the wrapper handled it: nothing for the runtime to log
+
+
+def test_a_raising_observer_is_logged_with_its_plugin(pm, caplog):
+    class Broken:
+        @hookimpl
+        def exploration_request_failed(self, failure):
+            raise RuntimeError("observer bug")
+
+    pm.register(Broken(), name="broken")
+    config = ExplorerConfig(provider_options={"reply": "no idea"}, max_attempts=1)
+    with open_explorer(config, "CartPole-v1", CARTPOLE, plugin_manager=pm) as ex:
+        assert isinstance(ex.runtime.submit_and_wait(RECORD, timeout=30), RequestFailure)
+    assert "<exploration_request_failed of plugin 'broken'> raised" in caplog.text
+
+
+def test_a_hook_implemented_as_a_coroutine_is_an_error(pm):
+    class Async:
+        @hookimpl
+        async def register_validators(self, register):
+            register("never", object)
+
+    pm.register(Async(), name="async-plugin")
+    with pytest.raises(TypeError, match="plugin 'async-plugin' implements register_validators as a coroutine"):
+        Catalogues(pm)
+
+
+# --------------------------------------------------------------------------- `llm-explorer plugins`: stages
+
+
+def stage_section(out: str, stage: str) -> list[str]:
+    block = out.split("\nstages (", 1)[1]
+    lines = block.split(f"\n  {stage}:\n", 1)[1].splitlines()
+    return [line for line in lines[: next((i for i, ln in enumerate(lines) if not ln.startswith("    ")), None)]]
+
+
+def test_cli_plugins_lists_each_stage_and_marks_the_one_a_run_uses(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli_module, "make_plugin_manager",
+                        lambda: make_plugin_manager(autoload=False, extra_plugins=[Shouting()]))
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "* = what the default configuration uses" in out
+    summarisers = stage_section(out, "summariser")
+    assert [line.split()[:2] for line in summarisers] == [["*", "default"], ["loud", "Shouts"]]
+    assert summarisers[1].endswith("[from shouting]") and f"[from {STAGES_MODULE}]" in summarisers[0]
+    for stage in ("analyser", "proposer"):
+        assert [line.split()[:2] for line in stage_section(out, stage)] == [["*", "default"]]
+    assert stage_section(out, "validator")[1].split()[:2] == ["uniform", "Ignores"]
+    assert "  parsers (the default proposer's option" in out
+
+    config = tmp_path / "run.yaml"
+    config.write_text("env: CartPole-v1\nexplorer:\n  summariser: loud\n  validator: {name: nothing}\n")
+    result = CliRunner().invoke(cli, ["plugins", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    summarisers = stage_section(result.output, "summariser")
+    assert [line.split()[0] for line in summarisers] == ["default", "*"] and "loud" in summarisers[1]
+    validators = stage_section(result.output, "validator")
+    assert validators[-1] == "    ! nothing: chosen but not registered by any plugin"
+    assert not any(line.lstrip().startswith("*") for line in validators)
+
+
+def test_cli_plugins_rejects_a_bad_config_in_one_line(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("explorer:\n  summariser: {name: x, colour: red}\n")
+    result = CliRunner().invoke(cli, ["plugins", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "explorer.summariser.colour: Extra inputs are not permitted" in result.output

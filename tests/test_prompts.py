@@ -11,14 +11,13 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
 
 from explorer_pipeline.errors import PromptError
-from explorer_pipeline.parsing import DefaultParser
-from explorer_pipeline.pipeline import ExplorationPipeline, RetryPolicy
 from explorer_pipeline.prompts import EPISODE_VARIABLES, MessageTemplate, PromptSet, load_prompt_set
 from explorer_pipeline.resources import prompts_dir
-from explorer_pipeline.summariser import DefaultSummariser
+from explorer_pipeline.session import ExplorerConfig
 from explorer_pipeline.tasks import TaskDescription, custom_task, load_task_file
 from explorer_pipeline.types import ActionSpec, EpisodeRecord, ExplorationUpdate
-from explorer_pipeline.validation import DefaultValidator
+
+from .pipelines import make_context, make_models, pipeline_for
 
 SETS = sorted((prompts_dir() / "sets").glob("*.yaml"))
 TASK_FILES = sorted((prompts_dir() / "tasks").glob("*.yaml"))
@@ -329,12 +328,9 @@ async def test_name_only_view_shows_only_the_title(set_name, shows_description):
                            description="UNIQUE-DESCRIPTION-TEXT about poles.", action_labels=("left", "right"))
     spec = ActionSpec.discrete(2, task.action_labels)
     analysis, proposal = Recorder("It pushes left too often."), Recorder('{"probabilities": [0.5, 0.5]}')
-    pipeline = ExplorationPipeline(
-        spec=spec, prompt_set=load_prompt_set(prompts_dir() / "sets" / f"{set_name}.yaml"), task=task,
-        summariser=DefaultSummariser(m=4), parser=DefaultParser(), validator=DefaultValidator(),
-        analysis_model=analysis.runnable, proposal_model=proposal.runnable,
-        retry=RetryPolicy(max_attempts=1, initial_wait_s=0),
-    )
+    models = make_models({"analysis": analysis.runnable, "proposal": proposal.runnable})
+    config = ExplorerConfig(prompt_set=set_name, sample_m=4, max_attempts=1)
+    pipeline = pipeline_for(make_context(spec, set_name, models=models, config=config, task=task))
     record = EpisodeRecord(9.0, 4, "CartPole-v1", 0, (0, 1, 0, 0))
     assert isinstance(await pipeline.handle(record, [record], version=1), ExplorationUpdate)
     prompts = "\n".join(str(m.content) for call in analysis.calls + proposal.calls for m in call)

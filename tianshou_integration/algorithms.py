@@ -37,6 +37,7 @@ from .continuous import ClippedContinuousDeterministicPolicy, GuidedGaussianNois
 from .counter import EnvStepCounter
 from .discrete import GuidedC51Policy, GuidedDQNPolicy, GuidedEpsGreedyMixin, GuidedQRDQNPolicy
 from .envs import EnvInfo, env_factory
+from .frame_buffer import set_buffer_beta
 from .names import CONTINUOUS_ALGOS, DISCRETE_ALGOS
 
 
@@ -54,10 +55,15 @@ class FastVectorReplayBuffer(VectorReplayBuffer):
 
 
 class FastPrioritizedVectorReplayBuffer(PrioritizedVectorReplayBuffer):
-    """``PrioritizedVectorReplayBuffer`` without the full-buffer NaN rescan (see above)."""
+    """``PrioritizedVectorReplayBuffer`` without the full-buffer NaN rescan (see above), whose
+    ``set_beta`` really anneals β (see :func:`set_buffer_beta`)."""
 
     def hasnull(self) -> bool:
         return False
+
+    def set_beta(self, beta: float) -> None:
+        set_buffer_beta(self, beta)
+
 
 
 # --------------------------------------------------------------------------- setup
@@ -101,6 +107,17 @@ class AlgoSetup:
             frac = min(env_step / max(self.config.steps, 1), 1.0)
             prio = hp.prioritized
             self.buffer.set_beta(prio.beta + frac * (prio.beta_final - prio.beta))
+
+    def eval_buffer(self) -> ReplayBuffer:
+        """The evaluation collector's buffer. Tianshou's default keeps 10 000 transitions per env
+        with ``obs`` and ``obs_next`` both stored: 2.8 GB of Atari frames for 5 envs, so Atari
+        evaluation stores each frame once, 2 000 per env (returns still cover whole episodes)."""
+        n = len(self.test_envs)
+        if self.env.is_atari:
+            from .frame_buffer import make_replay_buffer
+
+            return make_replay_buffer(2000 * n, n, frame_stack=self.config.atari.frame_stack)
+        return FastVectorReplayBuffer(10_000 * n, n)
 
     def close(self) -> None:
         for envs in (self.train_envs, self.test_envs):

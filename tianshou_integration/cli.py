@@ -15,17 +15,11 @@ from typing import Any
 
 import click
 
-from explorer_pipeline.errors import UsageError
+from explorer_pipeline.errors import BadInput, UsageError
 
 from .names import ALGORITHMS, PRESETS
 
 __all__ = ["BadInput", "default_provider", "train"]
-
-
-class BadInput(click.ClickException):
-    """Bad input: ``Error: <message>`` on one line, exit status 2."""
-
-    exit_code = 2
 
 
 def default_provider() -> str:

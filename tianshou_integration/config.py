@@ -43,6 +43,7 @@ __all__ = [
     "PRESETS",
     "AlgorithmConfig",
     "AtariConfig",
+    "CheckpointConfig",
     "ConfigError",
     "EpsilonConfig",
     "EvalConfig",
@@ -220,6 +221,28 @@ class AtariConfig(_Section):
     """Learn from sign-clipped rewards; reported returns stay unclipped."""
 
 
+class CheckpointConfig(_Section):
+    """Checkpoints: ``llm-explorer train --resume RUN_DIR`` continues a run from its newest complete
+    one (after a crash, SIGKILL or Ctrl-C). Writing one does not change what the run computes."""
+
+    enabled: bool = True
+    """Write checkpoints (one before the first training step, then at the cadence below, and
+    one when Ctrl-C stops the run)."""
+    every_steps: int | None = Field(None, ge=1)
+    """Env steps between two checkpoints; None: by time only."""
+    every_minutes: float | None = Field(10.0, gt=0.0)
+    """Minutes of training between two checkpoints; None: by env steps only. With both set,
+    whichever comes first."""
+    keep: int = Field(2, ge=1)
+    """Complete checkpoints kept; the oldest is deleted once a newer one is complete."""
+    include_buffer: Literal["auto", "always", "never"] = "auto"
+    """Save the replay buffer: ``always``, ``never``, or ``auto`` (when its arrays take at most
+    ``buffer_limit_mb``). Without it a resumed run starts from an empty buffer and fresh episodes,
+    and no longer matches an uninterrupted run."""
+    buffer_limit_mb: float = Field(1024.0, gt=0.0)
+    """The largest replay buffer ``include_buffer: auto`` saves, in MiB."""
+
+
 class RunConfig(_Section):
     """One training run. ``llm-explorer train --show-config`` prints it resolved."""
 
@@ -247,6 +270,7 @@ class RunConfig(_Section):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     atari: AtariConfig = Field(default_factory=AtariConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     explorer: ExplorerConfig = Field(default_factory=lambda: ExplorerConfig(provider="none"))
 
     @field_validator("algo")

@@ -14,14 +14,20 @@ computes ``act = policy.add_exploration_noise(policy(obs).act, obs)``, steps the
 action *before* clipping. A large bias would fill the buffer with actions the environment never
 executed. :class:`ClipNoisyActionMixin` bounds the noisy action inside
 ``add_exploration_noise`` the way ``map_action`` would, so the stored action is the executed one
-(``map_action_inverse`` of what the env received); :func:`store_executed_actions` gives an
-existing policy that behaviour and :func:`attach_continuous` always does.
+(``map_action_inverse`` of what the env received).
+
+The clipping policies are explicit classes: :class:`ClippedContinuousDeterministicPolicy` (DDPG,
+TD3) and :class:`GuidedSACPolicy` mirror Tianshou's ``ContinuousDeterministicPolicy`` and
+``SACPolicy`` and take the same arguments. For any other policy class, write the subclass
+yourself, mixin first: ``class ClippedREDQPolicy(ClipNoisyActionMixin, REDQPolicy): pass``.
+:func:`attach_continuous` and :func:`store_executed_actions` check for the mixin; they never
+change a policy's class.
 
 Usage::
 
     noise = GuidedGaussianNoise(cache, sigma=0.1, rng=np.random.default_rng(seed))
     policy = ClippedContinuousDeterministicPolicy(actor=actor, action_space=space, exploration_noise=noise)
-    # or, for a policy that already exists (SAC included):
+    # or, to give a clipping policy (SAC included) guided noise:
     attach_continuous(policy, cache, sigma=0.1, rng=rng)
 """
 
@@ -38,7 +44,7 @@ from tianshou.exploration import BaseNoise
 from explorer_pipeline.cache import ExplorationCache
 
 from .counter import EnvStepCounter
-from .mixins import with_mixin
+from .mixins import missing_mixin
 
 __all__ = [
     "ClipNoisyActionMixin",
@@ -61,9 +67,9 @@ class GuidedGaussianNoise(BaseNoise):
         acts on every step.
     :param counter: the env-step counter used to record when an update is first applied.
 
-    Use it with a policy that has :class:`ClipNoisyActionMixin` (see
-    :func:`store_executed_actions`), or the buffer keeps noisy actions outside ``[-1, 1]`` that
-    the environment never executed.
+    Use it with a policy that has :class:`ClipNoisyActionMixin` (e.g.
+    :class:`ClippedContinuousDeterministicPolicy`), or the buffer keeps noisy actions outside
+    ``[-1, 1]`` that the environment never executed.
     """
 
     def __init__(
@@ -147,24 +153,26 @@ class GuidedSACPolicy(ClipNoisyActionMixin, SACPolicy):
     """``SACPolicy`` that accepts additive exploration noise and stores the executed (clipped) action."""
 
 
-_CLIPPED: dict[type, type] = {
+#: Tianshou's policy class -> the clipping class that mirrors it.
+CLIPPED_CLASSES: dict[type, type] = {
     ContinuousDeterministicPolicy: ClippedContinuousDeterministicPolicy,
     SACPolicy: GuidedSACPolicy,
 }
 
 
 def store_executed_actions(policy: ContinuousPolicyWithExplorationNoise) -> ContinuousPolicyWithExplorationNoise:
-    """Make ``policy`` store the action its environment executes; returns the same object.
+    """Check that ``policy`` stores the action its environment executes; returns it unchanged.
 
-    Its class becomes the :class:`ClipNoisyActionMixin` subclass of its class
-    (:class:`ClippedContinuousDeterministicPolicy`, :class:`GuidedSACPolicy`, or one generated
-    for other policies such as REDQ's); networks, noise and settings stay as they are. A policy
-    that already has the mixin is returned unchanged.
+    True of every policy whose class has :class:`ClipNoisyActionMixin`, and of one whose
+    ``map_action`` neither clips to nor requires ``[-1, 1]`` (tanh bounding, or no scaling and
+    no bounding: the stored action is then what the env receives or maps back to it). Any other
+    policy raises :class:`TypeError` naming the class to construct instead.
     """
     if not isinstance(policy, ContinuousPolicyWithExplorationNoise):
         raise TypeError(f"store_executed_actions needs a policy with exploration noise, got {type(policy).__name__}")
-    policy.__class__ = with_mixin(ClipNoisyActionMixin, type(policy), "Clipped", _CLIPPED, globals())
-    return policy
+    if isinstance(policy, ClipNoisyActionMixin) or not _bounds_to_unit_box(policy):
+        return policy
+    raise missing_mixin("storing the executed action", policy, ClipNoisyActionMixin, CLIPPED_CLASSES, "Clipped")
 
 
 def attach_continuous(
@@ -178,13 +186,16 @@ def attach_continuous(
 ) -> GuidedGaussianNoise:
     """Give ``policy`` a :class:`GuidedGaussianNoise` reading ``cache``; returns the noise.
 
-    The policy also becomes its clipping subclass (:func:`store_executed_actions`), so the
-    replay buffer holds the actions the environment executed and SAC does not crash on noisy
-    actions.
+    ``policy`` must be built from a clipping class (:class:`ClippedContinuousDeterministicPolicy`,
+    :class:`GuidedSACPolicy`, or your own ``class ClippedX(ClipNoisyActionMixin, X): pass``), so
+    the replay buffer holds the actions the environment executed and SAC does not crash on noisy
+    actions; anything else raises :class:`TypeError` saying which class to construct. The
+    policy's class is never changed.
     """
     if not isinstance(policy, ContinuousPolicyWithExplorationNoise):
         raise TypeError(f"attach_continuous needs a policy with exploration noise, got {type(policy).__name__}")
+    if not isinstance(policy, ClipNoisyActionMixin):
+        raise missing_mixin("attach_continuous", policy, ClipNoisyActionMixin, CLIPPED_CLASSES, "Clipped")
     noise = GuidedGaussianNoise(cache, sigma, rng, apply_fraction=apply_fraction, counter=counter)
-    store_executed_actions(policy)
     policy.set_exploration_noise(noise)
     return noise

@@ -14,11 +14,16 @@ model's ``NoisyLinear`` layers to train mode and draws fresh noise for each forw
 while collecting inside a training step (``is_within_training_step`` True); evaluation (outside
 a training step) keeps the mean weights and is deterministic.
 
+The guided policies are explicit classes: :class:`GuidedDQNPolicy`, :class:`GuidedC51Policy`
+and :class:`GuidedQRDQNPolicy` mirror Tianshou's ``DiscreteQLearningPolicy``, ``C51Policy`` and
+``QRDQNPolicy`` and take the same arguments. For any other DQN-family policy class, write the
+subclass yourself, mixin first: ``class GuidedIQNPolicy(GuidedEpsGreedyMixin, IQNPolicy): pass``.
+
 Usage::
 
     policy = GuidedDQNPolicy(model=net, action_space=env.action_space, eps_training=0.1)
     policy.attach_explorer(cache, rng=np.random.default_rng(seed), counter=counter)
-    # or, for a policy that already exists:
+    # or, equivalently:
     attach_discrete(policy, cache, rng)
 """
 
@@ -35,7 +40,7 @@ from tianshou.utils.net.discrete import NoisyLinear
 from explorer_pipeline.cache import ExplorationCache
 
 from .counter import EnvStepCounter
-from .mixins import with_mixin
+from .mixins import missing_mixin
 
 __all__ = [
     "GuidedC51Policy",
@@ -192,50 +197,61 @@ class GuidedQRDQNPolicy(GuidedEpsGreedyMixin, QRDQNPolicy):
     """``QRDQNPolicy`` (QRDQN) with LLM-guided exploration."""
 
 
-_GUIDED: dict[type, type] = {
+#: Tianshou's policy class -> the guided class that mirrors it.
+GUIDED_CLASSES: dict[type, type] = {
     DiscreteQLearningPolicy: GuidedDQNPolicy,
     C51Policy: GuidedC51Policy,
     QRDQNPolicy: GuidedQRDQNPolicy,
 }
 
 
-_NOISY: dict[type, type] = {}
-
-
 def enable_noisy_collection(policy: DiscreteQLearningPolicy) -> DiscreteQLearningPolicy:
-    """Make an existing DQN-family policy explore with its noisy layers while collecting for training.
+    """Check that ``policy``'s noisy layers will explore while collecting for training; returns it.
 
-    The policy's class becomes the :class:`NoisyCollectionMixin` subclass of its class unless it
-    has the mixin already (every guided policy has). Returns the same object.
+    True of every policy whose class has :class:`NoisyCollectionMixin` (every guided policy), and
+    trivially of one whose model has no ``NoisyLinear`` layer. Nothing is changed: any other
+    policy raises :class:`TypeError` naming the class to construct instead.
     """
     if not isinstance(policy, DiscreteQLearningPolicy):
         raise TypeError(f"enable_noisy_collection needs a DiscreteQLearningPolicy, got {type(policy).__name__}")
-    policy.__class__ = with_mixin(NoisyCollectionMixin, type(policy), "Noisy", _NOISY, globals())
+    if isinstance(policy, NoisyCollectionMixin):
+        return policy
+    if any(isinstance(m, NoisyLinear) for m in policy.model.modules()):
+        raise missing_mixin("exploring with noisy layers while collecting", policy, NoisyCollectionMixin, GUIDED_CLASSES, "Noisy")
     return policy
 
 
 def attach_discrete(
-    policy: DiscreteQLearningPolicy,
+    policy: GuidedEpsGreedyMixin,
     cache: ExplorationCache,
     rng: np.random.Generator | None = None,
     counter: EnvStepCounter | None = None,
-) -> DiscreteQLearningPolicy:
-    """Make an existing DQN-family policy draw its exploratory actions from ``cache``.
+) -> GuidedEpsGreedyMixin:
+    """Make a guided DQN-family policy draw its exploratory actions from ``cache``; returns it.
 
-    The policy's class becomes the guided subclass of its class (``GuidedDQNPolicy`` for a
-    ``DiscreteQLearningPolicy``, a generated one for other subclasses such as IQN/FQF); networks,
-    epsilon values and everything else stay as they are; noisy layers, if any, explore while
-    collecting for training (:class:`NoisyCollectionMixin`). Returns the same object.
+    The same as ``policy.attach_explorer(cache, rng, counter)``. ``policy`` must be built from a
+    guided class (:class:`GuidedDQNPolicy`, :class:`GuidedC51Policy`, :class:`GuidedQRDQNPolicy`
+    or your own ``class GuidedX(GuidedEpsGreedyMixin, X): pass``); anything else raises
+    :class:`TypeError` saying which class to construct. The policy's class is never changed.
     """
     if not isinstance(policy, DiscreteQLearningPolicy):
         raise TypeError(f"attach_discrete needs a DiscreteQLearningPolicy, got {type(policy).__name__}")
-    if type(policy).add_exploration_noise is not DiscreteQLearningPolicy.add_exploration_noise and not isinstance(
-        policy, GuidedEpsGreedyMixin
-    ):
+    if not isinstance(policy, GuidedEpsGreedyMixin):
+        raise missing_mixin("attach_discrete", policy, GuidedEpsGreedyMixin, GUIDED_CLASSES, "Guided")
+    replaced = _replaced_exploration(type(policy))
+    if replaced is not None:
         raise TypeError(
-            f"{type(policy).__name__} overrides add_exploration_noise (e.g. BDQN's per-branch exploration); "
-            "the guided mixin would replace it"
+            f"{type(policy).__name__}: GuidedEpsGreedyMixin would replace {replaced.__name__}.add_exploration_noise "
+            "(e.g. BDQN's per-branch exploration); guided exploration supports epsilon-greedy policies only"
         )
-    policy.__class__ = with_mixin(GuidedEpsGreedyMixin, type(policy), "Guided", _GUIDED, globals())
-    policy.attach_explorer(cache, rng, counter)  # type: ignore[attr-defined]
-    return policy
+    return policy.attach_explorer(cache, rng, counter)
+
+
+def _replaced_exploration(cls: type) -> type | None:
+    """The class after :class:`GuidedEpsGreedyMixin` in ``cls``'s MRO whose own
+    ``add_exploration_noise`` the mixin hides, unless that is Tianshou's epsilon-greedy."""
+    mro = cls.__mro__
+    for klass in mro[mro.index(GuidedEpsGreedyMixin) + 1:]:
+        if "add_exploration_noise" in vars(klass):
+            return None if klass is DiscreteQLearningPolicy else klass
+    return None

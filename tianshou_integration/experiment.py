@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from explorer_pipeline.cache import ExplorationCache
+from explorer_pipeline.rundir_format import CONFIG_FILE, EXCHANGES_FILE
 from explorer_pipeline.session import Explorer, open_explorer
 
 from .algorithms import build_setup, resolve_device
@@ -32,15 +33,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CONFIG_FILE", "run_experiment"]
 
-CONFIG_FILE = "config.yaml"
-"""The resolved run configuration inside a run directory (``train --config`` reads it back)."""
-
 
 def _open_explorer(config: RunConfig, out: Path, env: EnvInfo, rundir_ref: list[RunDir]) -> Explorer | None:
     """Build (not start) the explorer; raises UsageError before anything is written."""
     if config.baseline:
         return None
-    explorer = config.explorer.model_copy(update={"exchange_log": out / "exchanges.jsonl"})
+    explorer = config.explorer.model_copy(update={"exchange_log": out / EXCHANGES_FILE})
     # the callbacks run only once the runtime has started, after the run directory exists
     return open_explorer(explorer, env.env_id, env.spec, seed=config.seed,
                          on_update=(lambda update: rundir_ref[0].on_update(update),),

@@ -304,12 +304,26 @@ class FrameReplayBuffer(_FrameBufferMixin, VectorReplayBuffer):
         self._init_extras(frame_stack, clip_rewards)
 
 
+def set_buffer_beta(buffer: PrioritizedVectorReplayBuffer, beta: float) -> None:
+    """Set the importance-sampling exponent that weights sampled transitions.
+
+    Tianshou 2.0.1's ``PrioritizedVectorReplayBuffer.set_beta`` sets it only on the sub-buffers,
+    while the weights of a sample come from the vector buffer's own ``_beta``: annealing never
+    took effect.
+    """
+    PrioritizedVectorReplayBuffer.set_beta(buffer, beta)
+    buffer._beta = beta
+
+
 class PrioritizedFrameReplayBuffer(_FrameBufferMixin, PrioritizedVectorReplayBuffer):
     """Prioritized replay (Rainbow) with the same storage as :class:`FrameReplayBuffer`.
 
     :param alpha: prioritization exponent.
     :param beta: importance-sampling exponent (``set_beta`` anneals it).
     """
+
+    def set_beta(self, beta: float) -> None:
+        set_buffer_beta(self, beta)
 
     def __init__(
         self,

@@ -27,16 +27,13 @@ the training thread. A lock serialises the two.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import math
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -46,40 +43,25 @@ from typing import Any
 
 from explorer_pipeline import informativeness
 from explorer_pipeline.cache import ExplorationCache
+from explorer_pipeline.rundir_format import (
+    EXPLORATION_PNG,
+    LEARNING_CURVE_PNG,
+    MANIFEST_FILE,
+    METRICS_COLUMNS,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+    UPDATES_FILE,
+    json_default,
+    pyplot,
+    save_png,
+    write_json_atomic,
+)
 from explorer_pipeline.types import ExplorationUpdate, RequestFailure
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RunDir", "collect_versions", "git_commit", "write_json_atomic"]
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file in the same directory."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return repr(value)
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -145,19 +127,19 @@ class RunDir:
         self._previous_values: tuple[float, ...] | None = None  # the last update written (publication order)
         self._closed = False
 
-        new_metrics = not (self.path / "metrics.csv").exists()
-        self._metrics_f = open(self.path / "metrics.csv", "a", newline="", encoding="utf-8")  # noqa: SIM115
+        new_metrics = not (self.path / METRICS_FILE).exists()
+        self._metrics_f = open(self.path / METRICS_FILE, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self._metrics = csv.writer(self._metrics_f)
         if new_metrics:
-            self._metrics.writerow(["step", "train_return", "eval_return"])
+            self._metrics.writerow(METRICS_COLUMNS)
             self._metrics_f.flush()
-        self._updates_f = open(self.path / "updates.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._updates_f = open(self.path / UPDATES_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self._tb: Any = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+                self._tb = SummaryWriter(log_dir=str(self.path / TENSORBOARD_DIR))
             except Exception as exc:  # tensorboard not installed or unwritable
                 log.warning("TensorBoard logging disabled: %s", exc)
 
@@ -174,14 +156,14 @@ class RunDir:
             "platform": platform.platform(),
             "explorer": dict(explorer) if explorer is not None else None,
         }
-        write_json_atomic(self.path / "manifest.json", manifest)
+        write_json_atomic(self.path / MANIFEST_FILE, manifest)
         if self._tb is not None:
-            text = json.dumps(manifest["config"], indent=2, default=_json_default)
+            text = json.dumps(manifest["config"], indent=2, default=json_default)
             self._tb.add_text("config", f"```\n{text}\n```")
         return manifest
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        write_json_atomic(self.path / "summary.json", dict(summary))
+        write_json_atomic(self.path / SUMMARY_FILE, dict(summary))
 
     # ------------------------------------------------------------------ metrics (training thread)
     def log_train_episode(self, step: int, episode_return: float) -> None:
@@ -290,7 +272,7 @@ class RunDir:
         self.updates.append(line)
         if self._closed:
             return
-        self._updates_f.write(json.dumps(line, default=_json_default) + "\n")
+        self._updates_f.write(json.dumps(line, default=json_default) + "\n")
         self._updates_f.flush()
 
     def _elapsed(self) -> float:
@@ -341,10 +323,7 @@ class RunDir:
         :param labels: one name per action / dimension for the exploration plot's legend.
         """
         try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
+            plt = pyplot()
         except Exception as exc:
             log.warning("plots skipped: %s", exc)
             return
@@ -352,15 +331,7 @@ class RunDir:
         self._plot_exploration(plt, title, tuple(labels))
 
     def _save(self, plt: Any, fig: Any, name: str) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=self.path)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
-            os.replace(tmp, self.path / name)
-        finally:
-            plt.close(fig)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_png(fig, self.path / name, dpi=110)
 
     def _plot_learning_curve(self, plt: Any, title: str) -> None:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -381,7 +352,7 @@ class RunDir:
         if self.train_points or self.eval_points:
             ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
-        self._save(plt, fig, "learning_curve.png")
+        self._save(plt, fig, LEARNING_CURVE_PNG)
 
     def _plot_exploration(self, plt: Any, title: str, labels: tuple[str, ...]) -> None:
         """Three panels over the updates: their values, how informative each was, how stale."""
@@ -414,7 +385,7 @@ class RunDir:
                      f"applied, {informative} informative, {fallbacks} fallbacks)", fontsize=10)
         for panel in (ax, ax_info, ax_stale):
             panel.grid(alpha=0.3)
-        self._save(plt, fig, "exploration.png")
+        self._save(plt, fig, EXPLORATION_PNG)
 
     @staticmethod
     def _plot_informativeness(ax: Any, xs: list[int], shown: list[dict[str, Any]], kind: str) -> None:

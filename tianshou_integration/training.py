@@ -5,6 +5,12 @@ rather than ``OffPolicyTrainer``: evaluation happens at fixed env-step intervals
 gradient-step ratio is honoured exactly (fractional credit carries over), and nothing scans the
 replay buffer for NaNs.
 
+Between two iterations the loop can write a checkpoint (``checkpoints``: a
+:class:`~tianshou_integration.checkpoint.Checkpointer`) and can start from one (``resume``: the
+:class:`LoopState` a checkpoint saved), so a resumed run goes on exactly where the checkpoint was
+taken. A stop request (``stop_requested``, e.g. a first Ctrl-C) is honoured there too: a last
+checkpoint, then the loop ends as interrupted.
+
 Before the first step the policy is prepared so that exploration means what it should:
 continuous policies store the action their environment executed
 (:func:`~tianshou_integration.continuous.store_executed_actions`), and DQN-family policies with
@@ -19,8 +25,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 from tianshou.algorithm.algorithm_base import Policy
@@ -37,7 +43,7 @@ from .tap import EpisodeTap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "evaluate", "prepare_policy", "train"]
+__all__ = ["CheckpointHook", "LoopState", "TrainResult", "evaluate", "prepare_policy", "train"]
 
 
 @dataclass
@@ -62,6 +68,53 @@ class TrainResult:
     @property
     def steps_per_s(self) -> float:
         return self.env_steps / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class LoopState:
+    """Where the training loop stands between two iterations: what a checkpoint saves of the
+    loop, and what a resumed run starts from.
+
+    :param result: the result so far (``wall_s``: training time so far, over every session).
+    :param credit: the fractional gradient step carried to the next collect.
+    :param next_eval: the env step of the next greedy evaluation.
+    :param collector: the training collector's observations, infos and hidden states of the
+        episodes in progress (None: start fresh episodes).
+    """
+
+    env_step: int
+    credit: float
+    next_eval: int
+    last_eval: float | None
+    last_return: list[float]
+    result: TrainResult
+    collector: dict[str, Any] | None
+
+
+class CheckpointHook(Protocol):
+    """What the loop asks of a checkpoint writer (:class:`~tianshou_integration.checkpoint.Checkpointer`)."""
+
+    def due(self, env_step: int) -> bool:
+        """Whether a checkpoint should be written before the iteration that starts at ``env_step``."""
+        ...
+
+    def save(self, state: LoopState) -> None:
+        """Write a checkpoint of the run at ``state``."""
+        ...
+
+
+_COLLECTOR_FIELDS = ("_pre_collect_obs_RO", "_pre_collect_info_R", "_pre_collect_hidden_state_RH")
+
+
+def collector_state(collector: Collector) -> dict[str, Any]:
+    """The collector's view of the episodes in progress (their last observations and infos)."""
+    return {name: getattr(collector, name) for name in _COLLECTOR_FIELDS}
+
+
+def restore_collector(collector: Collector, state: dict[str, Any]) -> None:
+    """Continue the episodes in progress that :func:`collector_state` saved."""
+    for name in _COLLECTOR_FIELDS:
+        setattr(collector, name, state[name])
 
 
 def prepare_policy(policy: Policy) -> Policy:
@@ -100,6 +153,9 @@ def train(
     after_collect: Callable[[int], None] | None = None,
     progress: bool | None = None,
     progress_info: Callable[[], dict[str, Any]] | None = None,
+    checkpoints: CheckpointHook | None = None,
+    resume: LoopState | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``setup`` for ``steps`` env steps (default: the setup's budget).
 
@@ -110,6 +166,13 @@ def train(
     :param after_collect: ``(env_step)`` after each collect (e.g. to write applied updates).
     :param progress: show a tqdm bar (None: only on a terminal).
     :param progress_info: extra fields for the bar, e.g. LLM updates applied and fallbacks.
+    :param checkpoints: asked before every iteration whether a checkpoint is due, and given the
+        loop's state to save.
+    :param resume: start from this saved state instead of from scratch: no warm-up, no env
+        reset (unless its ``collector`` is None), the buffer as it is. The caller restores
+        everything outside the loop (networks, buffer, envs, generators, tap, counter) first.
+    :param stop_requested: checked before every iteration; True ends training there as
+        interrupted, after a last checkpoint.
 
     The policy is prepared first (:func:`prepare_policy`).
 
@@ -141,7 +204,7 @@ def train(
     # evaluation ε (DQN family) acts through add_exploration_noise outside a training step; continuous
     # policies evaluate without noise
     eval_eps = setup.config.algorithm.epsilon.eval if setup.is_discrete else 0.0
-    test_collector = Collector(setup.algorithm, setup.test_envs, exploration_noise=eval_eps > 0)
+    test_collector = Collector(setup.algorithm, setup.test_envs, setup.eval_buffer(), exploration_noise=eval_eps > 0)
     threshold = setup.env.reward_threshold
     n_envs = len(setup.train_envs)
 
@@ -162,16 +225,44 @@ def train(
     credit = 0.0
     next_eval = eval_every
     last_eval: float | None = None
+    wall_before = 0.0
+
+    def snapshot() -> LoopState:
+        done = replace(result, eval_history=list(result.eval_history),
+                       wall_s=wall_before + time.perf_counter() - started)
+        return LoopState(env_step=env_step, credit=credit, next_eval=next_eval, last_eval=last_eval,
+                         last_return=list(last_return), result=done, collector=collector_state(train_collector))
+
     try:
-        train_collector.reset()
-        counter.value = 0
-        if hp.random_warmup_steps > 0:
-            warm = _round_up(min(hp.random_warmup_steps, steps), n_envs)
-            with policy_within_training_step(setup.policy):
-                stats = train_collector.collect(n_step=warm, random=True)
-            env_step = counter.value = int(stats.n_collected_steps)
-            bar.update(env_step)
+        if resume is None:
+            train_collector.reset()
+            counter.value = 0
+            if hp.random_warmup_steps > 0:
+                warm = _round_up(min(hp.random_warmup_steps, steps), n_envs)
+                with policy_within_training_step(setup.policy):
+                    stats = train_collector.collect(n_step=warm, random=True)
+                env_step = counter.value = int(stats.n_collected_steps)
+        else:
+            env_step, credit, next_eval, last_eval = resume.env_step, resume.credit, resume.next_eval, resume.last_eval
+            last_return[:] = resume.last_return
+            saved = resume.result
+            result.gradient_steps, result.eval_history = saved.gradient_steps, list(saved.eval_history)
+            result.best_eval_return, result.threshold_step = saved.best_eval_return, saved.threshold_step
+            wall_before = saved.wall_s
+            if resume.collector is None:
+                train_collector.reset_env()  # fresh episodes; the buffer keeps what it holds
+            else:
+                restore_collector(train_collector, resume.collector)
+            counter.value = env_step
+        bar.update(env_step)
         while env_step < steps:
+            stop = stop_requested is not None and stop_requested()
+            if checkpoints is not None and (stop or checkpoints.due(env_step)):
+                checkpoints.save(snapshot())
+            if stop:
+                result.interrupted = True
+                log.warning("stopped at env step %d", env_step)
+                break
             setup.on_env_step(env_step)
             n = _round_up(min(hp.collect_per_step, steps - env_step), n_envs)
             with policy_within_training_step(setup.policy):
@@ -195,14 +286,15 @@ def train(
                     next_eval += eval_every
             bar.update(collected)
             _postfix(bar, last_return, last_eval, progress_info)
-        result.final_eval_return = last_eval = run_eval(env_step)
-        _postfix(bar, last_return, last_eval, progress_info)
+        if not result.interrupted:
+            result.final_eval_return = last_eval = run_eval(env_step)
+            _postfix(bar, last_return, last_eval, progress_info)
     except KeyboardInterrupt:
         result.interrupted = True
         log.warning("interrupted at env step %d", env_step)
     finally:
         bar.close()
-        result.wall_s = time.perf_counter() - started
+        result.wall_s = wall_before + time.perf_counter() - started
         result.env_steps = max(env_step, counter.value)
         result.episodes = tap.episodes
         if record_episode in tap.on_record:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from explorer_pipeline.ablation.plan import expand
-from explorer_pipeline.ablation.spec import load_spec, run_document
+from explorer_ablation.plan import expand
+from explorer_ablation.spec import load_spec, run_document
 
 from .helpers import ROOT
 

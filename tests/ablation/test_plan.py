@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from explorer_pipeline.ablation.plan import env_slug, expand
-from explorer_pipeline.ablation.spec import parse_spec
+from explorer_ablation.plan import env_slug, expand
+from explorer_ablation.spec import parse_spec
 
 SPEC = """
 name: x

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer_pipeline.ablation.backends import LocalBackend
-from explorer_pipeline.ablation.report import analyse, write_report
-from explorer_pipeline.ablation.results import load_study
-from explorer_pipeline.ablation.runner import run_study
-from explorer_pipeline.ablation.spec import load_spec
+from explorer_ablation.backends import LocalBackend
+from explorer_ablation.report import analyse, write_report
+from explorer_ablation.results import load_study
+from explorer_ablation.runner import run_study
+from explorer_ablation.spec import load_spec
 
 from .helpers import FAKE_TRAIN_COMMAND
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from explorer_pipeline.ablation.backends import LocalBackend
-from explorer_pipeline.ablation.runner import run_study
-from explorer_pipeline.ablation.spec import load_spec
-from explorer_pipeline.ablation.state import StudyLock, run_is_complete
+from explorer_ablation.backends import LocalBackend
+from explorer_ablation.runner import run_study
+from explorer_ablation.spec import load_spec
+from explorer_ablation.state import StudyLock, run_is_complete
 from explorer_pipeline.errors import UsageError
 
 from .helpers import FAKE_TRAIN_COMMAND, ROOT, cli_env, status_events, wait_for

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from explorer_pipeline.ablation.spec import SHORTCUTS, SpecError, check_names, parse_spec, run_document
+from explorer_ablation.spec import SHORTCUTS, SpecError, check_names, parse_spec, run_document
 
 GOOD = """
 name: prompts

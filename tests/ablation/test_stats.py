@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from explorer_pipeline.ablation.stats import (
+from explorer_ablation.stats import (
     iqm,
     iqm_estimate,
     mean_band,

@@ -67,7 +67,7 @@ def guided(config, info, values):
     return setup, cache, counter
 
 
-@pytest.mark.parametrize("algo", ["rainbow", "c51", "qrdqn", "dueling-dqn"])
+@pytest.mark.parametrize("algo", ["rainbow", "c51", "qrdqn", "dueling-dqn", "double-dqn"])
 def test_atari_frames_are_stacked_uint8_and_exploration_follows_the_cache(algo):
     """Frames stored once as uint8, stacked (4, 84, 84) on sampling; the guided draw covers all of
     ALE's actions in the cache's proportions."""

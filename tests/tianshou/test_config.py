@@ -210,3 +210,40 @@ def test_every_field_is_documented():
 
     assert walk(RunConfig, "") == []
     assert math.isfinite(make_config("CartPole-v1", "dqn").algorithm.lr)
+
+
+# --------------------------------------------------------------------------- what the configuration builds
+def test_prioritised_beta_is_annealed_over_the_runs_own_length():
+    from explorer_pipeline.cache import ExplorationCache
+    from tianshou_integration import build_setup, describe_env
+
+    info = describe_env("CartPole-v1")
+    config = make_config("CartPole-v1", "rainbow", {"steps": 4000, "test_envs": 1,
+                                                     "algorithm.prioritized.beta": 0.4}, describe=lambda _: info)
+    setup = build_setup(config, info, cache=ExplorationCache(info.spec))
+    try:
+        for step, beta in ((0, 0.4), (1000, 0.55), (2000, 0.7), (4000, 1.0), (8000, 1.0)):
+            setup.on_env_step(step)
+            assert setup.buffer._beta == pytest.approx(beta), step
+    finally:
+        setup.close()
+
+
+def test_sac_actor_standard_deviation_depends_on_the_state():
+    import torch
+
+    from explorer_pipeline.cache import ExplorationCache
+    from tianshou_integration import build_setup, describe_env
+
+    info = describe_env("Pendulum-v1")
+    config = make_config("Pendulum-v1", "sac", {"test_envs": 1}, describe=lambda _: info)
+    setup = build_setup(config, info, cache=ExplorationCache(info.spec))
+    try:
+        actor = setup.policy.actor
+        assert not hasattr(actor, "sigma_param") or actor._c_sigma
+        obs = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 8.0]])
+        (_, sigma_a), _ = actor(obs[:1])
+        (_, sigma_b), _ = actor(obs[1:])
+        assert not torch.allclose(sigma_a, sigma_b)  # a state-independent σ would be equal
+    finally:
+        setup.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from tianshou.utils.torch_utils import policy_within_training_step
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.types import ActionSpec, ExplorationUpdate
 from tianshou_integration import EnvStepCounter, GuidedGaussianNoise, GuidedSACPolicy, attach_continuous
-from tianshou_integration.continuous import ClippedContinuousDeterministicPolicy
+from tianshou_integration.continuous import ClipNoisyActionMixin, ClippedContinuousDeterministicPolicy
 
 SIGMA = 0.1
 
@@ -73,11 +75,11 @@ def test_first_application_is_recorded():
     assert cache.applied_at(1) == 17
 
 
-def ddpg_policy(env: gym.Env, noise) -> ContinuousDeterministicPolicy:
+def ddpg_policy(env: gym.Env, noise, cls: type = ContinuousDeterministicPolicy) -> ContinuousDeterministicPolicy:
     torch.manual_seed(0)
     net = Net(state_shape=env.observation_space.shape, hidden_sizes=(16,))
     actor = ContinuousActorDeterministic(preprocess_net=net, action_shape=env.action_space.shape, max_action=1.0)
-    return ContinuousDeterministicPolicy(actor=actor, exploration_noise=noise, action_space=env.action_space)
+    return cls(actor=actor, exploration_noise=noise, action_space=env.action_space)
 
 
 def collect_noise(policy, env_id: str, n_step: int = 400) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +136,7 @@ def sac_policy(env: gym.Env, noise=None, cls=SACPolicy) -> SACPolicy:
 def test_sac_with_a_bias_clips_instead_of_crashing():
     env = gym.make("MountainCarContinuous-v0")
     cache = bias_cache((0.9,))
-    policy = sac_policy(env)
+    policy = sac_policy(env, cls=GuidedSACPolicy)
     noise = attach_continuous(policy, cache, sigma=0.3, rng=np.random.default_rng(0))
     assert type(policy) is GuidedSACPolicy
     assert policy.exploration_noise is noise
@@ -149,16 +151,45 @@ def test_sac_with_a_bias_clips_instead_of_crashing():
     assert acts.mean() > 0.3  # pushed up by the bias
 
 
-def test_attach_continuous_to_ddpg_makes_it_store_clipped_actions():
+def test_attach_continuous_to_a_clipping_ddpg_policy():
     env = gym.make("Pendulum-v1")
-    policy = ddpg_policy(env, None)
+    policy = ddpg_policy(env, None, cls=ClippedContinuousDeterministicPolicy)
     actor = policy.actor
     noise = attach_continuous(policy, bias_cache((0.2,), (-2.0,), (2.0,)), sigma=0.05)
     assert type(policy) is ClippedContinuousDeterministicPolicy
-    assert isinstance(policy, ContinuousDeterministicPolicy)
     assert policy.actor is actor  # same object, same networks
     assert policy.exploration_noise is noise
     assert repr(noise) == "GuidedGaussianNoise(sigma=0.05, apply_fraction=1.0)"
-    # attaching again keeps the class
-    attach_continuous(policy, bias_cache((0.2,), (-2.0,), (2.0,)), sigma=0.05)
-    assert type(policy) is ClippedContinuousDeterministicPolicy
+    again = attach_continuous(policy, bias_cache((0.1,), (-2.0,), (2.0,)), sigma=0.05)
+    assert policy.exploration_noise is again and type(policy) is ClippedContinuousDeterministicPolicy
+
+
+@pytest.mark.parametrize(("stock", "clipped"), [(ContinuousDeterministicPolicy, ClippedContinuousDeterministicPolicy),
+                                                (SACPolicy, GuidedSACPolicy)])
+def test_attach_continuous_names_the_clipping_class_for_a_stock_policy(stock, clipped):
+    env = gym.make("Pendulum-v1")
+    policy = ddpg_policy(env, None) if stock is ContinuousDeterministicPolicy else sac_policy(env)
+    with pytest.raises(TypeError) as info:
+        attach_continuous(policy, bias_cache((0.2,), (-2.0,), (2.0,)), sigma=0.05)
+    message = str(info.value)
+    assert f"got {stock.__name__}: construct {clipped.__name__} instead (same arguments)" in message
+    assert "`class ClippedMyPolicy(ClipNoisyActionMixin, MyPolicy): pass`" in message
+    assert type(policy) is stock and policy.exploration_noise is None  # nothing was changed
+
+
+class MyDeterministicPolicy(ContinuousDeterministicPolicy):
+    """A user's own policy class, which has no clipping twin in the package."""
+
+
+def test_the_recipe_in_the_error_makes_a_clipping_class():
+    env = gym.make("Pendulum-v1")
+    with pytest.raises(TypeError) as info:
+        attach_continuous(ddpg_policy(env, None, cls=MyDeterministicPolicy), bias_cache((0.2,), (-2.0,), (2.0,)))
+    recipe = re.search(r"`(class .*)`", str(info.value)).group(1)
+    assert recipe == "class ClippedMyDeterministicPolicy(ClipNoisyActionMixin, MyDeterministicPolicy): pass"
+    namespace = {"ClipNoisyActionMixin": ClipNoisyActionMixin, "MyDeterministicPolicy": MyDeterministicPolicy}
+    exec(recipe, namespace)
+    policy = ddpg_policy(env, None, cls=namespace["ClippedMyDeterministicPolicy"])
+    attach_continuous(policy, bias_cache((5.0,), (-2.0,), (2.0,)), sigma=0.01)  # far past the bound
+    noisy = policy.add_exploration_noise(np.zeros((4, 1)), Batch(obs=np.zeros((4, 3)), info=Batch()))
+    np.testing.assert_array_equal(noisy, np.ones((4, 1)))  # clipped to the unit box: what the env executes

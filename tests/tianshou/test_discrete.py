@@ -3,6 +3,8 @@ evaluation actions do not; action masks hold; the first application of an update
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from tianshou.utils.torch_utils import policy_within_training_step
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.types import ActionSpec, ExplorationUpdate
 from tianshou_integration import EnvStepCounter, GuidedDQNPolicy, attach_discrete
-from tianshou_integration.discrete import GuidedC51Policy, sample_guided_actions
+from tianshou_integration.discrete import GuidedC51Policy, GuidedEpsGreedyMixin, sample_guided_actions
 
 from . import envs  # noqa: F401  (registers MaskedChoice-v0)
 
@@ -195,24 +197,77 @@ def test_first_application_of_an_update_is_recorded():
     assert cache.applied_at(2) == 64
 
 
-@pytest.mark.parametrize("cls", [DiscreteQLearningPolicy, C51Policy])
-def test_attach_discrete_to_an_existing_policy(cls):
-    kwargs = {"num_atoms": 5} if cls is C51Policy else {}
+def q_net(cls: type) -> Net:
     torch.manual_seed(0)
-    net = Net(state_shape=3, action_shape=N_ACTIONS, hidden_sizes=(16,), softmax=cls is C51Policy,
-              num_atoms=kwargs.get("num_atoms", 1))
-    policy = cls(model=net, action_space=gym.spaces.Discrete(N_ACTIONS), eps_training=1.0, **kwargs)
+    c51 = issubclass(cls, C51Policy)
+    return Net(state_shape=3, action_shape=N_ACTIONS, hidden_sizes=(16,), softmax=c51, num_atoms=5 if c51 else 1)
+
+
+def build(cls: type, **kwargs) -> DiscreteQLearningPolicy:
+    extra = {"num_atoms": 5} if issubclass(cls, C51Policy) else {}
+    return cls(model=q_net(cls), action_space=gym.spaces.Discrete(N_ACTIONS), eps_training=1.0, **extra, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [GuidedDQNPolicy, GuidedC51Policy])
+def test_attach_discrete_to_a_guided_policy(cls):
+    policy = build(cls)
     cache = ExplorationCache(ActionSpec.discrete(N_ACTIONS))
     publish(cache, (0.0, 1.0, 0.0, 0.0))
     same = attach_discrete(policy, cache, np.random.default_rng(0))
-    assert same is policy
-    assert isinstance(policy, cls)
-    if cls is C51Policy:
-        assert type(policy) is GuidedC51Policy
+    assert same is policy and type(policy) is cls  # the class is never changed
     batch = obs_batch(100)
     with policy_within_training_step(policy):
         acts = policy.add_exploration_noise(greedy_actions(policy, batch), batch)
     assert set(acts.tolist()) == {1}
+
+
+@pytest.mark.parametrize(("cls", "guided"), [(DiscreteQLearningPolicy, GuidedDQNPolicy), (C51Policy, GuidedC51Policy)])
+def test_attach_discrete_names_the_guided_class_for_a_stock_policy(cls, guided):
+    policy = build(cls)
+    with pytest.raises(TypeError) as info:
+        attach_discrete(policy, ExplorationCache(ActionSpec.discrete(N_ACTIONS)))
+    message = str(info.value)
+    assert f"got {cls.__name__}: construct {guided.__name__} instead (same arguments)" in message
+    assert "`class GuidedMyPolicy(GuidedEpsGreedyMixin, MyPolicy): pass`" in message
+    assert type(policy) is cls and not isinstance(policy, GuidedEpsGreedyMixin)  # left as it was
+
+
+class MyPolicy(DiscreteQLearningPolicy):
+    """A user's own DQN-family policy class, which has no guided twin in the package."""
+
+
+def test_the_recipe_in_the_error_makes_a_working_guided_class():
+    with pytest.raises(TypeError) as info:
+        attach_discrete(build(MyPolicy), ExplorationCache(ActionSpec.discrete(N_ACTIONS)))
+    recipe = re.search(r"`(class .*)`", str(info.value)).group(1)
+    assert recipe == "class GuidedMyPolicy(GuidedEpsGreedyMixin, MyPolicy): pass"
+    namespace = {"GuidedEpsGreedyMixin": GuidedEpsGreedyMixin, "MyPolicy": MyPolicy}
+    exec(recipe, namespace)
+    policy = build(namespace["GuidedMyPolicy"])
+    cache = ExplorationCache(ActionSpec.discrete(N_ACTIONS))
+    publish(cache, (0.0, 0.0, 0.0, 1.0))
+    attach_discrete(policy, cache, np.random.default_rng(0))
+    batch = obs_batch(100)
+    with policy_within_training_step(policy):
+        acts = policy.add_exploration_noise(greedy_actions(policy, batch), batch)
+    assert set(acts.tolist()) == {3}
+
+
+def test_attach_discrete_refuses_a_policy_whose_own_exploration_the_mixin_would_hide():
+    class BranchPolicy(DiscreteQLearningPolicy):
+        def add_exploration_noise(self, act, batch):
+            return act
+
+    class GuidedBranchPolicy(GuidedEpsGreedyMixin, BranchPolicy):
+        pass
+
+    with pytest.raises(TypeError, match="would replace BranchPolicy.add_exploration_noise"):
+        attach_discrete(build(GuidedBranchPolicy), ExplorationCache(ActionSpec.discrete(N_ACTIONS)))
+
+
+def test_attach_discrete_rejects_a_policy_outside_the_dqn_family():
+    with pytest.raises(TypeError, match="needs a DiscreteQLearningPolicy, got object"):
+        attach_discrete(object(), ExplorationCache(ActionSpec.discrete(N_ACTIONS)))  # type: ignore[arg-type]
 
 
 def test_attach_rejects_a_cache_of_the_wrong_shape():

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .state import publish
+from explorer_pipeline.rundir_format import pyplot, save_png
+
 from .stats import Estimate, mean_band
 
 __all__ = ["cost_figure", "final_scores_figure", "learning_curves_figure", "profile_figure"]
@@ -21,40 +20,20 @@ DPI = 120
 STYLES = (("-", 3.2), ("--", 2.2), (":", 2.2), ("-.", 1.6))
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _colors(arms: Sequence[str]) -> dict[str, Any]:
-    plt = _pyplot()
-    cycle = plt.get_cmap("tab10")
+    cycle = pyplot().get_cmap("tab10")
     return {arm: cycle(i % 10) for i, arm in enumerate(arms)}
 
 
 def _save(fig: Any, path: Path) -> None:
-    plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        publish(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_png(fig, path, dpi=DPI)
 
 
 def learning_curves_figure(curves: Mapping[str, Mapping[str, list[list[tuple[float, float]]]]],
                            arms: Sequence[str], envs: Sequence[str], path: Path, *, seed: int = 0) -> None:
     """``curves[env][arm]``: one list of ``(step, greedy return)`` per run. Each arm's mean with a
     95% bootstrap band over runs, on the steps every run of that arm has reached."""
-    plt = _pyplot()
+    plt = pyplot()
     colors = _colors(arms)
     cols = min(3, len(envs))
     rows = math.ceil(len(envs) / cols)
@@ -106,7 +85,7 @@ def _intervals(ax: Any, labels: Sequence[str], estimates: Sequence[Estimate], co
 def final_scores_figure(arms: Sequence[str], iqms: Mapping[str, Estimate], baseline: str | None,
                         pois: Mapping[str, Estimate], path: Path) -> None:
     """IQM of normalised final returns per arm, and P(arm > baseline), with 95% intervals."""
-    plt = _pyplot()
+    plt = pyplot()
     colors = _colors(arms)
     compared = [arm for arm in arms if arm in pois]
     ncols = 2 if compared else 1
@@ -128,7 +107,7 @@ def final_scores_figure(arms: Sequence[str], iqms: Mapping[str, Estimate], basel
 def profile_figure(arms: Sequence[str], taus: np.ndarray,
                    profiles: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:
     """Performance profiles: fraction of runs with a normalised score above tau."""
-    plt = _pyplot()
+    plt = pyplot()
     colors = _colors(arms)
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm in arms:
@@ -150,7 +129,7 @@ def profile_figure(arms: Sequence[str], taus: np.ndarray,
 
 def cost_figure(arms: Sequence[str], per_arm: Mapping[str, Mapping[str, float]], path: Path) -> None:
     """Tokens per run (input and output) and mean request latency per arm."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_tokens, ax_latency) = plt.subplots(1, 2, figsize=(10, 0.5 * len(arms) + 1.8))
     ys = np.arange(len(arms))[::-1]
     inputs = [per_arm[a].get("input_tokens", 0.0) or 0.0 for a in arms]

@@ -125,7 +125,7 @@ class RayBackend:
         try:
             import ray
         except ImportError as exc:
-            from ..errors import UsageError
+            from explorer_pipeline.errors import UsageError
 
             raise UsageError("the Ray backend needs Ray: pip install 'llm-explorer[ablation-ray]' "
                              f"(or pip install 'ray>=2.9'); {exc}") from None

@@ -9,9 +9,8 @@ e.g. to a best-known score). See :mod:`.stats` for the estimators.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import informativeness
+from explorer_pipeline import informativeness
+from explorer_pipeline.rundir_format import write_text_atomic
+
 from . import figures
 from .results import SUMMARY_COLUMNS, Study, load_study
-from .state import publish
 from .stats import CONFIDENCE, RESAMPLES, Estimate, iqm_estimate, performance_profile, poi_estimate
 
 __all__ = ["INFORMATIVE_MAJORITY", "MIN_SEEDS_FOR_CLAIMS", "Analysis", "ReportFiles", "analyse", "write_report"]
@@ -271,26 +271,18 @@ def write_report(out: Path, *, seed: int = 0) -> ReportFiles:
     figures.cost_figure(study.arms, a.cost, fig_dir / FIGURES[3])
     written = tuple(fig_dir / name for name in FIGURES if (fig_dir / name).exists())
     report_md = out / "report.md"
-    _write_text(report_md, _markdown(a, written))
+    write_text_atomic(report_md, _markdown(a, written))
     return ReportFiles(summary_csv, report_md, written)
 
 
 def _write_summary_csv(study: Study, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".csv", dir=path.parent)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(SUMMARY_COLUMNS))
-        writer.writeheader()
-        for run in sorted(study.runs, key=lambda r: (study.arms.index(r.arm), study.envs.index(r.env), r.seed)):
-            writer.writerow({k: "" if v is None else v for k, v in run.row(study.prices, study.out).items()})
-    publish(tmp, path)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(SUMMARY_COLUMNS))
+    writer.writeheader()
+    for run in sorted(study.runs, key=lambda r: (study.arms.index(r.arm), study.envs.index(r.env), r.seed)):
+        writer.writerow({k: "" if v is None else v for k, v in run.row(study.prices, study.out).items()})
+    write_text_atomic(path, buffer.getvalue())
     return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    publish(tmp, path)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from explorer_pipeline.errors import UsageError
+from explorer_pipeline.rundir_format import read_json, run_is_complete, write_json_atomic, write_text_atomic
+
 from .backends import Backend
 from .launch import Job, Outcome
 from .plan import PlannedRun, expand
 from .progress import Progress, format_duration
 from .spec import StudySpec
-from .state import StatusLog, StudyLock, read_json, run_is_complete, write_json_atomic, write_text_atomic
+from .state import StatusLog, StudyLock
 
 __all__ = ["StudyResult", "jobs_for", "plan_study", "run_study", "write_configs"]
 

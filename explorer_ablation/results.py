@@ -15,9 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from .. import informativeness
-from ..errors import UsageError
-from .state import StatusLog, read_json, read_summary, run_is_complete
+from explorer_pipeline import informativeness
+from explorer_pipeline.errors import UsageError
+from explorer_pipeline.rundir_format import (
+    METRICS_FILE,
+    UPDATES_FILE,
+    read_json,
+    read_jsonl,
+    read_summary,
+    run_is_complete,
+)
+
+from .state import StatusLog
 
 __all__ = ["SUMMARY_COLUMNS", "RunResult", "Study", "load_study"]
 
@@ -199,9 +208,9 @@ def _load_run(out: Path, run_id: str, info: dict[str, Any], last: dict[str, Any]
         result.error = (last or {}).get("error", "") if status == "failed" else ""
         return result
     result.summary = read_summary(run_dir) or {}
-    result.train_curve, result.eval_curve = _read_metrics(run_dir / "metrics.csv")
+    result.train_curve, result.eval_curve = _read_metrics(run_dir / METRICS_FILE)
     episode_ends = [int(step) for step, _ in result.train_curve]
-    result.latencies, result.fallback_lines, result.applied_updates = _read_updates(run_dir / "updates.jsonl",
+    result.latencies, result.fallback_lines, result.applied_updates = _read_updates(run_dir / UPDATES_FILE,
                                                                                     episode_ends)
     return result
 
@@ -233,19 +242,8 @@ def _read_updates(path: Path, episode_ends: list[int]) -> tuple[list[float], int
     """
     latencies: list[float] = []
     fallbacks = 0
-    try:
-        raw_lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return latencies, fallbacks, []
-    lines: list[dict[str, Any]] = []
-    for raw in raw_lines:
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(line, dict):
-            continue
-        lines.append(line)
+    lines = read_jsonl(path)
+    for line in lines:
         source = line.get("source")
         if source == "fallback":
             fallbacks += 1

@@ -52,8 +52,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import UsageError
-from ..yamlio import Position, YamlDocument, YamlError, read_yaml
+from explorer_pipeline.errors import UsageError
+from explorer_pipeline.yamlio import Position, YamlDocument, YamlError, read_yaml
 
 __all__ = [
     "SHORTCUTS",
@@ -665,8 +665,8 @@ def _cached_describe() -> Callable[[str], Any]:
 
 def _registered_names() -> tuple[list[str], list[str]]:
     """Providers and prompt sets of the installed plugins (the Tianshou plugin is not needed)."""
-    from ..plugins import make_plugin_manager
-    from ..session import Catalogues
+    from explorer_pipeline.plugins import make_plugin_manager
+    from explorer_pipeline.session import Catalogues
 
     catalogues = Catalogues(make_plugin_manager(blocked=("tianshou",)))
     return list(catalogues.providers.names()), list(catalogues.prompt_sets.names())

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .state import move_aside, run_is_complete
+from explorer_pipeline.rundir_format import run_is_complete
+
+from .state import move_aside
 
 __all__ = [
     "TRAIN_CMD_ENV",

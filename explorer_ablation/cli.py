@@ -1,9 +1,10 @@
-"""``llm-explorer ablate`` and ``llm-explorer report``. Only click is imported at module level,
-so ``llm-explorer --help`` stays fast; the work is done by :mod:`.runner` and :mod:`.report`.
+"""``llm-explorer ablate`` and ``llm-explorer report``. Only click and the core's errors are
+imported at module level, so ``llm-explorer --help`` stays fast; the work is done by :mod:`.runner` and :mod:`.report`.
 
 Exit status: 0 everything complete; 1 some run failed (the study still ran every other run) or
 the report could not be written; 2 bad input (spec, options, study directory) before anything
-ran; 130 stopped by Ctrl-C or SIGTERM (``--resume`` continues).
+ran, reported as :class:`~explorer_pipeline.errors.BadInput` like every other command; 130
+stopped by Ctrl-C or SIGTERM (``--resume`` continues).
 """
 
 from __future__ import annotations
@@ -12,19 +13,14 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
+from explorer_pipeline.errors import BadInput
+
 __all__ = ["ablate", "report"]
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-
-def _usage_error(ctx: click.Context, message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    ctx.exit(EXIT_USAGE)
-    raise AssertionError("unreachable")
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
 @contextlib.contextmanager
@@ -80,18 +76,18 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
     import json
     import shlex
 
-    from ..errors import UsageError
+    from explorer_pipeline.errors import UsageError
     from .launch import command_line
     from .runner import jobs_for, plan_study, run_study
     from .spec import load_spec
 
     if ray_address is not None and backend != "ray":
-        _usage_error(ctx, "--ray-address needs --backend ray")
+        raise BadInput("--ray-address needs --backend ray")
     command = shlex.split(train_command) if train_command else None
     try:
         study = load_spec(spec)
     except UsageError as exc:
-        _usage_error(ctx, str(exc))
+        raise BadInput.from_error(exc) from None
     out = out or Path("runs") / "ablations" / study.name
     if dry_run:
         runs = plan_study(study, spec)
@@ -106,7 +102,7 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
             result = run_study(study, out, chosen, spec_path=spec, resume=resume, train_command=command,
                                echo=lambda line: click.echo(line, err=True))
     except UsageError as exc:
-        _usage_error(ctx, str(exc))
+        raise BadInput.from_error(exc) from None
     click.echo(f"{result.done}/{result.total} runs complete, {len(result.failed)} failed "
                f"(this session: {result.wall_s:.0f} s)", err=True)
     if result.interrupted:
@@ -146,13 +142,13 @@ def _write_report(out: Path) -> bool:
 @click.pass_context
 def report(ctx: click.Context, directory: Path) -> None:
     """Write summary.csv, report.md and figures/ for the ablation study in DIRECTORY."""
-    from ..errors import UsageError
+    from explorer_pipeline.errors import UsageError
     from .report import write_report
 
     try:
         files = write_report(directory)
     except UsageError as exc:
-        _usage_error(ctx, str(exc))
+        raise BadInput.from_error(exc) from None
     click.echo(f"report: {files.report_md}")
     click.echo(f"summary: {files.summary_csv}")
     for path in files.figures:

@@ -1,0 +1,727 @@
+"""Checkpoints of a training run: written atomically, the newest complete one restores the run.
+
+A checkpoint is a directory ``RUN_DIR/checkpoints/step-<env step, 12 digits>/``:
+
+===============  ==========================================================================
+``state.pt``     ``torch.save`` of one dict: the training loop's position, the algorithm's
+                 ``state_dict`` (networks, target networks, optimisers) plus its counters and
+                 any optimiser Tianshou does not list, every random generator (Python, numpy's
+                 global one, torch, the guided-draw generator, the replay buffer's sampler),
+                 the episode tap, the exploration noise, the exploration cache, the explorer
+                 runtime (counters, recent episodes, the pipeline's generators and scripted
+                 replies) and where the run directory's files stood
+``envs.pkl``     the training and evaluation environments, pickled wrapper by wrapper; bases
+                 that pickling would rebuild from scratch (ALE, MuJoCo) also save their
+                 emulator / simulator state
+``buffer.pkl``   the replay buffer, when ``checkpoint.include_buffer`` says so
+``meta.json``    written last: the step, the files and their sizes, the configuration it belongs
+                 to, and what is not restored exactly (``limits``)
+===============  ==========================================================================
+
+Writing goes to ``checkpoints/.partial-*`` first; every file is synced, ``meta.json`` is written
+last, and the directory is renamed into place. A process killed while writing leaves a
+``.partial-*`` directory, which is ignored (and removed by the next writer). When reading, a
+checkpoint whose files do not have the sizes ``meta.json`` lists, or that fails to load, is
+skipped in favour of the previous one.
+
+The files are pickles: load only checkpoints you wrote yourself, with the same version of the
+code and packages.
+
+Restoring is exact (a resumed run computes what an uninterrupted one would) when the buffer was
+saved, every environment could be saved (gymnasium's pure-Python environments, ALE, MuJoCo),
+training runs on the CPU, and the explorer has no request in flight at the checkpoint (blocking
+mode). Anything else is listed in ``meta.json``'s ``limits`` and in the resumed run's manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pickle
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from explorer_pipeline.errors import UsageError
+
+from .config import CheckpointConfig, RunConfig
+from .training import LoopState
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "Checkpointer",
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "RunParts",
+    "StoredCheckpoint",
+    "complete_checkpoints",
+    "config_fingerprint",
+    "load_newest",
+    "restore_run",
+]
+
+CHECKPOINTS_DIR = "checkpoints"
+"""The run directory's sub-directory that holds the checkpoints."""
+FORMAT = 1
+STATE_FILE, ENVS_FILE, BUFFER_FILE, META_FILE = "state.pt", "envs.pkl", "buffer.pkl", "meta.json"
+_PARTIAL = ".partial-"
+_MIB = 1024 * 1024
+
+
+class CheckpointError(UsageError):
+    """No usable checkpoint, or one that does not belong to the configuration (exit status 2)."""
+
+
+# --------------------------------------------------------------------------- configuration identity
+def _without_checkpoint(config: RunConfig) -> dict[str, Any]:
+    data = config.model_dump(mode="json")
+    data.pop("checkpoint", None)
+    return data
+
+
+def config_fingerprint(config: RunConfig) -> str:
+    """SHA-256 of the resolved configuration without its ``checkpoint`` section (how often
+    checkpoints are written does not change what a run computes)."""
+    text = yaml.safe_dump(_without_checkpoint(config), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_differences(saved: dict[str, Any], config: RunConfig, labels: tuple[str, str] = ("run", "given")) -> list[str]:
+    """Dotted keys (outside ``checkpoint``) whose values differ, as ``key (run: a, given: b)``."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif a != b:
+            out.append(f"{path} ({labels[0]}: {a!r}, {labels[1]}: {b!r})")
+
+    walk(saved, _without_checkpoint(config), "")
+    return out
+
+
+# --------------------------------------------------------------------------- what makes up a run
+@dataclass
+class RunParts:
+    """The live objects of one run that a checkpoint saves and restores.
+
+    :param setup: the algorithm, its policy, envs and replay buffer (``AlgoSetup``).
+    :param rng: the generator of the guided exploration draws.
+    :param tap: the episode tap (episode count, last record).
+    :param cache: the exploration cache the collector reads.
+    :param rundir: the run directory (file positions, updates held until applied).
+    :param runtime: the explorer runtime, or None without an LLM.
+    """
+
+    setup: Any
+    rng: np.random.Generator
+    tap: Any
+    cache: Any
+    rundir: Any
+    runtime: Any = None
+
+
+# --------------------------------------------------------------------------- random generators
+def _capture_rngs(rng: np.random.Generator) -> dict[str, Any]:
+    cuda = None
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        cuda = torch.cuda.get_rng_state_all()
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": cuda, "guided": rng.bit_generator.state}
+
+
+def _restore_rngs(state: dict[str, Any], rng: np.random.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    rng.bit_generator.state = state["guided"]
+
+
+# --------------------------------------------------------------------------- the algorithm
+_SCALARS = (int, float, bool)
+
+
+def _capture_algorithm(algorithm: torch.nn.Module) -> dict[str, Any]:
+    """``state_dict`` (networks, target networks, the optimisers Tianshou lists) plus every
+    module's plain counters (``_iter`` of DQN, ``_cnt`` of TD3, ...) and optimisers kept in a
+    module's attributes (SAC's automatic α)."""
+    scalars: dict[str, dict[str, Any]] = {}
+    optimizers: dict[str, Any] = {}
+    for name, module in algorithm.named_modules():
+        values = {k: v for k, v in vars(module).items() if type(v) in _SCALARS}
+        if values:
+            scalars[name] = values
+        for attr, value in vars(module).items():
+            if isinstance(value, torch.optim.Optimizer):
+                optimizers[f"{name}:{attr}"] = value.state_dict()
+    return {"state_dict": algorithm.state_dict(), "scalars": scalars, "optimizers": optimizers}
+
+
+def _restore_algorithm(algorithm: torch.nn.Module, state: dict[str, Any]) -> None:
+    algorithm.load_state_dict(dict(state["state_dict"]))
+    modules = dict(algorithm.named_modules())
+    for name, values in state["scalars"].items():
+        module = modules.get(name)
+        if module is None:
+            raise ValueError(f"the checkpoint has counters of module {name!r}, which this algorithm lacks")
+        for attr, value in values.items():
+            setattr(module, attr, value)
+    for key, optim_state in state["optimizers"].items():
+        name, attr = key.rsplit(":", 1)
+        getattr(modules[name], attr).load_state_dict(optim_state)
+
+
+# --------------------------------------------------------------------------- replay buffer
+def buffer_nbytes(buffer: Any) -> int:
+    """Bytes held by the replay buffer's arrays (sub-buffers' views of them not counted twice)."""
+    seen: set[int] = set()
+
+    def size(value: Any, depth: int) -> int:
+        if id(value) in seen or depth > 6:
+            return 0
+        seen.add(id(value))
+        if isinstance(value, np.ndarray):
+            return int(value.nbytes) if value.dtype != object else sum(size(v, depth + 1) for v in value.flat)
+        if isinstance(value, dict):
+            return sum(size(v, depth + 1) for v in value.values())
+        if isinstance(value, list | tuple):
+            return sum(size(v, depth + 1) for v in value)
+        if hasattr(value, "__dict__") and type(value).__module__.startswith(("tianshou", "tianshou_integration")):
+            return sum(size(v, depth + 1) for k, v in vars(value).items() if k != "buffers")
+        return 0
+
+    return size(buffer, 0)
+
+
+@contextlib.contextmanager
+def _children_detached(buffer: Any) -> Iterator[None]:
+    """A vector buffer's sub-buffers hold views of its storage; pickling them would store every
+    transition twice. They are detached while pickling and linked again on load."""
+    children = list(getattr(buffer, "buffers", ()))
+    saved = [child._meta for child in children]
+    try:
+        if children:
+            from tianshou.data import Batch
+
+            for child in children:
+                child._meta = Batch()
+        yield
+    finally:
+        for child, meta in zip(children, saved, strict=True):
+            child._meta = meta
+
+
+def _link_children(buffer: Any) -> None:
+    if getattr(buffer, "buffers", None) is not None and len(buffer._meta.get_keys()) > 0:
+        buffer._set_batch_for_children()
+
+
+def _cut_open_episodes(buffer: Any) -> None:
+    """After fresh env resets: end each sub-buffer's unfinished episode at its last transition
+    (truncated), so no return or n-step target runs across the reset."""
+    children = getattr(buffer, "buffers", None)
+    if children is None or len(buffer._meta.get_keys()) == 0:
+        return
+    for offset, child in zip(buffer._offset, children, strict=True):
+        if len(child) == 0:
+            continue
+        last = int(offset + (child._insertion_idx - 1) % child.maxsize)
+        if not buffer._meta.done[last]:
+            buffer._meta.truncated[last] = True
+            buffer._meta.done[last] = True
+        child._ep_return, child._ep_len, child._ep_start_idx = 0.0, 0, child._insertion_idx
+
+
+# --------------------------------------------------------------------------- environments
+class _EnvNotSaved(Exception):
+    """An environment whose state cannot be saved exactly."""
+
+
+def _base_state(base: Any) -> dict[str, Any] | None:
+    """State that pickling would lose: bases pickled by their constructor arguments (gymnasium's
+    ``EzPickle``) come back freshly built. None: pickling keeps everything."""
+    from gymnasium.utils import EzPickle
+
+    if not isinstance(base, EzPickle):
+        return None
+    rng = base.np_random.bit_generator.state
+    if type(base).__module__.startswith("ale_py"):
+        return {"kind": "ale", "ale": base.ale.cloneState(include_rng=True), "np_random": rng}
+    with contextlib.suppress(ImportError):
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+        if isinstance(base, MujocoEnv):
+            return {"kind": "mujoco", "data": pickle.dumps(base.data, protocol=pickle.HIGHEST_PROTOCOL),
+                    "np_random": rng}
+    raise _EnvNotSaved(f"{type(base).__name__} is rebuilt from scratch when unpickled and its state "
+                       "has no saver (ALE and MuJoCo have one)")
+
+
+def _restore_base(base: Any, state: dict[str, Any]) -> None:
+    if state["kind"] == "ale":
+        base.ale.restoreState(state["ale"])
+    elif state["kind"] == "mujoco":
+        import mujoco
+
+        mujoco.mj_copyData(base.data, base.model, pickle.loads(state["data"]))
+    base.np_random.bit_generator.state = state["np_random"]
+
+
+def _capture_envs(venv: Any) -> list[dict[str, Any]]:
+    states = []
+    for worker in venv.workers:
+        env = getattr(worker, "env", None)
+        if env is None:
+            raise _EnvNotSaved(f"{type(worker).__name__} runs its environment in another process")
+        space = worker.action_space
+        try:
+            chain = pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise _EnvNotSaved(f"{type(env.unwrapped).__name__} cannot be pickled: {exc}") from None
+        states.append({"chain": chain, "base": _base_state(env.unwrapped),
+                       "space_rng": space.np_random.bit_generator.state})
+    return states
+
+
+def _restore_envs(venv: Any, states: list[dict[str, Any]]) -> None:
+    if len(states) != len(venv.workers):
+        raise ValueError(f"the checkpoint has {len(states)} environments, the run has {len(venv.workers)}")
+    for worker, state in zip(venv.workers, states, strict=True):
+        env = pickle.loads(state["chain"])
+        if state["base"] is not None:
+            _restore_base(env.unwrapped, state["base"])
+        old = worker.env
+        worker.env = env
+        worker.action_space = env.unwrapped.action_space
+        worker.action_space.np_random.bit_generator.state = state["space_rng"]
+        with contextlib.suppress(Exception):
+            old.close()
+
+
+# --------------------------------------------------------------------------- the explorer's handler
+_WALK_MODULES = ("explorer_pipeline", "llm_explorer", "langchain_core.runnables", "tianshou_integration")
+
+
+def _known_attributes(obj: Any) -> tuple[str, ...]:
+    """Attributes of built-in pipeline parts that change from request to request."""
+    from explorer_pipeline.controls import Control
+    from explorer_pipeline.scripted import ScriptedChatModel
+
+    if isinstance(obj, ScriptedChatModel):
+        return ("calls", "proposals")
+    if isinstance(obj, Control):
+        return ("frozen",)
+    return ()
+
+
+def _stateful_parts(root: Any) -> dict[str, Any]:
+    """Path -> object for everything reachable from ``root`` whose state matters from one request
+    to the next: numpy generators, objects with ``get_state``/``set_state``, and the built-in
+    parts :func:`_known_attributes` names. Walks only into the pipeline's own objects."""
+    from explorer_pipeline.cache import ExplorationCache
+
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+
+    def visit(obj: Any, path: str, depth: int) -> None:
+        if obj is None or isinstance(obj, str | bytes | int | float | bool) or id(obj) in seen or depth > 8:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, np.random.Generator) or _known_attributes(obj) or (
+                callable(getattr(obj, "get_state", None)) and callable(getattr(obj, "set_state", None))
+                and not isinstance(obj, ExplorationCache)):
+            found[path] = obj
+            if not _known_attributes(obj):
+                return
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                visit(value, f"{path}[{key!r}]", depth + 1)
+        elif isinstance(obj, list | tuple):
+            for i, value in enumerate(obj):
+                visit(value, f"{path}[{i}]", depth + 1)
+        elif hasattr(obj, "__dict__") and type(obj).__module__.startswith(_WALK_MODULES) \
+                and not isinstance(obj, ExplorationCache):
+            for key, value in vars(obj).items():
+                visit(value, f"{path}.{key}", depth + 1)
+
+    visit(root, "handler", 0)
+    return found
+
+
+def handler_state(handler: Any) -> dict[str, Any]:
+    """The request handler's state that carries over between requests (see :func:`_stateful_parts`)."""
+    state: dict[str, Any] = {}
+    for path, obj in _stateful_parts(handler).items():
+        if isinstance(obj, np.random.Generator):
+            state[path] = ("generator", obj.bit_generator.state)
+        elif _known_attributes(obj):
+            state[path] = ("attributes", {a: getattr(obj, a) for a in _known_attributes(obj)})
+        else:
+            state[path] = ("protocol", obj.get_state())
+    return state
+
+
+def restore_handler_state(handler: Any, state: dict[str, Any]) -> list[str]:
+    """Restore :func:`handler_state`; returns the saved paths this handler does not have."""
+    parts = _stateful_parts(handler)
+    missing = []
+    for path, (kind, value) in state.items():
+        obj = parts.get(path)
+        if obj is None:
+            missing.append(path)
+        elif kind == "generator":
+            obj.bit_generator.state = value
+        elif kind == "attributes":
+            for attr, item in value.items():
+                setattr(obj, attr, item)
+        else:
+            obj.set_state(value)
+    return missing
+
+
+# --------------------------------------------------------------------------- on disk
+@dataclass
+class StoredCheckpoint:
+    """A complete checkpoint directory (its files have the sizes its ``meta.json`` lists)."""
+
+    path: Path
+    step: int
+    meta: dict[str, Any]
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read into memory, ready for :func:`restore_run`."""
+
+    stored: StoredCheckpoint
+    state: dict[str, Any]
+    envs: dict[str, Any] | None
+    buffer: Any
+
+    @property
+    def step(self) -> int:
+        return self.stored.step
+
+    @property
+    def limits(self) -> list[str]:
+        return list(self.stored.meta.get("limits", []))
+
+
+def _step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    out = []
+    for child in root.iterdir():
+        if child.is_dir() and child.name.startswith("step-") and child.name[5:].isdigit():
+            out.append((int(child.name[5:]), child))
+    return sorted(out, reverse=True)
+
+
+def _check(path: Path, step: int) -> tuple[StoredCheckpoint | None, str]:
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"{META_FILE} unreadable ({exc.__class__.__name__})"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("step") != step:
+        return None, f"{META_FILE} is not a format-{FORMAT} checkpoint of step {step}"
+    for name, size in meta.get("files", {}).items():
+        try:
+            actual = (path / name).stat().st_size
+        except OSError:
+            return None, f"{name} is missing"
+        if actual != size:
+            return None, f"{name} has {actual} bytes, {size} were written"
+    return StoredCheckpoint(path, step, meta), ""
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[StoredCheckpoint]:
+    """The run's complete checkpoints, newest first (partial and damaged ones left out)."""
+    out = []
+    for step, path in _step_dirs(Path(run_dir)):
+        stored, why = _check(path, step)
+        if stored is not None:
+            out.append(stored)
+        else:
+            log.warning("ignoring checkpoint %s: %s", path, why)
+    return out
+
+
+def _load(stored: StoredCheckpoint, device: str) -> LoadedCheckpoint:
+    state = torch.load(stored.path / STATE_FILE, map_location=device, weights_only=False)
+    envs = None
+    if ENVS_FILE in stored.meta["files"]:
+        with open(stored.path / ENVS_FILE, "rb") as f:
+            envs = pickle.load(f)
+    buffer = None
+    if BUFFER_FILE in stored.meta["files"]:
+        with open(stored.path / BUFFER_FILE, "rb") as f:
+            buffer = pickle.load(f)
+        _link_children(buffer)
+    return LoadedCheckpoint(stored, state, envs, buffer)
+
+
+def load_newest(run_dir: str | Path, config: RunConfig, *, device: str = "cpu",
+                fits: Callable[[StoredCheckpoint], str | None] | None = None) -> LoadedCheckpoint:
+    """Read the newest complete checkpoint that loads; older ones are tried when a newer one is
+    damaged. ``fits`` may reject one (returns why). Raises :class:`CheckpointError` when none is
+    usable or the run's configuration is not the one the checkpoints were written with."""
+    run_dir = Path(run_dir)
+    fingerprint = config_fingerprint(config)
+    reasons: list[str] = []
+    for step, path in _step_dirs(run_dir):
+        stored, why = _check(path, step)
+        if stored is None:
+            reasons.append(f"step {step}: {why}")
+            log.warning("ignoring checkpoint %s: %s", path, why)
+            continue
+        if stored.meta.get("fingerprint") != fingerprint:
+            diff = config_differences(stored.meta.get("config", {}), config, ("checkpoint", "config.yaml"))
+            raise CheckpointError(f"the checkpoint at env step {step} in {str(run_dir)!r} was written with a "
+                                  f"different configuration than {str(run_dir / 'config.yaml')!r} holds now"
+                                  + (f": {'; '.join(diff)}" if diff else ""))
+        problem = fits(stored) if fits is not None else None
+        if problem:
+            reasons.append(f"step {step}: {problem}")
+            log.warning("ignoring checkpoint %s: %s", path, problem)
+            continue
+        try:
+            return _load(stored, device)
+        except Exception as exc:  # a damaged file that still has the right size
+            reasons.append(f"step {step}: cannot be read ({type(exc).__name__}: {exc})")
+            log.warning("ignoring checkpoint %s: cannot be read: %s", path, exc)
+    detail = f" ({'; '.join(reasons)})" if reasons else ""
+    raise CheckpointError(f"{str(run_dir)!r} has no complete checkpoint to resume from{detail}")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_file(path: Path, write: Callable[[Any], None]) -> int:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return path.stat().st_size
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass
+class Checkpointer:
+    """Decides when a checkpoint is due and writes it (the training loop's ``checkpoints``).
+
+    :param last_step: the step of the checkpoint a resumed run started from (None: a new run,
+        whose first checkpoint is written before its first training step).
+    """
+
+    run_dir: Path
+    settings: CheckpointConfig
+    config: RunConfig
+    parts: RunParts
+    last_step: int | None = None
+    written: int = 0
+    seconds: float = 0.0
+    bytes_written: int = 0
+    _last_time: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        root = self.run_dir / CHECKPOINTS_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        for child in root.iterdir():  # left by a process killed while writing
+            if child.name.startswith(_PARTIAL):
+                shutil.rmtree(child, ignore_errors=True)
+
+    def due(self, env_step: int) -> bool:
+        if self.last_step is None:
+            return True
+        s = self.settings
+        if s.every_steps is not None and env_step - self.last_step >= s.every_steps:
+            return True
+        return s.every_minutes is not None and time.monotonic() - self._last_time >= 60.0 * s.every_minutes
+
+    def save(self, loop: LoopState) -> Path:
+        """Write a checkpoint of the run at ``loop``; returns its directory."""
+        started = time.perf_counter()
+        step = loop.env_step
+        final = self.run_dir / CHECKPOINTS_DIR / f"step-{step:012d}"
+        if final.exists():  # the run was resumed from it and stopped again at once
+            self._done(step, started, 0)
+            return final
+        parts = self.parts
+        setup = parts.setup
+        limits: list[str] = []
+        explorer = self._explorer_state()
+        state = {
+            "format": FORMAT,
+            "step": step,
+            "loop": loop,
+            "algorithm": _capture_algorithm(setup.algorithm),
+            "rngs": _capture_rngs(parts.rng),
+            "buffer_sampler": setup.buffer._random_state.get_state(),
+            "tap": {"episodes": parts.tap.episodes, "errors": parts.tap.errors,
+                    "blocking_timeouts": parts.tap.blocking_timeouts, "last_record": parts.tap.last_record},
+            "noise_last_version": getattr(setup.noise, "_last_version", None),
+            "explorer": explorer,
+        }
+        if explorer.get("waiting") is not None:
+            limits.append("an exploration request was waiting at the checkpoint; it is not asked again")
+        envs: dict[str, Any] | None
+        try:
+            envs = {"train": _capture_envs(setup.train_envs), "test": _capture_envs(setup.test_envs)}
+        except _EnvNotSaved as exc:
+            envs = None
+            limits.append(f"environments not saved ({exc}); a resumed run starts fresh episodes")
+        with_buffer = self._buffer_included(setup.buffer, limits)
+        if setup.device != "cpu":
+            limits.append(f"training on {setup.device}: kernels may not be deterministic")
+        root = self.run_dir / CHECKPOINTS_DIR
+        partial = root / f"{_PARTIAL}{final.name}-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            files = {STATE_FILE: _write_file(partial / STATE_FILE, lambda f: torch.save(state, f))}
+            if envs is not None:
+                files[ENVS_FILE] = _write_file(partial / ENVS_FILE,
+                                               lambda f: pickle.dump(envs, f, protocol=pickle.HIGHEST_PROTOCOL))
+            if with_buffer:
+                def dump_buffer(f: Any) -> None:
+                    with _children_detached(setup.buffer):
+                        pickle.dump(setup.buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+                files[BUFFER_FILE] = _write_file(partial / BUFFER_FILE, dump_buffer)
+            meta = {"format": FORMAT, "step": step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "files": files, "fingerprint": config_fingerprint(self.config),
+                    "config": _without_checkpoint(self.config), "buffer": with_buffer,
+                    "exact": not limits, "limits": limits}
+            _write_file(partial / META_FILE, lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))
+            _fsync_dir(partial)
+            os.rename(partial, final)
+            _fsync_dir(root)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        self._prune()
+        self._done(step, started, sum(files.values()))
+        log.info("checkpoint at env step %d: %.1f MiB in %.2f s", step, sum(files.values()) / _MIB,
+                 time.perf_counter() - started)
+        return final
+
+    def _done(self, step: int, started: float, size: int) -> None:
+        self.last_step = step
+        self._last_time = time.monotonic()
+        self.written += 1
+        self.bytes_written += size
+        self.seconds += time.perf_counter() - started
+
+    def _buffer_included(self, buffer: Any, limits: list[str]) -> bool:
+        mode = self.settings.include_buffer
+        if mode == "never":
+            limits.append("replay buffer not saved (include_buffer: never); a resumed run starts with an empty "
+                          "buffer and fresh episodes")
+            return False
+        if mode == "auto":
+            size = buffer_nbytes(buffer)
+            if size > self.settings.buffer_limit_mb * _MIB:
+                limits.append(f"replay buffer not saved ({size / _MIB:.0f} MiB > buffer_limit_mb "
+                              f"{self.settings.buffer_limit_mb:g}); a resumed run starts with an empty buffer "
+                              "and fresh episodes")
+                return False
+        return True
+
+    def _explorer_state(self) -> dict[str, Any]:
+        parts = self.parts
+        rundir = parts.rundir
+
+        def owned_by_loop() -> dict[str, Any]:
+            return {"rundir": rundir.checkpoint_state(),
+                    "handler": handler_state(parts.runtime.handler) if parts.runtime is not None else {}}
+
+        if parts.runtime is None:
+            return {"runtime": None, "cache": parts.cache.get_state(), "waiting": None, **owned_by_loop()}
+        snap = parts.runtime.get_state(extra=owned_by_loop)
+        extra = snap.pop("extra")
+        return {"runtime": snap, "cache": snap["cache"], "waiting": snap["waiting"], **extra}
+
+    def _prune(self) -> None:
+        for _, path in _step_dirs(self.run_dir)[self.settings.keep:]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- restoring
+def discard_newer(run_dir: str | Path, step: int) -> list[int]:
+    """Delete checkpoints newer than ``step`` (damaged ones, or ones a resumed run will write
+    again); returns their steps."""
+    gone = []
+    for s, path in _step_dirs(Path(run_dir)):
+        if s > step:
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(s)
+    return gone
+
+
+def restore_run(parts: RunParts, loaded: LoadedCheckpoint) -> LoopState:
+    """Put the run back where ``loaded`` was taken; returns the loop's state for ``train(resume=...)``.
+
+    Call after ``build_setup`` (which seeds and builds everything afresh) and before the explorer
+    runtime starts and before the training loop makes its collectors.
+    """
+    state = loaded.state
+    setup = parts.setup
+    _restore_algorithm(setup.algorithm, state["algorithm"])
+    fresh_episodes = False
+    if loaded.buffer is not None:
+        if type(loaded.buffer) is not type(setup.buffer):
+            raise CheckpointError(f"the checkpoint's replay buffer is a {type(loaded.buffer).__name__}, this run "
+                                  f"uses a {type(setup.buffer).__name__}")
+        setup.buffer = loaded.buffer
+    else:
+        setup.buffer._random_state.set_state(state["buffer_sampler"])
+        fresh_episodes = True
+    if loaded.envs is not None:
+        _restore_envs(setup.train_envs, loaded.envs["train"])
+        _restore_envs(setup.test_envs, loaded.envs["test"])
+    else:
+        fresh_episodes = True
+    tap = state["tap"]
+    parts.tap.episodes, parts.tap.errors = tap["episodes"], tap["errors"]
+    parts.tap.blocking_timeouts, parts.tap.last_record = tap["blocking_timeouts"], tap["last_record"]
+    parts.tap.counter.value = loaded.step
+    if setup.noise is not None and state["noise_last_version"] is not None and hasattr(setup.noise, "_last_version"):
+        setup.noise._last_version = state["noise_last_version"]
+    explorer = state["explorer"]
+    if parts.runtime is not None and explorer["runtime"] is not None:
+        parts.runtime.set_state(explorer["runtime"])
+        missing = restore_handler_state(parts.runtime.handler, explorer.get("handler", {}))
+        if missing:
+            log.warning("the explorer pipeline has changed; not restored: %s", ", ".join(missing))
+    else:
+        parts.cache.set_state(explorer["cache"])
+    loop: LoopState = state["loop"]
+    if fresh_episodes:
+        _cut_open_episodes(setup.buffer)
+        loop.collector = None
+    _restore_rngs(state["rngs"], parts.rng)  # last: nothing above may draw from them
+    return loop
