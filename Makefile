@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check explorer_pipeline tianshou_integration plugins tests benchmarks
+	$(VENV)/bin/ruff check explorer_pipeline explorer_ablation tianshou_integration plugins tests benchmarks
 
 demo: setup
 	$(VENV)/bin/llm-explorer train --env CartPole-v1 --algo dqn --provider local --out runs/demo

@@ -27,11 +27,18 @@ POLL_S = 0.2
 
 
 class Events(Protocol):
-    def started(self, job: Job, pid: int | None) -> None: ...
-    def finished(self, outcome: Outcome) -> None: ...
+    """What a backend reports while it runs a study (the runner records and prints it)."""
+
+    def started(self, job: Job, pid: int | None) -> None:
+        """``job`` started (``pid``: its child process, None on Ray)."""
+
+    def finished(self, outcome: Outcome) -> None:
+        """A job ended: complete, failed or interrupted."""
 
 
 class Backend(Protocol):
+    """Runs jobs: :class:`LocalBackend` (child processes here) or :class:`RayBackend`."""
+
     name: str
     workers: int
     cpus_per_run: int
@@ -39,13 +46,16 @@ class Backend(Protocol):
     def setup(self) -> None:
         """Connect or size the pool (``workers`` is known afterwards)."""
 
-    def run(self, jobs: Sequence[Job], events: Events) -> None: ...
+    def run(self, jobs: Sequence[Job], events: Events) -> None:
+        """Run every job, at most ``workers`` at a time, reporting to ``events``. A
+        KeyboardInterrupt stops the running jobs, reports them as interrupted and propagates."""
 
     def close(self) -> None:
         """Release what :meth:`setup` took (a local Ray instance)."""
 
 
 def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -63,12 +73,13 @@ class LocalBackend:
         self.workers = workers or max(1, available_cpus() // self.cpus_per_run)
 
     def setup(self) -> None:
-        pass
+        """Nothing to set up: the pool size is known."""
 
     def close(self) -> None:
-        pass
+        """Nothing to release."""
 
     def run(self, jobs: Sequence[Job], events: Events) -> None:
+        """Run ``jobs`` as child processes; Ctrl-C stops the running ones in order."""
         queue = deque(jobs)
         running: list[launch.Started] = []
         try:
@@ -118,6 +129,7 @@ class RayBackend:
         self._started_here = False
 
     def setup(self) -> None:
+        """Start or connect to Ray; without ``workers``, size the pool from the cluster's CPUs."""
         if self._ray is None:
             self._ray, self._started_here = self._init()
 
@@ -142,12 +154,14 @@ class RayBackend:
         return ray, started_here
 
     def close(self) -> None:
+        """Shut Ray down if it was started here."""
         if self._ray is not None and self._started_here:
             with contextlib.suppress(Exception):
                 self._ray.shutdown()
         self._ray, self._started_here = None, False
 
     def run(self, jobs: Sequence[Job], events: Events) -> None:
+        """Run each job as a Ray task; Ctrl-C cancels the tasks in flight."""
         self.setup()
         ray = self._ray
         task = ray.remote(num_cpus=self.cpus_per_run, max_retries=0)(launch.run_blocking)

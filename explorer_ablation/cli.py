@@ -77,6 +77,7 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
     import shlex
 
     from explorer_pipeline.errors import UsageError
+
     from .launch import command_line
     from .runner import jobs_for, plan_study, run_study
     from .spec import load_spec
@@ -143,6 +144,7 @@ def _write_report(out: Path) -> bool:
 def report(ctx: click.Context, directory: Path) -> None:
     """Write summary.csv, report.md and figures/ for the ablation study in DIRECTORY."""
     from explorer_pipeline.errors import UsageError
+
     from .report import write_report
 
     try:

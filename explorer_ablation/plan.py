@@ -42,6 +42,7 @@ class PlannedRun:
 
     @property
     def run_id(self) -> str:
+        """``ARM/ENV/seed-S``: names the run in logs, ``status.jsonl`` and ``study.json``."""
         return f"{self.arm}/{self.env}/seed-{self.seed}"
 
     @property
@@ -99,6 +100,7 @@ class PlannedRun:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
+        """The run's entry in ``study.json``."""
         return {"arm": self.arm, "env": self.env, "seed": self.seed, "settings": self.settings, "config": self.config,
                 "config_file": str(self.config_relpath), "dir": str(self.relpath), "log": str(self.log_relpath),
                 "fingerprint": self.fingerprint}

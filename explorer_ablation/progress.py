@@ -10,6 +10,7 @@ __all__ = ["Progress", "format_duration"]
 
 
 def format_duration(seconds: float | None) -> str:
+    """``1h05m``, ``3m07s`` or ``42s``; ``?`` when unknown."""
     if seconds is None:
         return "?"
     seconds = max(0, round(seconds))
@@ -39,9 +40,11 @@ class Progress:
     skipped: int = 0
 
     def start(self, run_id: str) -> None:
+        """``run_id`` started now."""
         self.running[run_id] = time.monotonic()
 
     def finish(self, run_id: str, ok: bool, wall_s: float) -> None:
+        """``run_id`` ended after ``wall_s`` seconds, complete (``ok``) or failed."""
         self.running.pop(run_id, None)
         if ok:
             self.done += 1
@@ -51,9 +54,11 @@ class Progress:
 
     @property
     def remaining(self) -> int:
+        """Runs neither complete nor failed (running ones included)."""
         return self.total - self.done - self.failed
 
     def eta_s(self) -> float | None:
+        """Seconds until every remaining run is done; None before any run of this session finished."""
         if not self.durations:
             return None
         per_run = statistics.fmean(self.durations)
@@ -63,6 +68,7 @@ class Progress:
         return (queued * per_run + in_flight_left) / max(1, self.workers)
 
     def line(self) -> str:
+        """``[done/total done, N running, F failed, ETA ...]`` for progress messages."""
         eta = "done" if self.remaining == 0 else f"ETA {format_duration(self.eta_s())}"
         return (f"[{self.done}/{self.total} done, {len(self.running)} running, "
                 f"{self.failed} failed, {eta}]")

@@ -69,12 +69,15 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
 
     def runs_per_cell(self) -> dict[tuple[str, str], int]:
+        """Complete runs with a finite final return, per arm and environment."""
         return {(arm, env): len(self.raw.get(env, {}).get(arm, [])) for arm in self.study.arms
                 for env in self.study.envs}
 
 
 @dataclass(frozen=True)
 class ReportFiles:
+    """The files :func:`write_report` wrote."""
+
     summary_csv: Path
     report_md: Path
     figures: tuple[Path, ...]
@@ -82,6 +85,9 @@ class ReportFiles:
 
 # --------------------------------------------------------------------------- analysis
 def analyse(study: Study, *, seed: int = 0) -> Analysis:
+    """Normalised scores, IQMs, probabilities of improvement, profiles, cost and guidance per arm,
+    and the report's warnings, from the complete runs of ``study``.
+    """
     a = Analysis(study)
     for env in study.envs:
         a.raw[env] = {arm: [r.final_return for r in study.complete(arm, env) if math.isfinite(r.final_return)]

@@ -7,7 +7,6 @@ Everything comes from files ``llm-explorer train`` wrote (``summary.json``, ``me
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +63,7 @@ class RunResult:
 
     @property
     def complete(self) -> bool:
+        """The run finished (its run directory is complete)."""
         return self.status == "complete"
 
     @property
@@ -106,18 +106,22 @@ class RunResult:
 
     @property
     def updates_informative(self) -> int | None:
+        """Applied updates that were informative; None without a summary."""
         value = self.guidance.get("updates_informative") if self.summary else None
         return int(value) if isinstance(value, int | float) else None
 
     @property
     def fallbacks(self) -> int:
+        """Requests that kept the previous update (``summary.json``, else the ``fallback`` lines)."""
         value = self.summary.get("fallbacks")
         return int(value) if isinstance(value, int | float) else self.fallback_lines
 
     def price_key(self) -> str | None:
+        """The name the spec's ``prices`` are looked up by: the model, else the provider."""
         return self.settings.get("model") or self.settings.get("provider")
 
     def cost_usd(self, prices: dict[str, dict[str, float]]) -> float | None:
+        """Token cost of the run in USD; None when no price applies or the run has no summary."""
         key = self.price_key()
         if key is None or key not in prices or not self.summary:
             return None
@@ -125,6 +129,7 @@ class RunResult:
         return (inp * prices[key]["input"] + out * prices[key]["output"]) / 1e6
 
     def row(self, prices: dict[str, dict[str, float]], base: Path) -> dict[str, Any]:
+        """The run's row of ``summary.csv`` (:data:`SUMMARY_COLUMNS`), paths relative to ``base``."""
         s = self.summary
         inp, out = self.tokens() if s else (None, None)
         cost = self.cost_usd(prices)
@@ -160,24 +165,30 @@ class Study:
 
     @property
     def arms(self) -> list[str]:
+        """Arm names, in spec order."""
         return list(self.meta["arms"])
 
     @property
     def envs(self) -> list[str]:
+        """Environment ids, in spec order."""
         return [e["id"] for e in self.meta["environments"]]
 
     @property
     def baseline(self) -> str | None:
+        """The arm the others are compared with, if any."""
         return self.meta.get("baseline")
 
     @property
     def prices(self) -> dict[str, dict[str, float]]:
+        """Token prices by model or provider name (``{"input": ..., "output": ...}`` per million)."""
         return self.meta.get("prices") or {}
 
     def env_meta(self, env: str) -> dict[str, Any]:
+        """The spec's entry for environment ``env`` (its scores for normalisation)."""
         return next(e for e in self.meta["environments"] if e["id"] == env)
 
     def complete(self, arm: str | None = None, env: str | None = None) -> list[RunResult]:
+        """Complete runs, optionally of one arm and/or one environment."""
         return [r for r in self.runs if r.complete and (arm is None or r.arm == arm) and (env is None or r.env == env)]
 
 

@@ -35,6 +35,8 @@ Echo = Callable[[str], None]
 
 @dataclass
 class StudyResult:
+    """What :func:`run_study` did in this session."""
+
     out: Path
     total: int
     already_complete: int
@@ -45,15 +47,18 @@ class StudyResult:
 
     @property
     def ok(self) -> bool:
+        """Every run is complete and the session was not interrupted."""
         return not self.failed and not self.interrupted
 
 
 def plan_study(spec: StudySpec, spec_path: Path | None) -> list[PlannedRun]:
+    """Every run of ``spec``, with paths relative to the spec file's directory made absolute."""
     return expand(spec, spec_path.parent if spec_path is not None else None)
 
 
 def jobs_for(runs: Sequence[PlannedRun], out: Path, *, train_command: Sequence[str] | None = None,
              cpus: int = 1) -> list[Job]:
+    """One :class:`Job` per run, its files under the study directory ``out``."""
     out = out.resolve()
     return [
         Job(run_id=run.run_id, arguments=tuple(run.arguments(out)), run_dir=out / run.relpath,
@@ -85,11 +90,15 @@ def run_study(
     spec_path: Path | None = None,
     resume: bool = False,
     train_command: Sequence[str] | None = None,
-    echo: Echo = lambda line: print(line, file=sys.stderr, flush=True),
+    echo: Echo | None = None,
 ) -> StudyResult:
     """Run every incomplete run of ``spec`` into ``out``. Raises :class:`UsageError` when ``out``
     already holds a study and ``resume`` is off, or when the spec changed for runs that already
-    finished."""
+    finished.
+
+    :param echo: receives each progress line (default: written to stderr).
+    """
+    echo = echo or _to_stderr
     t0 = time.monotonic()
     out = out.resolve()
     runs = plan_study(spec, spec_path)
@@ -125,6 +134,12 @@ def run_study(
         finally:
             backend.close()
         return result
+
+
+def _to_stderr(line: str) -> None:
+    """The default ``echo``: one line on stderr, flushed."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 class _Events:

@@ -116,6 +116,7 @@ class Problem:
     position: Position | None = None
 
     def format(self, source: str) -> str:
+        """``SOURCE:LINE:COL: dotted.path: message``."""
         where = source
         if self.position is not None:
             where += f":{self.position.line}:{self.position.column}"
@@ -277,11 +278,13 @@ class StudySpec(_Strict):
     # ------------------------------------------------------------------ derived
     @property
     def baseline_arm(self) -> str | None:
+        """The arm others are compared with: ``baseline``, else the arm named ``baseline``, if any."""
         if self.baseline is not None:
             return self.baseline
         return "baseline" if any(a.name == "baseline" for a in self.arms) else None
 
     def arm(self, name: str) -> Arm:
+        """The arm named ``name``; KeyError if there is none."""
         for arm in self.arms:
             if arm.name == name:
                 return arm
@@ -338,6 +341,7 @@ class RunDocument:
         self.origins[path] = origin
 
     def get(self, path: Sequence[str]) -> Any:
+        """The value at key path ``path``; None where the path does not exist."""
         node: Any = self.data
         for part in path:
             if not isinstance(node, dict) or part not in node:

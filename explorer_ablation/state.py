@@ -51,6 +51,7 @@ class StatusLog:
         self.path = path
 
     def append(self, event: str, run_id: str | None = None, **fields: Any) -> None:
+        """Append one event line (time, ``event``, the run, ``fields``) and sync it to disk."""
         line = {"t": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event}
         if run_id is not None:
             line["run"] = run_id
@@ -66,6 +67,7 @@ class StatusLog:
         yield from read_jsonl(self.path)
 
     def last_per_run(self) -> dict[str, dict[str, Any]]:
+        """The last event other than ``started`` of each run."""
         last: dict[str, dict[str, Any]] = {}
         for line in self.events():
             if "run" in line and line.get("event") != "started":

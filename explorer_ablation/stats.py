@@ -52,6 +52,7 @@ class Estimate:
 
     @property
     def has_interval(self) -> bool:
+        """Both bounds are known."""
         return not (math.isnan(self.low) or math.isnan(self.high))
 
 

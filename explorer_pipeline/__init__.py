@@ -17,7 +17,8 @@ from .hookspecs import hookimpl
 from .plugins import make_plugin_manager
 from .providers import Provider, ProviderSettings
 from .runtime import ExplorerRuntime
-from .session import Explorer, ExplorerConfig, open_explorer
+from .session import Explorer, ExplorerConfig, StageChoice, open_explorer
+from .stages import StageContext
 from .types import ActionSpec, EpisodeRecord, ExplorationUpdate, Provenance, RequestFailure, StageUsage
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "Provider",
     "ProviderSettings",
     "RequestFailure",
+    "StageChoice",
+    "StageContext",
     "StageUsage",
     "UnknownNameError",
     "UsageError",

@@ -1,3 +1,5 @@
+"""``python -m explorer_pipeline``: the ``llm-explorer`` command line."""
+
 from .cli import main
 
 main()

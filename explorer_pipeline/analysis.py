@@ -21,6 +21,7 @@ class ChainAnalyser:
         self.context = context
 
     async def analyse(self, variables: Mapping[str, str], request: Request) -> str:
+        """The analysis text for ``variables`` (stage 1 of ``request``)."""
         template = self.context.prompt_set.analysis
         if template is None:
             raise RuntimeError(f"prompt set {self.context.prompt_set.id!r} has no analysis template")

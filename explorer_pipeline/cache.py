@@ -49,6 +49,7 @@ class ExplorationCache:
         return update
 
     def next_version(self) -> int:
+        """The version number the next published update must have (at least)."""
         return self._current.version + 1
 
     def mark_applied(self, version: int, env_step: int) -> bool:
@@ -59,6 +60,7 @@ class ExplorationCache:
         return True
 
     def applied_at(self, version: int) -> int | None:
+        """The env step at which ``version`` was first used; None while it has not been."""
         return self._applied_at.get(version)
 
     # ------------------------------------------------------------------ checkpoints

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .errors import UsageError
+from .errors import BadInput, UsageError
 from .plugins import Catalogue, list_plugins, make_plugin_manager
 from .session import Catalogues, ExplorerConfig
-from .stages import STAGES, describe
+from .stages import STAGES, describe, option_names
 
 
 class ExplorerGroup(click.Group):
@@ -58,8 +58,11 @@ def _implementations(catalogue: Catalogue, chosen: str) -> list[str]:
     lines = []
     for name in catalogue.names():
         mark = "*" if name == chosen else " "
-        about = describe(catalogue.get(name))
-        lines.append(f"    {mark} {name:<{width}}  {about + ' ' if about else ''}[from {catalogue.owner(name)}]")
+        factory = catalogue.get(name)
+        about = describe(factory)
+        options = option_names(factory)
+        takes = "" if options is None else f"(options: {', '.join(options) or 'none'}) "
+        lines.append(f"    {mark} {name:<{width}}  {about + ' ' if about else ''}{takes}[from {catalogue.owner(name)}]")
     if chosen not in catalogue:
         lines.append(f"    ! {chosen}: chosen but not registered by any plugin")
     return lines
@@ -109,6 +112,7 @@ def tasks() -> None:
 
 
 def main() -> None:
+    """Entry point of ``llm-explorer``: plugins add their subcommands, then the group runs."""
     pm = make_plugin_manager()
     pm.hook.register_commands(cli=cli)
     cli(prog_name="llm-explorer")

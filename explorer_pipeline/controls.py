@@ -22,6 +22,7 @@ from .types import ActionSpec
 
 
 def entropy(p: np.ndarray) -> float:
+    """Shannon entropy (nats) of a probability vector."""
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())
 
@@ -43,6 +44,8 @@ def entropy_matched(logits: np.ndarray, target: float) -> np.ndarray:
 
 
 class Control:
+    """One control arm (``shuffled``, ``random`` or ``frozen``) for one run: see the module docstring."""
+
     def __init__(self, kind: str, spec: ActionSpec, rng: np.random.Generator, options: dict[str, float]) -> None:
         self.kind, self.spec, self.rng, self.options = kind, spec, rng, options
         self.frozen: tuple[float, ...] | None = None
@@ -57,6 +60,7 @@ class Control:
                 return perm
 
     def skip_llm(self) -> bool:
+        """True when this request needs no LLM call (``random``, or ``frozen`` once it has an answer)."""
         return self.kind == "random" or (self.kind == "frozen" and self.frozen is not None)
 
     def values(self) -> tuple[float, ...] | None:
@@ -82,6 +86,7 @@ class Control:
 
 
 def make_control(prompt_set: PromptSet, spec: ActionSpec, rng: np.random.Generator) -> Control | None:
+    """The control arm of ``prompt_set`` for ``spec``, or ``None`` for an ordinary prompt set."""
     if prompt_set.control is None:
         return None
     return Control(prompt_set.control, spec, rng, dict(prompt_set.options))

@@ -26,6 +26,7 @@ def secret_values() -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every value in ``secrets`` and anything shaped like a key or token replaced by ``[REDACTED]``."""
     for value in secrets:
         text = text.replace(value, "[REDACTED]")
     for pattern in _SECRET_PATTERNS:
@@ -45,6 +46,7 @@ class ExchangeLog:
 
     def record(self, *, stage: str, attempt: int, episode: int, messages: list[BaseMessage],
                reply: str | None, error: str | None, latency_s: float, usage: dict | None) -> None:
+        """Append one LLM call (request messages, reply or error, latency, token usage), redacted."""
         entry = {
             "time": round(time.time(), 3),
             "episode": episode,
@@ -63,5 +65,6 @@ class ExchangeLog:
                 self._file.flush()
 
     def close(self) -> None:
+        """Close the file; later records are dropped."""
         with self._lock:
             self._file.close()

@@ -40,8 +40,11 @@ class RetryPolicy:
 
 def retrying(policy: RetryPolicy, errors: tuple[type[BaseException], ...], request: Request,
              stage: str) -> AsyncRetrying:
-    """An ``async for attempt in retrying(...)`` loop that retries ``errors`` only, at most
-    ``policy.max_attempts`` times, and notes each retried error in ``request.retry_reasons``."""
+    """The tenacity loop of the LLM stages (``async for attempt in ...: with attempt: ...``).
+
+    It retries ``errors`` only, at most ``policy.max_attempts`` times, and notes each retried
+    error in ``request.retry_reasons``.
+    """
 
     def note(state: RetryCallState) -> None:
         if state.outcome is not None and state.outcome.failed:
@@ -60,10 +63,12 @@ def to_messages(pairs: Sequence[tuple[str, str]]) -> list[BaseMessage]:
 
 
 def message_text(message: BaseMessage) -> str:
+    """The text of a chat message (its content, as a string)."""
     return message.content if isinstance(message.content, str) else str(message.content)
 
 
 def usage_of(message: BaseMessage) -> StageUsage:
+    """The tokens a reply reports in its usage metadata (0 where it reports none)."""
     usage = getattr(message, "usage_metadata", None) or {}
     return StageUsage(int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0))
 
@@ -107,6 +112,7 @@ class StageModels:
         self.chat_model, self.provider_impl, self.settings = chat_model, provider_impl, settings
 
     def runnable(self, stage: str) -> Runnable:
+        """The runnable of ``stage``; ``KeyError`` naming the stages there are."""
         try:
             return self._runnables[stage]
         except KeyError:

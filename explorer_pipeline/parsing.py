@@ -286,6 +286,7 @@ class DefaultParser:
     then ``i: p`` pairs, then bare signed numbers when exactly ``spec.n`` of them appear."""
 
     def parse(self, text: str, spec: ActionSpec) -> list[float]:
+        """``spec.n`` numbers from ``text``, or ``ParseError`` saying what was wrong."""
         if not isinstance(text, str) or not text.strip():
             raise ParseError("the reply is empty")
         body = clean_reply(text)

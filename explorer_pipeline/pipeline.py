@@ -73,6 +73,7 @@ class ExplorationPipeline:
 
     # ------------------------------------------------------------------ RequestHandler
     async def handle(self, record: EpisodeRecord, history: Sequence[EpisodeRecord], version: int):
+        """Run the stages for ``record``: an update, a failure with its reason, or ``None`` (frozen)."""
         started = time.perf_counter()
         request = Request(record, tuple(history))
         if self.control is not None and self.control.skip_llm():

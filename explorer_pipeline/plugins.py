@@ -22,9 +22,9 @@ others. A hook wrapper (``@hookimpl(wrapper=True)``) runs around each plugin's c
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
-import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
@@ -132,6 +132,8 @@ def no_coroutines(results: Iterable[object], hook_name: str, plugin: str) -> Non
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """A registered plugin: its name, distribution, version and the hooks it implements."""
+
     name: str
     distribution: str | None
     version: str | None
@@ -171,6 +173,7 @@ class Catalogue:
         self._owners: dict[str, str] = {}
 
     def add(self, name: str, entry: Any, owner: str) -> None:
+        """Add ``entry`` as ``name``, registered by plugin ``owner``; a taken name is an error."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.what} names must be non-empty strings, got {name!r} from plugin {owner!r}")
         if name in self._entries:
@@ -182,15 +185,18 @@ class Catalogue:
         self._owners[name] = owner
 
     def get(self, name: str) -> Any:
+        """The entry registered as ``name``; ``UnknownNameError`` listing the names there are."""
         try:
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(self.what, name, self._entries) from None
 
     def owner(self, name: str) -> str:
+        """The plugin that registered ``name``."""
         return self._owners[name]
 
     def names(self) -> list[str]:
+        """Every registered name, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

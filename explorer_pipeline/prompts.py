@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import PromptError
+from .yamlio import YamlError, read_yaml
 
 #: Variables the summariser provides to every stage.
 EPISODE_VARIABLES = frozenset({
@@ -49,6 +49,7 @@ class MessageTemplate(BaseModel):
     user: str
 
     def identifiers(self) -> set[str]:
+        """The ``$variables`` both messages use; ValueError on a malformed ``$`` placeholder."""
         ids: set[str] = set()
         for text in (self.system, self.user):
             template = string.Template(text)
@@ -128,13 +129,16 @@ class PromptSet(BaseModel):
 
     @property
     def two_stage(self) -> bool:
+        """The set has a stage-1 (analysis) template."""
         return self.analysis is not None
 
     @property
     def calls_llm(self) -> bool:
+        """Every set but the ``random`` control asks the model."""
         return self.control != "random"
 
     def proposal_for(self, kind: str) -> MessageTemplate:
+        """The stage-2 template for ``kind`` (``distribution`` or ``bias``); PromptError if the set has none."""
         template = self.distribution if kind == "distribution" else self.bias
         if template is None:
             raise PromptError(f"prompt set {self.id!r} has no {kind!r} template")
@@ -147,10 +151,16 @@ class PromptSet(BaseModel):
 
 
 def _read_yaml(path: Path) -> dict:
+    """The prompt-set file as a mapping, read strictly (:func:`~explorer_pipeline.yamlio.read_yaml`:
+    a duplicate key is an error naming ``file:line:column``, not a silently dropped template)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise PromptError(f"cannot read prompt set {path}: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PromptError(f"cannot read prompt set {path}: {exc.strerror or exc}") from None
+    try:
+        data = read_yaml(text).data
+    except YamlError as exc:
+        raise PromptError(f"cannot read prompt set {exc.where(path)}: {exc}") from None
     if not isinstance(data, dict):
         raise PromptError(f"prompt set {path} must be a YAML mapping")
     return data

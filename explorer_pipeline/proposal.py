@@ -27,6 +27,7 @@ class ParsingProposer:
         self.context, self.parser, self.reprompt = context, parser, bool(reprompt)
 
     async def propose(self, variables: Mapping[str, str], request: Request) -> list[float]:
+        """``spec.n`` numbers read from the model's stage-2 reply, retried as the class says."""
         context = self.context
         models = context.require_models("the proposer")
         template = context.prompt_set.proposal_for(context.spec.update_kind)

@@ -78,9 +78,11 @@ class Provider:
         raise NotImplementedError
 
     def default_structured_output(self, settings: ProviderSettings) -> str:
+        """The stage-2 method used when the settings choose none: the strictest this provider supports."""
         return self.structured_output_methods[0]
 
     def model_name(self, settings: ProviderSettings) -> str:
+        """The model name recorded in provenance and the manifest."""
         return settings.model or ""
 
     def stage_model(

@@ -40,6 +40,7 @@ class SQLiteResponseCache(BaseCache):
         self._db.commit()
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """The recorded generations for this prompt and model; None on a miss (ReplayMissError in replay mode)."""
         with self._lock:
             row = self._db.execute("SELECT value FROM responses WHERE key = ?", (_key(prompt, llm_string),)).fetchone()
         if row is None:
@@ -50,6 +51,7 @@ class SQLiteResponseCache(BaseCache):
         return [_decode(item) for item in json.loads(row[0])]
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Record the generations for this prompt and model (nothing is written in replay mode)."""
         if self.replay:
             return
         value = json.dumps([_encode(g) for g in return_val])
@@ -59,6 +61,7 @@ class SQLiteResponseCache(BaseCache):
             self._db.commit()
 
     def clear(self, **kwargs: Any) -> None:
+        """Delete every recorded response."""
         with self._lock:
             self._db.execute("DELETE FROM responses")
             self._db.commit()
@@ -68,6 +71,7 @@ class SQLiteResponseCache(BaseCache):
             return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
+        """Close the database."""
         with self._lock:
             self._db.close()
 

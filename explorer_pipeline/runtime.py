@@ -218,7 +218,7 @@ class ExplorerRuntime:
         def run() -> None:
             try:
                 done.set_result(snapshot())
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            except BaseException as exc:  # handed to the waiting thread
                 done.set_exception(exc)
 
         loop.call_soon_threadsafe(run)

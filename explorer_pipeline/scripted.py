@@ -91,6 +91,7 @@ class ScriptedProvider(Provider):
     structured_output_methods = ("none",)
 
     def create(self, settings: ProviderSettings) -> BaseChatModel:
+        """The scripted chat model; UsageError for an unknown or invalid option."""
         options = dict(settings.options)
         unknown = set(options) - {"reply", "file", "analysis", "latency"}
         if unknown:
@@ -120,8 +121,10 @@ class ScriptedProvider(Provider):
         return ScriptedChatModel(**kwargs)
 
     def model_name(self, settings: ProviderSettings) -> str:
+        """Always ``scripted``."""
         return "scripted"
 
     def stage_model(self, model: BaseChatModel, stage: str, settings: ProviderSettings,
                     spec: ActionSpec) -> Runnable:
+        """The model bound to the stage and the action spec, so it answers in the right shape."""
         return model.bind(stage=stage, n=spec.n, kind=spec.update_kind)

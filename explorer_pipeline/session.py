@@ -182,9 +182,11 @@ class Explorer:
         self._closers = list(closers)
 
     def manifest(self) -> dict:
+        """What a run manifest records about the explorer (a copy)."""
         return dict(self._manifest)
 
     def stats(self) -> dict:
+        """The runtime's counters (requests, updates, failures by reason, tokens)."""
         return self.runtime.stats.as_dict()
 
     def __enter__(self) -> Explorer:
@@ -195,6 +197,7 @@ class Explorer:
         self.close()
 
     def close(self) -> None:
+        """Stop the runtime and close the exchange log and response cache. Idempotent."""
         self.runtime.close()
         for close in self._closers:
             close()
@@ -232,6 +235,7 @@ class ChosenStage:
     plugin: str
 
     def build(self, context: StageContext) -> object:
+        """Call the factory with ``context`` and the options; check the stage it returns."""
         try:
             stage = self.factory(context, **self.options)
         except ValueError as exc:  # a bad option value: the user's to fix
@@ -240,6 +244,7 @@ class ChosenStage:
         return stage
 
     def manifest(self) -> dict[str, Any]:
+        """Name, options and plugin, as the manifest records them."""
         return {"name": self.name, "options": dict(self.options), "plugin": self.plugin}
 
 
@@ -291,11 +296,8 @@ def _labelled(spec: ActionSpec, task: TaskDescription) -> ActionSpec:
 
 def _stage_models(cat: Catalogues, config: ExplorerConfig, prompt_set: PromptSet, spec: ActionSpec, seed: int,
                   closers: list[Callable[[], None]]) -> StageModels | None:
-    """The provider's models for the LLM stages (None when the prompt set calls no LLM)."""
-    exchange_log = None
-    if config.exchange_log is not None:
-        exchange_log = ExchangeLog(config.exchange_log)
-        closers.append(exchange_log.close)
+    """The provider's models for the LLM stages (None when the prompt set calls no LLM), without
+    the exchange log: that file (in the run directory) is opened once all input has been checked."""
     if not prompt_set.calls_llm:
         return None
     provider: Provider = cat.providers.get(config.provider)
@@ -310,14 +312,23 @@ def _stage_models(cat: Catalogues, config: ExplorerConfig, prompt_set: PromptSet
         options=dict(config.provider_options), seed=seed,
     )
     chat_model = provider.create(settings)
+    runnables = {stage: provider.stage_model(chat_model, stage, settings, spec) for stage in ("analysis", "proposal")}
+    model_name = provider.model_name(settings)
     if config.response_cache is not None:
         response_cache = SQLiteResponseCache(config.response_cache, replay=config.replay)
         chat_model.cache = response_cache
         closers.append(response_cache.close)
-    runnables = {stage: provider.stage_model(chat_model, stage, settings, spec) for stage in ("analysis", "proposal")}
-    return StageModels(runnables, provider=config.provider, model=provider.model_name(settings),
+    return StageModels(runnables, provider=config.provider, model=model_name,
                        transient_errors=provider.transient_errors, call_timeout_s=config.call_timeout_s,
-                       exchange_log=exchange_log, chat_model=chat_model, provider_impl=provider, settings=settings)
+                       chat_model=chat_model, provider_impl=provider, settings=settings)
+
+
+def _open_exchange_log(config: ExplorerConfig, closers: list[Callable[[], None]]) -> ExchangeLog | None:
+    if config.exchange_log is None:
+        return None
+    exchange_log = ExchangeLog(config.exchange_log)
+    closers.append(exchange_log.close)
+    return exchange_log
 
 
 def open_explorer(
@@ -350,6 +361,9 @@ def open_explorer(
                                models=models, retry=RetryPolicy(max_attempts=config.max_attempts),
                                parsers=cat.parsers)
         pipeline = build_pipeline(cat, context, chosen)
+        exchange_log = _open_exchange_log(config, closers)
+        if models is not None:
+            models.exchange_log = exchange_log
     except BaseException:
         for close in closers:
             close()

@@ -46,7 +46,9 @@ class Summariser(Protocol):
 
     def summarise(
         self, record: EpisodeRecord, history: Sequence[EpisodeRecord], spec: ActionSpec
-    ) -> Mapping[str, str]: ...
+    ) -> Mapping[str, str]:
+        """The episode variables of the prompts for ``record``."""
+        ...
 
 
 @runtime_checkable
@@ -59,7 +61,9 @@ class Analyser(Protocol):
     (after any retries of your own); the pipeline turns it into a failed request.
     """
 
-    async def analyse(self, variables: Mapping[str, str], request: Request) -> str: ...
+    async def analyse(self, variables: Mapping[str, str], request: Request) -> str:
+        """The stage-1 analysis text."""
+        ...
 
 
 @runtime_checkable
@@ -72,7 +76,9 @@ class Proposer(Protocol):
     retries; anything else the model raised propagates as a provider error.
     """
 
-    async def propose(self, variables: Mapping[str, str], request: Request) -> Sequence[float]: ...
+    async def propose(self, variables: Mapping[str, str], request: Request) -> Sequence[float]:
+        """``spec.n`` unvalidated numbers for the update."""
+        ...
 
 
 @runtime_checkable
@@ -82,7 +88,9 @@ class Validator(Protocol):
     Pure and cheap; runs on the pipeline thread. Only what it returns reaches the cache.
     """
 
-    def validate(self, values: Sequence[float], spec: ActionSpec) -> tuple[float, ...]: ...
+    def validate(self, values: Sequence[float], spec: ActionSpec) -> tuple[float, ...]:
+        """The values of the update, or ``ValidationRejected``."""
+        ...
 
 
 @runtime_checkable
@@ -92,7 +100,9 @@ class Parser(Protocol):
     Not a stage of its own: the default proposer uses one, chosen by its ``parser`` option.
     """
 
-    def parse(self, text: str, spec: ActionSpec) -> list[float]: ...
+    def parse(self, text: str, spec: ActionSpec) -> list[float]:
+        """``spec.n`` numbers, or ``ParseError``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -161,9 +171,11 @@ class Request:
         return self.per_stage[stage]
 
     def add_tokens(self, stage: str, usage: StageUsage) -> None:
+        """Add the tokens one call of ``stage`` used."""
         self.tokens[stage] = self.tokens.get(stage, StageUsage()) + usage
 
     def note_retry(self, stage: str, error: BaseException) -> None:
+        """Record that ``stage`` is retried because of ``error`` (one line)."""
         first_line = (str(error).splitlines() or [""])[0][:200]
         self.retry_reasons.append(f"{stage}: {type(error).__name__}: {first_line}".rstrip(": "))
 
@@ -221,13 +233,25 @@ def check_options(kind: StageKind, name: str, owner: str, factory: Callable[...,
         signature.bind(None, **options)
     except TypeError:
         params = list(signature.parameters.values())[1:]
-        accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        accepted = option_names(factory) or []
         required = [p.name for p in params if p.default is p.empty
                     and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
         problem = (f"needs option(s) {sorted(set(required) - set(options))}" if set(required) - set(options)
                    else f"does not accept option(s) {sorted(set(options) - set(accepted))}")
         raise UsageError(f"{kind.key} {name!r} (from plugin {owner!r}) {problem}; "
                          f"it accepts: {', '.join(accepted) or 'no options'}") from None
+
+
+def option_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The options ``factory(context, **options)`` takes by name; ``None`` when it cannot be told
+    (no signature, or ``**kwargs``)."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def describe(factory: object) -> str:

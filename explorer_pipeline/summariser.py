@@ -49,6 +49,7 @@ class DefaultSummariser:
         self.m, self.window = int(m), int(window)
 
     def summarise(self, record: EpisodeRecord, history: Sequence[EpisodeRecord], spec: ActionSpec) -> dict[str, str]:
+        """The episode variables of the prompts (see :data:`~explorer_pipeline.prompts.EPISODE_VARIABLES`)."""
         sampled = sample_evenly(record.actions, self.m)
         returns = [h.episode_return for h in history[-self.window:]] or [record.episode_return]
         return {

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import PromptError
+from .yamlio import YamlDocument, YamlError, read_yaml
 
 
 class TaskDescription(BaseModel):
@@ -40,20 +41,39 @@ class _TaskFile(BaseModel):
 
 
 def load_task_file(path: str | Path) -> list[TaskDescription]:
-    """Read one task-description YAML file (``family:`` + ``tasks:`` mapping)."""
+    """Read one task-description YAML file (``family:`` + ``tasks:`` mapping).
+
+    The file is read strictly (:func:`~explorer_pipeline.yamlio.read_yaml`): a duplicate key, such
+    as one environment described twice, is a :class:`PromptError` naming ``file:line:column``;
+    so is every validation problem.
+    """
     path = Path(path)
     try:
-        parsed = _TaskFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError) as exc:
-        raise PromptError(f"cannot read task descriptions {path}: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PromptError(f"cannot read task descriptions {path}: {exc.strerror or exc}") from None
+    try:
+        doc = read_yaml(text)
+    except YamlError as exc:
+        raise PromptError(f"cannot read task descriptions {exc.where(path)}: {exc}") from None
+    try:
+        parsed = _TaskFile.model_validate(doc.data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PromptError(f"invalid task descriptions {path}: {problems}") from None
+        problems = "; ".join(_located(path, doc, e) for e in exc.errors())
+        raise PromptError(f"invalid task descriptions: {problems}") from None
     return [
         TaskDescription(env_id=env_id, title=entry.title, description=entry.description.strip(),
                         action_labels=tuple(entry.action_labels))
         for env_id, entry in parsed.tasks.items()
     ]
+
+
+def _located(path: Path, doc: YamlDocument, error: Any) -> str:
+    """One validation problem as ``file:line:column: key.path: message``."""
+    loc = tuple(error["loc"])
+    position = doc.locate(loc)
+    where = f"{path}:{position.line}:{position.column}" if position is not None else str(path)
+    return f"{where}: {'.'.join(map(str, loc)) or 'file'}: {error['msg']}"
 
 
 def custom_task(env_id: str, text: str, action_labels: tuple[str, ...] = ()) -> TaskDescription:

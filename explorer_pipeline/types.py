@@ -46,6 +46,8 @@ class EpisodeRecord:
 
 
 class ActionKind(StrEnum):
+    """Discrete actions (a distribution over them) or continuous ones (a bias per dimension)."""
+
     DISCRETE = "discrete"
     CONTINUOUS = "continuous"
 
@@ -83,6 +85,7 @@ class ActionSpec:
 
     @classmethod
     def discrete(cls, n: int, labels: list[str] | tuple[str, ...] | None = None) -> ActionSpec:
+        """``n`` discrete actions, labelled ``action 0`` ... unless ``labels`` are given."""
         labels = tuple(labels) if labels is not None else tuple(f"action {i}" for i in range(n))
         return cls(ActionKind.DISCRETE, n, labels)
 
@@ -93,16 +96,19 @@ class ActionSpec:
         high: list[float] | tuple[float, ...],
         labels: list[str] | tuple[str, ...] | None = None,
     ) -> ActionSpec:
+        """A box of ``len(low)`` dimensions, labelled ``dimension 0`` ... unless ``labels`` are given."""
         n = len(low)
         labels = tuple(labels) if labels is not None else tuple(f"dimension {i}" for i in range(n))
         return cls(ActionKind.CONTINUOUS, n, labels, tuple(map(float, low)), tuple(map(float, high)))
 
     @property
     def is_discrete(self) -> bool:
+        """True for discrete actions."""
         return self.kind is ActionKind.DISCRETE
 
     @property
     def update_kind(self) -> UpdateKind:
+        """``distribution`` for discrete actions, ``bias`` for continuous ones."""
         return "distribution" if self.is_discrete else "bias"
 
 
@@ -118,6 +124,7 @@ class StageUsage:
 
     @property
     def total_tokens(self) -> int:
+        """Input plus output tokens."""
         return self.input_tokens + self.output_tokens
 
 
@@ -168,6 +175,7 @@ class ExplorationUpdate:
 
     @property
     def array(self) -> np.ndarray:
+        """The values as a read-only float64 array."""
         return self._array  # type: ignore[attr-defined]
 
     @classmethod

@@ -28,6 +28,7 @@ class DefaultValidator:
         self.legal = tuple(bool(x) for x in legal) if legal is not None else None
 
     def validate(self, values: Sequence[float], spec: ActionSpec) -> tuple[float, ...]:
+        """The values the collector may use, or ``ValidationRejected`` with a reason."""
         values = [float(v) for v in values]
         if len(values) != spec.n:
             raise ValidationRejected("wrong_length", f"got {len(values)} values, need {spec.n}")

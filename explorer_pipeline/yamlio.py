@@ -22,6 +22,12 @@ class YamlError(ValueError):
         super().__init__(message)
         self.position = position
 
+    def where(self, source: object) -> str:
+        """``source:line:column`` (just ``source`` without a position), to head a message."""
+        if self.position is None:
+            return str(source)
+        return f"{source}:{self.position.line}:{self.position.column}"
+
 
 @dataclass(frozen=True)
 class Position:
@@ -32,6 +38,7 @@ class Position:
 
     @classmethod
     def of(cls, mark: yaml.Mark) -> Position:
+        """The position of a PyYAML mark (which counts from 0)."""
         return cls(mark.line + 1, mark.column + 1)
 
 

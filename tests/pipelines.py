@@ -16,7 +16,6 @@ from explorer_pipeline.stages import StageContext
 from explorer_pipeline.tasks import TaskDescription, custom_task
 from explorer_pipeline.types import ActionSpec
 
-
 _DEFAULTS: list[Catalogues] = []
 
 

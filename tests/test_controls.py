@@ -24,8 +24,8 @@ def control(kind, spec, seed=0, **options) -> Control:
 def make_pipeline(set_name, spec, model: ScriptedChatModel | None = None, seed=0) -> ExplorationPipeline:
     provider, settings = ScriptedProvider(), ProviderSettings()
     model = model or ScriptedChatModel()
-    models = make_models({stage: provider.stage_model(model, stage, settings, spec) for stage in ("analysis", "proposal")},
-                         provider="scripted", model="scripted")
+    runnables = {stage: provider.stage_model(model, stage, settings, spec) for stage in ("analysis", "proposal")}
+    models = make_models(runnables, provider="scripted", model="scripted")
     config = ExplorerConfig(prompt_set=set_name, sample_m=8, floor=0.0, max_attempts=1)
     return pipeline_for(make_context(spec, set_name, models=models, config=config, seed=seed))
 

@@ -1,4 +1,6 @@
-"""explorer_pipeline never imports torch or tianshou (DESIGN.md: the core package's boundary)."""
+"""explorer_pipeline never imports torch, tianshou or gymnasium, nor the packages built on it
+(DESIGN.md: the core package's boundary); the ablation package loads torch and tianshou only
+when a command needs them."""
 
 from __future__ import annotations
 
@@ -8,34 +10,42 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN = ("torch", "tianshou", "tianshou_integration")
+FORBIDDEN = ("torch", "tianshou", "gymnasium", "tianshou_integration", "explorer_ablation")
 
 PROBE = """
 import importlib, json, pkgutil, sys
-import explorer_pipeline, explorer_pipeline.session, explorer_pipeline.cli
-modules = [m.name for m in pkgutil.walk_packages(explorer_pipeline.__path__, "explorer_pipeline.")
+import {package}
+modules = [m.name for m in pkgutil.walk_packages({package}.__path__, "{package}.")
            if not m.name.endswith(".__main__")]  # __main__ runs the CLI
 for name in modules:
     importlib.import_module(name)
-# reading the catalogues of the default plugins (prompt sets, tasks, stages) stays inside the boundary too
-explorer_pipeline.session.Catalogues(explorer_pipeline.make_plugin_manager(autoload=False))
+if "{package}" == "explorer_pipeline":
+    # reading the catalogues of the default plugins (prompt sets, tasks, stages) stays inside the boundary too
+    explorer_pipeline.session.Catalogues(explorer_pipeline.make_plugin_manager(autoload=False))
 forbidden = {forbidden!r}
 print(json.dumps({{"imported": modules,
                   "loaded": sorted(m for m in sys.modules if m.split(".")[0] in forbidden)}}))
 """
 
 
-def run_probe() -> dict:
+def run_probe(package: str, forbidden: tuple[str, ...]) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(forbidden=FORBIDDEN)],
+        [sys.executable, "-c", PROBE.format(package=package, forbidden=forbidden)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_core_package_loads_neither_torch_nor_tianshou():
-    report = run_probe()
+def test_core_package_loads_neither_torch_nor_tianshou_nor_gymnasium():
+    report = run_probe("explorer_pipeline", FORBIDDEN)
     assert "explorer_pipeline.session" in report["imported"] and "explorer_pipeline.cli" in report["imported"]
     assert "explorer_pipeline.default_plugins.stages" in report["imported"]
+    assert "explorer_pipeline.rundir_format" in report["imported"]
+    assert report["loaded"] == []
+
+
+def test_ablation_package_imports_no_training_code_until_a_command_needs_it():
+    report = run_probe("explorer_ablation", ("torch", "tianshou", "gymnasium", "tianshou_integration", "ray"))
+    assert {"explorer_ablation.plugin", "explorer_ablation.spec", "explorer_ablation.report"} <= set(report["imported"])
     assert report["loaded"] == []

@@ -20,6 +20,8 @@ def test_wheel_contains_the_prompts(tmp_path):
         assert f"explorer_pipeline/prompts/{data.relative_to(ROOT / 'prompts')}" in names
     assert "explorer_pipeline/py.typed" in names
     assert any(n.startswith("tianshou_integration/") for n in names)
+    assert {"explorer_ablation/plugin.py", "explorer_ablation/spec.py", "explorer_pipeline/rundir_format.py"} <= names
+    assert not any(n.startswith("explorer_pipeline/ablation/") for n in names)  # the ablation is its own package
     assert not any(n.startswith(("tests/", "plugins/")) for n in names)
 
 
@@ -30,3 +32,4 @@ def test_console_script_and_plugin_entry_points():
     assert plugins["openai"] == "llm_explorer_openai"
     assert plugins["local"] == "llm_explorer_llamacpp"
     assert plugins["tianshou"] == "tianshou_integration.plugin"
+    assert plugins["ablation"] == "explorer_ablation.plugin"

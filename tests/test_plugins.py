@@ -487,6 +487,19 @@ def test_bad_stage_options_are_usage_errors(pm, stage, options, message):
         open_explorer(config, "CartPole-v1", CARTPOLE, plugin_manager=pm)
 
 
+@pytest.mark.parametrize("config", [
+    {"summariser": {"options": {"window": 0}}},
+    {"proposer": {"options": {"parser": "nope"}}},
+    {"validator": "nope"},
+    {"provider": "nope"},
+])
+def test_bad_stage_input_writes_nothing(pm, tmp_path, config):
+    log = tmp_path / "run" / "exchanges.jsonl"
+    with pytest.raises(UsageError):
+        open_explorer(ExplorerConfig(**config, exchange_log=log), "CartPole-v1", CARTPOLE, plugin_manager=pm)
+    assert not (tmp_path / "run").exists()  # the run directory's exchange log is opened only after every check
+
+
 def test_a_required_option_is_named(pm):
     class NeedsLog:
         @hookimpl
@@ -494,7 +507,8 @@ def test_a_required_option_is_named(pm):
             register("logged", lambda context, log: None)
 
     pm.register(NeedsLog(), name="needs-log")
-    with pytest.raises(UsageError, match=r"validator 'logged' \(from plugin 'needs-log'\) needs option\(s\) \['log'\]"):
+    message = r"validator 'logged' \(from plugin 'needs-log'\) needs option\(s\) \['log'\]"
+    with pytest.raises(UsageError, match=message):
         open_explorer(ExplorerConfig(validator="logged"), "CartPole-v1", CARTPOLE, plugin_manager=pm)
 
 
@@ -504,7 +518,8 @@ def test_stage_choice_accepts_a_bare_name_and_rejects_unknown_keys():
     from explorer_pipeline.session import StageChoice
 
     assert ExplorerConfig(proposer="logprobs").proposer == StageChoice(name="logprobs")
-    assert ExplorerConfig.model_validate({"summariser": {"name": "x", "options": {"k": 1}}}).summariser.options == {"k": 1}
+    mapping = ExplorerConfig.model_validate({"summariser": {"name": "x", "options": {"k": 1}}})
+    assert mapping.summariser == StageChoice(name="x", options={"k": 1})
     with pytest.raises(ValidationError, match="extra"):
         ExplorerConfig.model_validate({"validator": {"nam": "x"}})
     with pytest.raises(ValidationError):
@@ -646,7 +661,9 @@ def test_cli_plugins_lists_each_stage_and_marks_the_one_a_run_uses(monkeypatch, 
     assert "* = what the default configuration uses" in out
     summarisers = stage_section(out, "summariser")
     assert [line.split()[:2] for line in summarisers] == [["*", "default"], ["loud", "Shouts"]]
-    assert summarisers[1].endswith("[from shouting]") and f"[from {STAGES_MODULE}]" in summarisers[0]
+    assert summarisers[1].endswith("Shouts the trend. (options: volume) [from shouting]")
+    assert summarisers[0].endswith(f"(options: window) [from {STAGES_MODULE}]")
+    assert "(options: parser, parser_options, reprompt)" in stage_section(out, "proposer")[0]
     for stage in ("analyser", "proposer"):
         assert [line.split()[:2] for line in stage_section(out, stage)] == [["*", "default"]]
     assert stage_section(out, "validator")[1].split()[:2] == ["uniform", "Ignores"]

@@ -392,3 +392,60 @@ def test_custom_task_must_not_be_empty(text):
 def test_custom_task_missing_file(tmp_path):
     with pytest.raises(PromptError, match="cannot read"):
         custom_task("Foo-v0", f"@{tmp_path / 'missing.txt'}")
+
+
+# --------------------------------------------------------------------------- strict YAML
+
+
+def test_a_duplicate_key_in_a_prompt_set_names_the_file_and_line(tmp_path):
+    text = SINGLE.format(id="twice") + "description: said twice\n"
+    path = write(tmp_path, "twice", text)
+    with pytest.raises(PromptError) as info:
+        load_prompt_set(path)
+    message = str(info.value)
+    assert f"{path}:8:1" in message  # the second 'description'
+    assert "duplicate key 'description' (first given at line 2)" in message
+
+
+def test_a_duplicate_key_inside_a_template_is_caught_too(tmp_path):
+    text = SINGLE.format(id="twice").replace("  system: You choose probabilities.\n",
+                                             "  system: You choose probabilities.\n  system: No, you do not.\n")
+    with pytest.raises(PromptError, match=r"twice\.yaml:5:3: duplicate key 'system'"):
+        load_prompt_set(write(tmp_path, "twice", text))
+
+
+def test_a_duplicate_key_in_the_parent_of_an_extending_set_names_the_parent(tmp_path):
+    write(tmp_path, "base", SINGLE.format(id="base") + "id: again\n")
+    child = write(tmp_path, "child", "extends: base\nid: child\n")
+    with pytest.raises(PromptError) as info:
+        load_prompt_set(child)
+    assert f"{tmp_path / 'base.yaml'}:8:1: duplicate key 'id'" in str(info.value)
+
+
+def test_a_task_described_twice_names_the_file_and_line(tmp_path):
+    path = tmp_path / "tasks.yaml"
+    path.write_text(textwrap.dedent("""\
+        family: x
+        tasks:
+          Foo-v0:
+            title: Foo
+            description: first
+            action_labels: [left, right]
+          Foo-v0:
+            title: Foo again
+            description: second
+            action_labels: [left, right]
+        """))
+    with pytest.raises(PromptError) as info:
+        load_task_file(path)
+    assert f"{path}:7:3: duplicate key 'Foo-v0' (first given at line 3)" in str(info.value)
+
+
+def test_a_task_file_validation_problem_names_the_line(tmp_path):
+    path = tmp_path / "tasks.yaml"
+    path.write_text("family: x\ntasks:\n  Foo-v0:\n    title: Foo\n    description: d\n    labels: [a]\n")
+    with pytest.raises(PromptError) as info:
+        load_task_file(path)
+    message = str(info.value)
+    assert f"{path}:6:5: tasks.Foo-v0.labels: Extra inputs are not permitted" in message
+    assert f"{path}:3:3: tasks.Foo-v0.action_labels: Field required" in message  # a missing key: at its parent

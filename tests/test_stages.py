@@ -246,12 +246,12 @@ async def test_the_parser_option_chooses_a_registered_parser():
 
     catalogues = custom_catalogues(Strict())
     replies = ['{"probabilities": [1, 1, 2]}', "ANSWER: 1, 2, 1"]
-    pipeline, models = build(catalogues=catalogues, replies=replies,
-                             proposer={"options": {"parser": "strict", "parser_options": {"prefix": "ANSWER:"}}})
+    pipeline, _ = build(catalogues=catalogues, replies=replies,
+                        proposer={"options": {"parser": "strict", "parser_options": {"prefix": "ANSWER:"}}})
     update = await pipeline.handle(RECORD, [RECORD], version=1)
     assert update.values == pytest.approx((0.25, 0.5, 0.25))
     assert update.provenance.retry_reasons == ("proposal: ParseError: the answer must start with 'ANSWER:'",)
-    with pytest.raises(UsageError, match=r"parser 'strict' .* does not accept option\(s\) \['sep'\]; it accepts: prefix"):
+    with pytest.raises(UsageError, match=r"parser 'strict' .* not accept option\(s\) \['sep'\]; it accepts: prefix"):
         build(catalogues=catalogues, proposer={"options": {"parser": "strict", "parser_options": {"sep": ";"}}})
     with pytest.raises(UsageError, match="parser_options must be a mapping"):
         build(proposer={"options": {"parser_options": "prefix=1"}})

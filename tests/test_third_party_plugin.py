@@ -103,7 +103,8 @@ def test_llm_explorer_plugins_lists_the_plugins_stages(site):
     stages = out.split("\nstages (", 1)[1]
     summarisers = stages.split("\n  summariser:\n", 1)[1].split("\n  analyser:\n", 1)[0].splitlines()
     assert summarisers[0].startswith("    * default ")
-    assert summarisers[1].startswith("      recording ") and summarisers[1].endswith("[from testplugin]")
+    assert summarisers[1].startswith("      recording ")
+    assert summarisers[1].endswith("(options: log) [from testplugin]")
     validators = stages.split("\n  validator:\n", 1)[1].split("\n  parsers", 1)[0].splitlines()
     assert [line.split()[0] for line in validators] == ["*", "recording"]
 

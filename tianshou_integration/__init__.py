@@ -1,14 +1,19 @@
 """Tianshou integration of LLM-Explorer: guided exploration, the episode tap, training runs.
 
-Attach the explorer to your own Tianshou objects in a few lines::
+Attach the explorer to your own Tianshou objects in a few lines. Build the policy from a guided
+class (it takes the arguments of the Tianshou class it mirrors)::
 
-    from tianshou_integration import EpisodeTap, GuidedGaussianNoise, attach_discrete
+    from tianshou_integration import EpisodeTap, GuidedDQNPolicy, GuidedGaussianNoise, attach_discrete
 
-    attach_discrete(dqn_policy, explorer.cache, rng)              # DQN family
-    noise = GuidedGaussianNoise(explorer.cache, 0.1, rng)         # DDPG / TD3
+    policy = GuidedDQNPolicy(model=net, action_space=space)       # DQN family
+    attach_discrete(policy, explorer.cache, rng)
+    noise = GuidedGaussianNoise(explorer.cache, 0.1, rng)         # DDPG / TD3 / SAC
     tap = EpisodeTap(explorer.runtime, "CartPole-v1", spec)       # the collector's episode hook
     Collector(algorithm, envs, buffer, exploration_noise=True,
               on_episode_done_hook=tap, on_step_hook=tap.on_step)
+
+For a policy class without a guided twin, write one: ``class GuidedX(GuidedEpsGreedyMixin, X): pass``
+(DQN family) or ``class ClippedX(ClipNoisyActionMixin, X): pass`` (continuous).
 
 Importing the package is cheap: torch and Tianshou load on first use of a name below.
 """
@@ -29,6 +34,7 @@ _LAZY = {
     "GuidedQRDQNPolicy": ".discrete",
     "attach_discrete": ".discrete",
     "GuidedGaussianNoise": ".continuous",
+    "ClipNoisyActionMixin": ".continuous",
     "GuidedSACPolicy": ".continuous",
     "ClippedContinuousDeterministicPolicy": ".continuous",
     "store_executed_actions": ".continuous",

@@ -51,6 +51,7 @@ class FastVectorReplayBuffer(VectorReplayBuffer):
     """
 
     def hasnull(self) -> bool:
+        """Never: nothing stored here can be NaN."""
         return False
 
 
@@ -59,6 +60,7 @@ class FastPrioritizedVectorReplayBuffer(PrioritizedVectorReplayBuffer):
     ``set_beta`` really anneals β (see :func:`set_buffer_beta`)."""
 
     def hasnull(self) -> bool:
+        """Never: nothing stored here can be NaN."""
         return False
 
     def set_beta(self, beta: float) -> None:

@@ -86,6 +86,7 @@ class FireOnReset(gym.Wrapper):
         self.fire_action = action
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Reset, then press FIRE (resetting again if that ended the episode)."""
         self.env.reset(**kwargs)
         obs, _reward, terminated, truncated, info = self.env.step(self.fire_action)
         if terminated or truncated:
@@ -109,11 +110,13 @@ class LifeLossSignal(gym.Wrapper):
         return int(self.env.unwrapped.ale.lives())
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Reset; ``info["life_lost"]`` is False."""
         obs, info = self.env.reset(**kwargs)
         self._lives = self._ale_lives()
         return obs, {**info, "life_lost": False}
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        """Step; ``info["life_lost"]`` says whether this step lost a life."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         lives = self._ale_lives()
         lost = lives < self._lives

@@ -62,14 +62,19 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINTS_DIR",
-    "Checkpointer",
     "CheckpointError",
+    "Checkpointer",
+    "EnvNotSaved",
     "LoadedCheckpoint",
     "RunParts",
     "StoredCheckpoint",
+    "buffer_nbytes",
+    "capture_env_states",
     "complete_checkpoints",
     "config_fingerprint",
+    "discard_newer",
     "load_newest",
+    "restore_env_states",
     "restore_run",
 ]
 
@@ -99,7 +104,8 @@ def config_fingerprint(config: RunConfig) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def config_differences(saved: dict[str, Any], config: RunConfig, labels: tuple[str, str] = ("run", "given")) -> list[str]:
+def config_differences(saved: dict[str, Any], config: RunConfig,
+                       labels: tuple[str, str] = ("run", "given")) -> list[str]:
     """Dotted keys (outside ``checkpoint``) whose values differ, as ``key (run: a, given: b)``."""
     out: list[str] = []
 
@@ -110,7 +116,7 @@ def config_differences(saved: dict[str, Any], config: RunConfig, labels: tuple[s
         elif a != b:
             out.append(f"{path} ({labels[0]}: {a!r}, {labels[1]}: {b!r})")
 
-    walk(saved, _without_checkpoint(config), "")
+    walk({k: v for k, v in saved.items() if k != "checkpoint"}, _without_checkpoint(config), "")
     return out
 
 
@@ -249,7 +255,7 @@ def _cut_open_episodes(buffer: Any) -> None:
 
 
 # --------------------------------------------------------------------------- environments
-class _EnvNotSaved(Exception):
+class EnvNotSaved(Exception):
     """An environment whose state cannot be saved exactly."""
 
 
@@ -269,7 +275,7 @@ def _base_state(base: Any) -> dict[str, Any] | None:
         if isinstance(base, MujocoEnv):
             return {"kind": "mujoco", "data": pickle.dumps(base.data, protocol=pickle.HIGHEST_PROTOCOL),
                     "np_random": rng}
-    raise _EnvNotSaved(f"{type(base).__name__} is rebuilt from scratch when unpickled and its state "
+    raise EnvNotSaved(f"{type(base).__name__} is rebuilt from scratch when unpickled and its state "
                        "has no saver (ALE and MuJoCo have one)")
 
 
@@ -283,23 +289,26 @@ def _restore_base(base: Any, state: dict[str, Any]) -> None:
     base.np_random.bit_generator.state = state["np_random"]
 
 
-def _capture_envs(venv: Any) -> list[dict[str, Any]]:
+def capture_env_states(venv: Any) -> list[dict[str, Any]]:
+    """Each environment of a (dummy) vector env: its wrapper chain pickled, the state pickling would
+    lose, and its action space's generator. Raises :class:`EnvNotSaved` when one cannot be saved."""
     states = []
     for worker in venv.workers:
         env = getattr(worker, "env", None)
         if env is None:
-            raise _EnvNotSaved(f"{type(worker).__name__} runs its environment in another process")
+            raise EnvNotSaved(f"{type(worker).__name__} runs its environment in another process")
         space = worker.action_space
         try:
             chain = pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            raise _EnvNotSaved(f"{type(env.unwrapped).__name__} cannot be pickled: {exc}") from None
+            raise EnvNotSaved(f"{type(env.unwrapped).__name__} cannot be pickled: {exc}") from None
         states.append({"chain": chain, "base": _base_state(env.unwrapped),
                        "space_rng": space.np_random.bit_generator.state})
     return states
 
 
-def _restore_envs(venv: Any, states: list[dict[str, Any]]) -> None:
+def restore_env_states(venv: Any, states: list[dict[str, Any]]) -> None:
+    """Replace each environment of ``venv`` by its saved copy (the old ones are closed)."""
     if len(states) != len(venv.workers):
         raise ValueError(f"the checkpoint has {len(states)} environments, the run has {len(venv.workers)}")
     for worker, state in zip(venv.workers, states, strict=True):
@@ -416,10 +425,12 @@ class LoadedCheckpoint:
 
     @property
     def step(self) -> int:
+        """The env step the checkpoint was taken at."""
         return self.stored.step
 
     @property
     def limits(self) -> list[str]:
+        """What a run resumed from it does not restore exactly (empty: an exact continuation)."""
         return list(self.stored.meta.get("limits", []))
 
 
@@ -544,6 +555,7 @@ class Checkpointer:
     written: int = 0
     seconds: float = 0.0
     bytes_written: int = 0
+    failed: int = 0
     _last_time: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
@@ -555,6 +567,8 @@ class Checkpointer:
                 shutil.rmtree(child, ignore_errors=True)
 
     def due(self, env_step: int) -> bool:
+        """A checkpoint is due before the first iteration, and then every ``every_steps`` env steps or
+        ``every_minutes`` minutes, whichever comes first."""
         if self.last_step is None:
             return True
         s = self.settings
@@ -562,8 +576,18 @@ class Checkpointer:
             return True
         return s.every_minutes is not None and time.monotonic() - self._last_time >= 60.0 * s.every_minutes
 
-    def save(self, loop: LoopState) -> Path:
-        """Write a checkpoint of the run at ``loop``; returns its directory."""
+    def save(self, loop: LoopState) -> Path | None:
+        """Write a checkpoint of the run at ``loop``; returns its directory, or None when writing
+        failed (logged and counted in ``failed``: training goes on, the previous checkpoint stays)."""
+        try:
+            return self._save(loop)
+        except Exception:
+            self.failed += 1
+            self.last_step, self._last_time = loop.env_step, time.monotonic()  # try again at the next due time
+            log.exception("checkpoint at env step %d failed; the previous one stays in place", loop.env_step)
+            return None
+
+    def _save(self, loop: LoopState) -> Path:
         started = time.perf_counter()
         step = loop.env_step
         final = self.run_dir / CHECKPOINTS_DIR / f"step-{step:012d}"
@@ -590,8 +614,8 @@ class Checkpointer:
             limits.append("an exploration request was waiting at the checkpoint; it is not asked again")
         envs: dict[str, Any] | None
         try:
-            envs = {"train": _capture_envs(setup.train_envs), "test": _capture_envs(setup.test_envs)}
-        except _EnvNotSaved as exc:
+            envs = {"train": capture_env_states(setup.train_envs), "test": capture_env_states(setup.test_envs)}
+        except EnvNotSaved as exc:
             envs = None
             limits.append(f"environments not saved ({exc}); a resumed run starts fresh episodes")
         with_buffer = self._buffer_included(setup.buffer, limits)
@@ -701,8 +725,8 @@ def restore_run(parts: RunParts, loaded: LoadedCheckpoint) -> LoopState:
         setup.buffer._random_state.set_state(state["buffer_sampler"])
         fresh_episodes = True
     if loaded.envs is not None:
-        _restore_envs(setup.train_envs, loaded.envs["train"])
-        _restore_envs(setup.test_envs, loaded.envs["test"])
+        restore_env_states(setup.train_envs, loaded.envs["train"])
+        restore_env_states(setup.test_envs, loaded.envs["test"])
     else:
         fresh_episodes = True
     tap = state["tap"]

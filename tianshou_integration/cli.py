@@ -96,6 +96,38 @@ def _provider_given(config_file: Path | None, overrides: list[tuple[tuple[str, .
     return isinstance(explorer, dict) and "provider" in explorer
 
 
+def _config_of_run(resume_dir: str | None, schedule_dir: str | None, config_file: Path | None, preset: str | None,
+                   overrides: list[tuple[tuple[str, ...], Any, str]]) -> Any:
+    """The configuration of the run that ``--resume`` continues or ``--replay-schedule`` replays:
+    its own ``config.yaml``. Other settings on the command line may change only ``checkpoint.*``."""
+    from .checkpoint import config_differences
+    from .config import resolve
+    from .rundir import resume_problem
+
+    if resume_dir is not None and schedule_dir is not None:
+        raise BadInput("--resume and --replay-schedule exclude each other (a replay resumes with --resume alone)")
+    flag, run_dir = ("--resume", Path(resume_dir)) if resume_dir is not None else \
+        ("--replay-schedule", Path(schedule_dir or "."))
+    if config_file is not None:
+        raise BadInput(f"{flag} uses {run_dir / 'config.yaml'}; drop --config (--set checkpoint.KEY=VALUE may "
+                       "change how checkpoints are written)")
+    if resume_dir is not None:
+        problem = resume_problem(run_dir)
+        if problem:
+            raise BadInput(f"--resume: {problem}")
+    elif not (run_dir / "config.yaml").is_file():
+        raise BadInput(f"--replay-schedule: {str(run_dir)!r} is not a complete run directory (no config.yaml)")
+    stored = resolve(file=run_dir / "config.yaml")
+    if not overrides and preset is None:
+        return stored
+    given = resolve(file=run_dir / "config.yaml", overrides=overrides, preset=preset)
+    differences = config_differences(stored.model_dump(mode="json"), given)
+    if differences:
+        raise BadInput(f"{flag} runs with the configuration in {run_dir / 'config.yaml'}; these settings differ "
+                       f"from it: {'; '.join(differences)} (only checkpoint.* may be changed)")
+    return given
+
+
 @click.command("train")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               metavar="FILE.yaml", help="Run configuration (a run directory's config.yaml reruns that run).")
@@ -141,20 +173,31 @@ def _provider_given(config_file: Path | None, overrides: list[tuple[tuple[str, .
 @click.option("--response-cache", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="PATH",
               help="SQLite file caching LLM responses.")
 @click.option("--replay", is_flag=True, help="Answer only from --response-cache (offline reproduction).")
+@click.option("--resume", "resume_dir", default=None, metavar="RUN_DIR",
+              help="Continue the unfinished run in RUN_DIR from its newest complete checkpoint, with the run's "
+                   "own configuration (only checkpoint.* settings may be changed).")
+@click.option("--replay-schedule", "schedule_dir", default=None, metavar="RUN_DIR",
+              help="Rerun the finished run in RUN_DIR without any LLM: each update it recorded is applied at the "
+                   "env step it was first applied (updates.jsonl); writes a new --out.")
 def train(config_file: Path | None, preset: str | None, assignments: tuple[str, ...], show_config: bool,
           out: Path | None, options: tuple[str, ...], llm_timeout: float | None, replay: bool,
-          **shortcuts: Any) -> None:
+          resume_dir: str | None, schedule_dir: str | None, **shortcuts: Any) -> None:
     """Train ALGO on ENV with LLM-guided exploration and write a run directory.
 
     Settings come from the preset, then --config FILE, then the flags, then --set KEY=VALUE.
+    With --resume RUN_DIR or --replay-schedule RUN_DIR they come from RUN_DIR/config.yaml.
     """
     from .config import ConfigError, resolve
+    from .rundir import occupied_message
 
     try:
         overrides = _overrides(shortcuts, options, llm_timeout, replay, assignments)
-        defaults = [] if _provider_given(config_file, overrides) else \
-            [(("explorer", "provider"), default_provider(), "the default provider")]
-        config = resolve(file=config_file, overrides=[*defaults, *overrides], preset=preset)
+        if resume_dir is not None or schedule_dir is not None:
+            config = _config_of_run(resume_dir, schedule_dir, config_file, preset, overrides)
+        else:
+            defaults = [] if _provider_given(config_file, overrides) else \
+                [(("explorer", "provider"), default_provider(), "the default provider")]
+            config = resolve(file=config_file, overrides=[*defaults, *overrides], preset=preset)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
     if show_config:
@@ -162,14 +205,19 @@ def train(config_file: Path | None, preset: str | None, assignments: tuple[str, 
 
         click.echo(dump_config(config), nl=False)
         return
-    out = out or _default_out(config.env, config.algo, config.seed)
-    if out.exists() and any(out.iterdir()):
-        raise BadInput(f"run directory {str(out)!r} already exists and is not empty; choose another --out")
+    if resume_dir is not None:
+        if out is not None:
+            raise BadInput(f"--resume writes into {resume_dir} itself; drop --out")
+        out = Path(resume_dir)
+    else:
+        out = out or _default_out(config.env, config.algo, config.seed)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise BadInput(occupied_message(out))
 
     from .experiment import run_experiment
 
     try:
-        summary = run_experiment(config, out)
+        summary = run_experiment(config, out, resume=resume_dir is not None, replay_schedule=schedule_dir)
     except UsageError as exc:
         raise BadInput(str(exc)) from None
     except KeyboardInterrupt:
@@ -185,6 +233,8 @@ def train(config_file: Path | None, preset: str | None, assignments: tuple[str, 
             f"run directory: {out}")
     if summary.get("interrupted"):
         click.echo(f"interrupted: {line}", err=True)
+        if (summary.get("checkpoints") or {}).get("enabled"):
+            click.echo(f"continue it with: llm-explorer train --resume {out}", err=True)
         raise click.exceptions.Exit(1)
     click.echo(line)
     click.echo(f"plots: {out / 'learning_curve.png'}, {out / 'exploration.png'}; "

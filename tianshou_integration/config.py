@@ -294,6 +294,7 @@ class RunConfig(_Section):
 
     @property
     def is_discrete(self) -> bool:
+        """The algorithm is one of the DQN family (discrete actions)."""
         return self.algo in DISCRETE_ALGOS
 
 

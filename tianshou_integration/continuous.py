@@ -98,6 +98,7 @@ class GuidedGaussianNoise(BaseNoise):
         self._last_version = -1
 
     def __call__(self, size: Sequence[int]) -> np.ndarray:
+        """Noise of shape ``size``: ``N(bias, sigma)`` for the rows that get the bias, ``N(0, sigma)`` otherwise."""
         update = self.cache.current()  # read once per batch
         if update.version != self._last_version:
             self._last_version = update.version
@@ -133,6 +134,7 @@ class ClipNoisyActionMixin:
     """
 
     def add_exploration_noise(self, act: Any, batch: Any) -> Any:
+        """The base class's noisy action, clipped to ``[-1, 1]`` when ``map_action`` will clip or require that."""
         noisy = super().add_exploration_noise(act, batch)  # type: ignore[misc]
         if isinstance(noisy, np.ndarray) and _bounds_to_unit_box(self):
             noisy = np.clip(noisy, -1.0, 1.0)

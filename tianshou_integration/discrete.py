@@ -96,6 +96,7 @@ class NoisyCollectionMixin:
     """
 
     def forward(self, batch: Any, state: Any = None, model: Any = None, **kwargs: Any) -> Any:
+        """The base class's forward, with noisy layers on and freshly sampled while collecting for training."""
         noisy = self._noisy_layers_to_activate(model)
         if not noisy:
             return super().forward(batch, state, model, **kwargs)  # type: ignore[misc]
@@ -159,6 +160,7 @@ class GuidedEpsGreedyMixin(NoisyCollectionMixin):
         self._explorer_cache = None
 
     def add_exploration_noise(self, act: Any, batch: Any) -> Any:
+        """Epsilon-greedy whose random actions are drawn from the cached distribution (masks respected)."""
         cache = self._explorer_cache
         if cache is None or not self.is_within_training_step:  # type: ignore[attr-defined]
             return super().add_exploration_noise(act, batch)  # type: ignore[misc]
@@ -217,7 +219,8 @@ def enable_noisy_collection(policy: DiscreteQLearningPolicy) -> DiscreteQLearnin
     if isinstance(policy, NoisyCollectionMixin):
         return policy
     if any(isinstance(m, NoisyLinear) for m in policy.model.modules()):
-        raise missing_mixin("exploring with noisy layers while collecting", policy, NoisyCollectionMixin, GUIDED_CLASSES, "Noisy")
+        raise missing_mixin("exploring with noisy layers while collecting", policy, NoisyCollectionMixin,
+                            GUIDED_CLASSES, "Noisy")
     return policy
 
 

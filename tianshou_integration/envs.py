@@ -44,6 +44,7 @@ class EnvInfo:
 
     @property
     def is_discrete(self) -> bool:
+        """The environment has a discrete action space."""
         return self.spec.is_discrete
 
     @property

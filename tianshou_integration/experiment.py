@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,20 +20,38 @@ from typing import Any
 import numpy as np
 
 from explorer_pipeline.cache import ExplorationCache
-from explorer_pipeline.rundir_format import CONFIG_FILE, EXCHANGES_FILE
+from explorer_pipeline.errors import UsageError
+from explorer_pipeline.rundir_format import (
+    CONFIG_FILE,
+    EXCHANGES_FILE,
+    SUMMARY_FILE,
+    write_text_atomic,
+)
 from explorer_pipeline.session import Explorer, open_explorer
 
 from .algorithms import build_setup, resolve_device
+from .checkpoint import Checkpointer, LoadedCheckpoint, RunParts, discard_newer, load_newest, restore_run
 from .config import RunConfig, dump_config
 from .counter import EnvStepCounter
 from .envs import EnvInfo, describe_env
-from .rundir import RunDir
+from .rundir import RunDir, occupied_message, resume_problem
+from .schedule import (
+    SCHEDULE_FILE,
+    ScheduledCache,
+    ScheduledUpdate,
+    load_schedule,
+    read_recorded_schedule,
+    write_schedule,
+)
 from .tap import EpisodeTap
 from .training import TrainResult, train
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_FILE", "run_experiment"]
+__all__ = ["CONFIG_FILE", "LOCK_FILE", "occupied_message", "resume_problem", "run_experiment"]
+
+LOCK_FILE = ".lock"
+"""Held (``flock``) by the process writing the run directory."""
 
 
 def _open_explorer(config: RunConfig, out: Path, env: EnvInfo, rundir_ref: list[RunDir]) -> Explorer | None:
@@ -45,57 +65,180 @@ def _open_explorer(config: RunConfig, out: Path, env: EnvInfo, rundir_ref: list[
                          on_failure=(lambda failure: rundir_ref[0].on_failure(failure),))
 
 
-def run_experiment(config: RunConfig, out: str | Path, *, progress: bool | None = None) -> dict[str, Any]:
+class _CtrlC:
+    """While training: the first Ctrl-C asks the loop to stop after a last checkpoint; a second one
+    stops at once. Only on the main thread (elsewhere Ctrl-C is left alone)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after the current step with a checkpoint (Ctrl-C again stops at once)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Any:
+    """Hold an advisory lock on the run directory: two processes never write one run."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(out / LOCK_FILE, "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"run directory {str(out)!r} is in use by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def run_experiment(config: RunConfig, out: str | Path, *, progress: bool | None = None, resume: bool = False,
+                   replay_schedule: str | Path | None = None) -> dict[str, Any]:
     """Run one experiment and write its run directory ``out``; returns the summary.
 
-    Raises :class:`UsageError` for bad input before anything is trained or written. Ctrl-C
-    during training stops it; the run directory is completed and the summary says
-    ``interrupted``.
+    :param resume: continue the unfinished run in ``out`` from its newest complete checkpoint;
+        ``config`` must be the run's own (only its ``checkpoint`` section may differ).
+    :param replay_schedule: a finished run directory whose recorded update schedule is applied
+        instead of asking any LLM (:mod:`tianshou_integration.schedule`); ``config`` is normally
+        read from that directory's ``config.yaml``.
+
+    Raises :class:`UsageError` for bad input (an existing run directory when not resuming, one
+    that cannot be resumed, an incomplete run to replay) before anything is trained or written.
+    The first Ctrl-C during training stops it after a last checkpoint, a second one at once; the
+    run directory is completed and the summary says ``interrupted``.
     """
     out = Path(out)
-    resolve_device(config.device)  # a GPU that is not there is bad input, found before anything is written
+    device = resolve_device(config.device)  # a GPU that is not there is bad input, found before anything is written
     env = describe_env(config.env, config.atari)
     started = time.perf_counter()
+    loaded: LoadedCheckpoint | None = None
+    schedule: list[ScheduledUpdate] | None = None
+    if resume:
+        if replay_schedule is not None:
+            raise UsageError("resume a replay with resume alone: the replayed schedule is kept in its run directory")
+        problem = resume_problem(out)
+        if problem:
+            raise UsageError(problem)
+        loaded = load_newest(out, config, device=device)
+        if (out / SCHEDULE_FILE).is_file():
+            schedule = load_schedule(out / SCHEDULE_FILE)
+    else:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(occupied_message(out))
+        if replay_schedule is not None:
+            schedule = read_recorded_schedule(replay_schedule, config.steps)
     rundir_ref: list[RunDir] = []
     with contextlib.ExitStack() as stack:
-        explorer = _open_explorer(config, out, env, rundir_ref)
+        explorer = None if schedule is not None else _open_explorer(config, out, env, rundir_ref)
         if explorer is not None:
             stack.callback(explorer.close)
-        rundir = RunDir(out)
+        out.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(_exclusive(out))
+        if loaded is not None:
+            gone = discard_newer(out, loaded.step)
+            if gone:
+                log.warning("resuming from env step %d; discarded newer checkpoints at steps %s", loaded.step, gone)
+            (out / SUMMARY_FILE).unlink(missing_ok=True)  # the run is running again
+        resume_files = None if loaded is None else {**loaded.state["explorer"]["rundir"], "step": loaded.step}
+        rundir = RunDir(out, resume=resume_files)
         stack.callback(rundir.close)
         rundir_ref.append(rundir)
-        cache = explorer.cache if explorer is not None else ExplorationCache(env.spec)
-        rundir.track(cache)
-        (out / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
-        rundir.write_manifest(config.model_dump(mode="json"), seed=config.seed,
-                              explorer=explorer.manifest() if explorer is not None else None)
         counter = EnvStepCounter()
-        setup = build_setup(config, env, cache=cache, rng=np.random.default_rng(config.seed), counter=counter)
+        cache: ExplorationCache
+        if schedule is not None:
+            cache = ScheduledCache(env.spec, schedule, counter, on_publish=(rundir.on_update,))
+        else:
+            cache = explorer.cache if explorer is not None else ExplorationCache(env.spec)
+        rundir.track(cache)
+        if loaded is None:
+            write_text_atomic(out / CONFIG_FILE, dump_config(config))
+            manifest_explorer = explorer.manifest() if explorer is not None else None
+            rundir.write_manifest(config.model_dump(mode="json"), seed=config.seed, explorer=manifest_explorer)
+            if schedule is not None:
+                write_schedule(out / SCHEDULE_FILE, schedule)
+                rundir.note_replay({"replay_of": str(Path(replay_schedule).resolve()) if replay_schedule else None,
+                                    "updates": len(schedule)})
+        else:
+            write_text_atomic(out / CONFIG_FILE, dump_config(config))  # its checkpoint section may have changed
+            rundir.note_resume({"from_step": loaded.step, "checkpoint": loaded.stored.path.name,
+                                "exact": not loaded.limits, "limits": loaded.limits})
+            for limit in loaded.limits:
+                log.warning("resumed run is not an exact continuation: %s", limit)
+        rng = np.random.default_rng(config.seed)
+        setup = build_setup(config, env, cache=cache, rng=rng, counter=counter)
         stack.callback(setup.close)
         timeout = config.explorer.request_timeout_s if explorer is not None else None
         tap = EpisodeTap(explorer.runtime if explorer is not None else None, env.env_id, env.spec,
                          mode=config.explorer.mode, timeout_s=timeout, counter=counter)
+        parts = RunParts(setup, rng, tap, cache, rundir, explorer.runtime if explorer is not None else None)
+        loop = restore_run(parts, loaded) if loaded is not None else None
+        checkpointer = None
+        if config.checkpoint.enabled:
+            checkpointer = Checkpointer(out, config.checkpoint, config, parts,
+                                        last_step=loaded.step if loaded is not None else None)
 
         def progress_info() -> dict[str, Any]:
             return {"upd": rundir.updates_applied, "inf": rundir.updates_informative, "fb": rundir.fallbacks}
 
         if explorer is not None:
             stack.enter_context(explorer)  # starts the runtime thread
-        result = train(setup, steps=config.steps, eval_every=config.eval.every, eval_episodes=config.eval.episodes,
-                       tap=tap, on_train_episode=rundir.log_train_episode, on_eval=rundir.log_eval,
-                       after_collect=rundir.poll, progress=progress, progress_info=progress_info)
+        with _CtrlC() if checkpointer is not None else contextlib.nullcontext() as ctrl_c:
+            result = train(setup, steps=config.steps, eval_every=config.eval.every,
+                           eval_episodes=config.eval.episodes, tap=tap, on_train_episode=rundir.log_train_episode,
+                           on_eval=rundir.log_eval, after_collect=rundir.poll, progress=progress,
+                           progress_info=progress_info, checkpoints=checkpointer, resume=loop,
+                           stop_requested=(lambda: ctrl_c.requested) if ctrl_c is not None else None)
         stats: dict[str, Any] = {}
         if explorer is not None:
             explorer.close()  # stop the runtime: every update it published is known now
             stats = explorer.stats()
         rundir.flush_pending()
         summary = _summary(config, env, result, stats, rundir, tap, time.perf_counter() - started)
+        summary["checkpoints"] = _checkpoint_summary(checkpointer, loaded)
+        if isinstance(cache, ScheduledCache):
+            summary["replayed_updates"] = len(cache.schedule)
+            if not result.interrupted:
+                mismatches = cache.mismatches()
+                summary["schedule_mismatches"] = len(mismatches)
+                if mismatches:
+                    log.warning("the replay applied %d update(s) at other steps than recorded: %s",
+                                len(mismatches), mismatches[:5])
         labels = (explorer.manifest().get("action_spec", {}).get("labels") if explorer is not None else None)
         rundir.write_plots(title=f"{config.algo} on {env.env_id} (seed {config.seed})",
                            labels=labels or env.spec.labels)
         rundir.write_summary(summary)  # last: a run directory with a summary is complete
         return summary
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _checkpoint_summary(checkpointer: Checkpointer | None, loaded: LoadedCheckpoint | None) -> dict[str, Any]:
+    return {
+        "enabled": checkpointer is not None,
+        "written": checkpointer.written if checkpointer is not None else 0,
+        "seconds": round(checkpointer.seconds, 3) if checkpointer is not None else 0.0,
+        "mib": round(checkpointer.bytes_written / 2**20, 2) if checkpointer is not None else 0.0,
+        "failed": checkpointer.failed if checkpointer is not None else 0,
+        "resumed_from_step": loaded.step if loaded is not None else None,
+        "resume_exact": (not loaded.limits) if loaded is not None else None,
+    }
 
 
 def _summary(config: RunConfig, env: EnvInfo, result: TrainResult, stats: dict[str, Any], rundir: RunDir,

@@ -50,6 +50,7 @@ class ResampledNoisyLinear(NoisyLinear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output, with fresh noise in train mode."""
         if self.training:
             with torch.no_grad():
                 self.sample()
@@ -78,6 +79,7 @@ class NatureTorso(nn.Module):
             self.output_dim = int(self.convs(torch.zeros(1, in_channels, height, width)).shape[1])
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Convolution features of ``frames`` (uint8 scaled to [0, 1])."""
         return self.convs(frames.float() / 255.0)
 
 

@@ -23,6 +23,11 @@ JSON files are written to a temporary file and moved into place (``os.replace``)
 never leaves a half-written one; CSV and JSONL lines are appended and flushed one at a time.
 Update and failure callbacks arrive on the explorer's event-loop thread; everything else on
 the training thread. A lock serialises the two.
+
+Resuming from a checkpoint (``RunDir(path, resume=...)``): ``metrics.csv``, ``updates.jsonl`` and
+``exchanges.jsonl`` are cut back to their length at the checkpoint (:meth:`RunDir.checkpoint_state`),
+what is kept is read back, TensorBoard hides the events logged after the checkpoint's step, and
+writing goes on from there.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import csv
 import json
 import logging
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -44,6 +50,8 @@ from typing import Any
 from explorer_pipeline import informativeness
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.rundir_format import (
+    CONFIG_FILE,
+    EXCHANGES_FILE,
     EXPLORATION_PNG,
     LEARNING_CURVE_PNG,
     MANIFEST_FILE,
@@ -54,6 +62,9 @@ from explorer_pipeline.rundir_format import (
     UPDATES_FILE,
     json_default,
     pyplot,
+    read_json,
+    read_summary,
+    run_is_complete,
     save_png,
     write_json_atomic,
 )
@@ -61,7 +72,7 @@ from explorer_pipeline.types import ExplorationUpdate, RequestFailure
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunDir", "collect_versions", "git_commit", "write_json_atomic"]
+__all__ = ["RunDir", "collect_versions", "git_commit", "occupied_message", "resume_problem", "write_json_atomic"]
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -108,9 +119,11 @@ class RunDir:
 
     :param path: created if missing.
     :param tensorboard: write TensorBoard events (needs the ``tensorboard`` package).
+    :param resume: continue a run from a checkpoint: :meth:`checkpoint_state` of that moment,
+        plus ``step``, the checkpoint's env step.
     """
 
-    def __init__(self, path: str | Path, *, tensorboard: bool = True) -> None:
+    def __init__(self, path: str | Path, *, tensorboard: bool = True, resume: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -126,6 +139,8 @@ class RunDir:
         self._episode_end_steps: list[int] = []  # by episode index
         self._previous_values: tuple[float, ...] | None = None  # the last update written (publication order)
         self._closed = False
+        if resume is not None:
+            self._resume(resume)
 
         new_metrics = not (self.path / METRICS_FILE).exists()
         self._metrics_f = open(self.path / METRICS_FILE, "a", newline="", encoding="utf-8")  # noqa: SIM115
@@ -139,7 +154,8 @@ class RunDir:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(self.path / TENSORBOARD_DIR))
+                purge = int(resume["step"]) if resume is not None else None  # hide events after the checkpoint
+                self._tb = SummaryWriter(log_dir=str(self.path / TENSORBOARD_DIR), purge_step=purge)
             except Exception as exc:  # tensorboard not installed or unwritable
                 log.warning("TensorBoard logging disabled: %s", exc)
 
@@ -161,6 +177,24 @@ class RunDir:
             text = json.dumps(manifest["config"], indent=2, default=json_default)
             self._tb.add_text("config", f"```\n{text}\n```")
         return manifest
+
+    def note_resume(self, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` (the checkpoint's step, what it does not restore exactly) to the
+        manifest's ``resumes``, with the time, command, versions and git commit of this session."""
+        manifest = read_json(self.path / MANIFEST_FILE)
+        if not isinstance(manifest, dict):
+            manifest = {}
+        manifest.setdefault("resumes", []).append({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv, "versions": collect_versions(),
+            "git": git_commit(), **dict(entry)})
+        write_json_atomic(self.path / MANIFEST_FILE, manifest)
+
+    def note_replay(self, entry: Mapping[str, Any]) -> None:
+        """Record in the manifest (``replay_schedule``) which run's update schedule this run replays."""
+        manifest = read_json(self.path / MANIFEST_FILE)
+        manifest = manifest if isinstance(manifest, dict) else {}
+        manifest["replay_schedule"] = dict(entry)
+        write_json_atomic(self.path / MANIFEST_FILE, manifest)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         write_json_atomic(self.path / SUMMARY_FILE, dict(summary))
@@ -277,6 +311,56 @@ class RunDir:
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t0
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Where the files stand and what is held back, for a checkpoint. Call where no line is
+        being written: on the explorer's loop thread (between two callbacks) or without one."""
+        with self._lock:
+            self._metrics_f.flush()
+            self._updates_f.flush()
+            exchanges = self.path / EXCHANGES_FILE
+            return {
+                "metrics_bytes": os.fstat(self._metrics_f.fileno()).st_size,
+                "updates_bytes": os.fstat(self._updates_f.fileno()).st_size,
+                "exchanges_bytes": exchanges.stat().st_size if exchanges.exists() else 0,
+                "elapsed_s": self._elapsed(),
+                "pending": [self._pending[v] for v in sorted(self._pending)],
+            }
+
+    def _resume(self, state: Mapping[str, Any]) -> None:
+        """Cut the files back to ``state`` and read back what they hold (before they are opened)."""
+        for name, key in ((METRICS_FILE, "metrics_bytes"), (UPDATES_FILE, "updates_bytes"),
+                          (EXCHANGES_FILE, "exchanges_bytes")):
+            file = self.path / name
+            size = int(state[key])
+            have = file.stat().st_size if file.exists() else 0
+            if have < size:
+                raise ValueError(f"{file} has {have} bytes, fewer than the {size} it had at the checkpoint")
+            if file.exists():
+                os.truncate(file, size)
+        with open(self.path / METRICS_FILE, newline="", encoding="utf-8") as f:
+            for row in list(csv.reader(f))[1:]:
+                step, train_return, eval_return = int(row[0]), row[1], row[2]
+                if train_return:
+                    self.train_points.append((step, float(train_return)))
+                    self._episode_end_steps.append(step)
+                else:
+                    self.eval_points.append((step, float(eval_return)))
+        with open(self.path / UPDATES_FILE, encoding="utf-8") as f:
+            for raw in f:
+                line = json.loads(raw)
+                self.updates.append(line)
+                if line.get("source") == "fallback":
+                    self.fallbacks += 1
+                    continue
+                self._previous_values = tuple(line["values"])
+                if line.get("applied_at_step") is not None:
+                    self.applied_versions.add(line["version"])
+                    if line.get("informative"):
+                        self.informative_versions.add(line["version"])
+        self._t0 = time.perf_counter() - float(state["elapsed_s"])
+        self._pending = {update.version: (update, t) for update, t in state["pending"]}
 
     @property
     def updates_applied(self) -> int:
@@ -445,3 +529,31 @@ class RunDir:
     @staticmethod
     def finite(x: float | None) -> float | None:
         return _finite_or_none(x)
+
+
+def resume_problem(out: str | Path) -> str | None:
+    """Why ``out`` cannot be resumed (not a run directory, or a finished run), or None."""
+    out = Path(out)
+    if not out.is_dir():
+        return f"{str(out)!r} is not a run directory (it does not exist)"
+    missing = [name for name in (CONFIG_FILE, MANIFEST_FILE) if not (out / name).is_file()]
+    if missing:
+        return f"{str(out)!r} is not a run directory (no {' or '.join(missing)})"
+    if run_is_complete(out):
+        summary = read_summary(out) or {}
+        return (f"the run in {str(out)!r} is finished ({summary.get('env_steps')} env steps); there is nothing "
+                "to resume (replay it with --replay-schedule, or start a new run with another --out)")
+    return None
+
+
+def occupied_message(out: str | Path) -> str:
+    """The error for a run directory that would be overwritten, with what to do instead."""
+    out = Path(out)
+    if (out / CONFIG_FILE).is_file() and not run_is_complete(out):
+        return (f"run directory {str(out)!r} already holds an unfinished run; continue it with "
+                f"llm-explorer train --resume {out}, or choose another --out")
+    if run_is_complete(out):
+        return (f"run directory {str(out)!r} already holds a finished run; choose another --out "
+                "(--resume continues only unfinished runs)")
+    return (f"run directory {str(out)!r} already exists and is not empty; choose another --out "
+            f"(to continue an unfinished run there: llm-explorer train --resume {out})")

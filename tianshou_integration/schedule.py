@@ -20,6 +20,7 @@ applied, and failed requests, change nothing the collector sees and are not repl
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,8 @@ def update_from_line(line: dict[str, Any]) -> ExplorationUpdate:
     known = {f.name for f in dataclasses.fields(Provenance)}
     fields: dict[str, Any] = {key: line[key] for key in known if key in line and key != "tokens"}
     tokens = line.get("tokens") or {}
-    fields["tokens"] = {stage: StageUsage(int(t.get("input", 0)), int(t.get("output", 0))) for stage, t in tokens.items()}
+    fields["tokens"] = {stage: StageUsage(int(t.get("input", 0)), int(t.get("output", 0)))
+                        for stage, t in tokens.items()}
     if "retry_reasons" in known and "retries" in line:
         fields["retry_reasons"] = tuple(line["retries"])
     if "fallback_reason" in known and "reason" in line:
@@ -80,7 +82,7 @@ def _schedule_from_lines(lines: Sequence[dict[str, Any]], where: str) -> list[Sc
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{where}: update line {line.get('version')!r} cannot be replayed: {exc}") from None
     schedule.sort(key=lambda s: s.step)
-    for before, after in zip(schedule, schedule[1:], strict=False):
+    for before, after in itertools.pairwise(schedule):
         if after.update.version <= before.update.version or after.step == before.step:
             raise UsageError(f"{where}: applied updates are out of order (version {before.update.version} at step "
                              f"{before.step}, version {after.update.version} at step {after.step}); it is not "
@@ -169,6 +171,7 @@ class ScheduledCache(ExplorationCache):
         return self._current
 
     def set_state(self, state: Any) -> None:
+        """Restore a checkpoint's cache; the recorded updates not yet published stay scheduled."""
         super().set_state(state)
         version = self._current.version
         self._next = sum(1 for s in self.schedule if s.update.version <= version)

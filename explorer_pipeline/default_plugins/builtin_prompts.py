@@ -8,12 +8,14 @@ from ..tasks import load_task_file
 
 @hookimpl
 def register_prompt_sets(register):
+    """Register every prompt set shipped in ``prompts/sets``."""
     for path in sorted((prompts_dir() / "sets").glob("*.yaml")):
         register(load_prompt_set(path))
 
 
 @hookimpl
 def register_task_descriptions(register):
+    """Register every task description shipped in ``prompts/tasks``."""
     for path in sorted((prompts_dir() / "tasks").glob("*.yaml")):
         for task in load_task_file(path):
             register(task)

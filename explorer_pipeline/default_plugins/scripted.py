@@ -6,4 +6,5 @@ from ..scripted import ScriptedProvider
 
 @hookimpl
 def register_providers(register):
+    """Register the ``scripted`` provider."""
     register("scripted", ScriptedProvider())

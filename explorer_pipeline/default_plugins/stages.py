@@ -51,24 +51,29 @@ def default_parser(context: StageContext) -> DefaultParser:
 
 @hookimpl
 def register_summarisers(register):
+    """Register the built-in summariser as ``default``."""
     register("default", default_summariser)
 
 
 @hookimpl
 def register_analysers(register):
+    """Register the built-in analyser as ``default``."""
     register("default", default_analyser)
 
 
 @hookimpl
 def register_proposers(register):
+    """Register the built-in proposer as ``default``."""
     register("default", default_proposer)
 
 
 @hookimpl
 def register_validators(register):
+    """Register the built-in validator as ``default``."""
     register("default", default_validator)
 
 
 @hookimpl
 def register_parsers(register):
+    """Register the built-in parser as ``default``."""
     register("default", default_parser)

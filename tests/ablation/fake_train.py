@@ -1,8 +1,9 @@
 """A stand-in for ``llm-explorer train --config FILE --out DIR`` with the same run directory,
 for the runner's fault tests (crashes, hangs, half-written directories) where the real command
 would only be slow. It reads ``env``, ``algo``, ``seed``, ``steps``, ``explorer.provider`` and
-``explorer.provider_options`` from the configuration file; behaviour comes from provider options
-``fake_*`` (``options: {fake_exit: 1}`` in a spec):
+``explorer.provider_options`` from the configuration file.
+
+Its behaviour comes from provider options ``fake_*`` (``options: {fake_exit: 1}`` in a spec):
 
 ``fake_return=X``   final greedy return (default: ``100 + 10 * seed + fake_bonus`` plus a
                     deterministic wobble per env and seed); the curve rises linearly to it

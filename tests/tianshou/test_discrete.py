@@ -261,7 +261,7 @@ def test_attach_discrete_refuses_a_policy_whose_own_exploration_the_mixin_would_
     class GuidedBranchPolicy(GuidedEpsGreedyMixin, BranchPolicy):
         pass
 
-    with pytest.raises(TypeError, match="would replace BranchPolicy.add_exploration_noise"):
+    with pytest.raises(TypeError, match=r"would replace BranchPolicy\.add_exploration_noise"):
         attach_discrete(build(GuidedBranchPolicy), ExplorationCache(ActionSpec.discrete(N_ACTIONS)))
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from tianshou.algorithm import DDPG, SAC, TD3, RainbowDQN
 from tianshou.algorithm.modelfree.c51 import C51Policy
 from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy
+from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.algorithm.modelfree.sac import SACPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import Batch, Collector, VectorReplayBuffer
@@ -31,8 +33,14 @@ from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.types import ActionSpec, ExplorationUpdate
 from tianshou_integration import build_setup, describe_env
 from tianshou_integration.config import make_config
-from tianshou_integration.continuous import ClipNoisyActionMixin, attach_continuous, store_executed_actions
-from tianshou_integration.discrete import GuidedC51Policy, NoisyCollectionMixin, enable_noisy_collection
+from tianshou_integration.continuous import (
+    ClipNoisyActionMixin,
+    ClippedContinuousDeterministicPolicy,
+    GuidedSACPolicy,
+    attach_continuous,
+    store_executed_actions,
+)
+from tianshou_integration.discrete import GuidedC51Policy, enable_noisy_collection
 from tianshou_integration.training import prepare_policy, train
 
 BIAS = 0.9
@@ -73,19 +81,21 @@ def critic(env: gym.Env) -> ContinuousCritic:
     return ContinuousCritic(preprocess_net=net)
 
 
-def build_algorithm(algo: str, env: gym.Env, noise=None):
-    """A real DDPG / TD3 / SAC with a small network and Tianshou's stock policy class."""
+def build_algorithm(algo: str, env: gym.Env, noise=None, *, stock: bool = False):
+    """A real DDPG / TD3 / SAC with a small network and the package's clipping policy class
+    (``stock``: Tianshou's own policy class)."""
     torch.manual_seed(0)
     space = env.action_space
     net = Net(state_shape=env.observation_space.shape, hidden_sizes=(16,))
     optim = AdamOptimizerFactory(lr=1e-3)
     if algo == "sac":
         actor = ContinuousActorProbabilistic(preprocess_net=net, action_shape=space.shape, unbounded=True)
-        policy = SACPolicy(actor=actor, exploration_noise=noise, action_space=space)
+        policy = (SACPolicy if stock else GuidedSACPolicy)(actor=actor, exploration_noise=noise, action_space=space)
         return SAC(policy=policy, policy_optim=optim, critic=critic(env), critic_optim=optim, critic2=critic(env),
                    critic2_optim=optim)
     actor = ContinuousActorDeterministic(preprocess_net=net, action_shape=space.shape, max_action=1.0)
-    policy = ContinuousDeterministicPolicy(actor=actor, exploration_noise=noise, action_space=space)
+    cls = ContinuousDeterministicPolicy if stock else ClippedContinuousDeterministicPolicy
+    policy = cls(actor=actor, exploration_noise=noise, action_space=space)
     common = dict(policy=policy, policy_optim=optim, critic=critic(env), critic_optim=optim)
     if algo == "ddpg":
         return DDPG(**common)
@@ -134,7 +144,7 @@ def test_stored_action_is_the_executed_one_with_the_llm_cache(algo, env_id):
 
 
 @pytest.mark.parametrize("algo", ["ddpg", "td3", "sac"])
-def test_stored_action_is_the_executed_one_with_stock_gaussian_noise(algo):
+def test_stored_action_is_the_executed_one_with_tianshous_gaussian_noise(algo):
     env = gym.make("Pendulum-v1")
     algorithm = build_algorithm(algo, env, GaussianNoise(mu=BIAS, sigma=SIGMA))
     assert prepare_policy(algorithm.policy) is algorithm.policy  # what the training loop does
@@ -146,27 +156,44 @@ def test_stored_action_is_the_executed_one_with_stock_gaussian_noise(algo):
 def test_stock_tianshou_stores_actions_the_env_never_executed():
     """Why the mixin exists: Tianshou 2.0.1 stores the unclipped noisy action."""
     env = gym.make("Pendulum-v1")
-    algorithm = build_algorithm("td3", env, GaussianNoise(mu=BIAS, sigma=SIGMA))
+    algorithm = build_algorithm("td3", env, GaussianNoise(mu=BIAS, sigma=SIGMA), stock=True)
     stored, executed = collect(algorithm, "Pendulum-v1", n_step=200)
     everything = np.concatenate(stored)
     assert everything.max() > 1.0
     assert np.abs(np.concatenate(executed)).max() <= 2.0  # Pendulum's torque bound
 
 
-def test_store_executed_actions_is_idempotent_and_keeps_the_policy():
+def test_store_executed_actions_checks_and_changes_nothing():
     env = gym.make("Pendulum-v1")
     algorithm = build_algorithm("ddpg", env, GaussianNoise(sigma=0.1))
     policy = algorithm.policy
-    actor, noise = policy.actor, policy.exploration_noise
-    cls = type(store_executed_actions(policy))
-    assert type(store_executed_actions(policy)) is cls
-    assert policy.actor is actor and policy.exploration_noise is noise and algorithm.policy is policy
+    assert store_executed_actions(policy) is policy and type(policy) is ClippedContinuousDeterministicPolicy
     batch = Batch(obs=np.zeros((3, 3), dtype=np.float32), info=Batch())
-    act = np.array([[0.5], [0.95], [-0.99]])
-    noisy = policy.add_exploration_noise(act.copy(), batch)
+    noisy = policy.add_exploration_noise(np.array([[0.5], [0.95], [-0.99]]), batch)
     assert noisy.min() >= -1.0 and noisy.max() <= 1.0
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="needs a policy with exploration noise"):
         store_executed_actions(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("algo", ["ddpg", "sac"])
+def test_a_stock_policy_that_would_store_unexecuted_actions_is_refused(algo):
+    env = gym.make("Pendulum-v1")
+    algorithm = build_algorithm(algo, env, GaussianNoise(sigma=0.1), stock=True)
+    stock = type(algorithm.policy)
+    with pytest.raises(TypeError, match=f"got {stock.__name__}: construct (Clipped|Guided)"):
+        prepare_policy(algorithm.policy)  # what the training loop does first
+    assert type(algorithm.policy) is stock  # never changed into another class
+
+
+def test_a_stock_policy_with_tanh_bounds_stores_what_the_env_executes_and_passes():
+    """With tanh bounding ``map_action_inverse`` recovers the stored action: no clipping class needed."""
+    env = gym.make("Pendulum-v1")
+    torch.manual_seed(0)
+    actor = ContinuousActorDeterministic(preprocess_net=Net(state_shape=3, hidden_sizes=(16,)), action_shape=1,
+                                         max_action=1.0)
+    policy = ContinuousDeterministicPolicy(actor=actor, exploration_noise=GaussianNoise(sigma=0.1),
+                                           action_space=env.action_space, action_bound_method="tanh")
+    assert store_executed_actions(policy) is policy and type(policy) is ContinuousDeterministicPolicy
 
 
 @pytest.mark.parametrize("algo", ["ddpg", "td3", "sac"])
@@ -327,22 +354,29 @@ def test_rainbow_evaluation_is_deterministic_and_uses_mean_weights():
     probe.remove()
 
 
-def test_stock_rainbow_policy_collects_without_noise_unless_enabled():
+def test_stock_rainbow_policy_collects_without_noise_and_is_refused():
     """Why the mixin exists: Tianshou's collector runs the policy in eval mode (mean weights)."""
     algorithm = rainbow(eps=0.0, policy_cls=C51Policy)
     policy = algorithm.policy
     collector, envs = cartpole_collector(algorithm)
     probe = Probe(policy)
     collect_cartpole(collector, envs, policy, training=True, n_step=10)
-    assert probe.modes and not any(probe.modes)
-    probe.clear()
-    assert enable_noisy_collection(policy) is policy and isinstance(policy, NoisyCollectionMixin)
-    assert isinstance(policy, C51Policy) and algorithm.policy is policy
-    assert type(enable_noisy_collection(policy)) is type(policy)
-    collect_cartpole(collector, envs, policy, training=True, n_step=10)
     envs.close()
-    assert probe.modes and all(probe.modes)
+    assert probe.modes and not any(probe.modes)
     probe.remove()
+    with pytest.raises(TypeError, match="got C51Policy: construct GuidedC51Policy instead"):
+        prepare_policy(policy)  # what the training loop does first
+    with pytest.raises(TypeError, match=re.escape("`class NoisyMyPolicy(NoisyCollectionMixin, MyPolicy): pass`")):
+        enable_noisy_collection(policy)
+    assert type(policy) is C51Policy  # never changed into another class
+    guided = rainbow(eps=0.0).policy
+    assert enable_noisy_collection(guided) is guided and type(guided) is GuidedC51Policy
+
+
+def test_a_stock_dqn_policy_without_noisy_layers_needs_nothing():
+    net = Net(state_shape=4, action_shape=2, hidden_sizes=(8,))
+    policy = DiscreteQLearningPolicy(model=net, action_space=gym.spaces.Discrete(2))
+    assert prepare_policy(policy) is policy and type(policy) is DiscreteQLearningPolicy
 
 
 def test_guided_draws_are_unchanged_with_noisy_layers():

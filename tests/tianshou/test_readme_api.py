@@ -1,5 +1,6 @@
-"""The README's "Python API" section, run as written: a stock Tianshou DQN experiment with the
-explorer attached in a few lines, guided by the scripted provider."""
+"""The README's "Python API" section, run as written: a Tianshou DQN experiment whose policy is
+the guided twin of Tianshou's (same arguments), with the explorer attached in a few lines,
+guided by the scripted provider."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tianshou.algorithm import DQN
-from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import Collector, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv
@@ -15,10 +15,10 @@ from tianshou.trainer import OffPolicyTrainerParams
 from tianshou.utils.net.common import Net
 
 from explorer_pipeline import ActionSpec, ExplorerConfig, open_explorer
-from tianshou_integration import EpisodeTap, attach_discrete
+from tianshou_integration import EpisodeTap, GuidedDQNPolicy, attach_discrete
 
 
-def test_attach_the_explorer_to_a_stock_dqn_experiment(tmp_path):
+def test_attach_the_explorer_to_a_dqn_experiment_built_by_hand(tmp_path):
     torch.manual_seed(0)
     env = gym.make("CartPole-v1")
     train_envs = DummyVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(2)])
@@ -26,11 +26,11 @@ def test_attach_the_explorer_to_a_stock_dqn_experiment(tmp_path):
     train_envs.seed(0)
     test_envs.seed(1)
     net = Net(state_shape=4, action_shape=2, hidden_sizes=(32,))
-    policy = DiscreteQLearningPolicy(model=net, action_space=env.action_space, eps_training=1.0, eps_inference=0.0)
-    algorithm = DQN(policy=policy, optim=AdamOptimizerFactory(lr=1e-3), gamma=0.9, target_update_freq=50)
     buffer = VectorReplayBuffer(4000, len(train_envs))
 
     # --- the README's lines
+    policy = GuidedDQNPolicy(model=net, action_space=env.action_space, eps_training=1.0, eps_inference=0.0)
+    algorithm = DQN(policy=policy, optim=AdamOptimizerFactory(lr=1e-3), gamma=0.9, target_update_freq=50)
     spec = ActionSpec.discrete(env.action_space.n)
     config = ExplorerConfig(provider="scripted", provider_options={"reply": '{"probabilities": [0, 1]}'},
                             prompt_set="paper", every_k=1, sample_m=100, exchange_log=tmp_path / "ex.jsonl")

