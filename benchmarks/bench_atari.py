@@ -107,7 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         report = {"memory": memory, "speed": speed, "overhead": overhead}[args.benchmark](args, Path(tmp))
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(report, indent=2))  # noqa: T201 -- a benchmark's output
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

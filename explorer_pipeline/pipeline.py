@@ -133,6 +133,7 @@ class ExplorationPipeline:
             tokens=dict(request.tokens), provider=self.provider, model=self.model,
             prompt_set=self.prompt_set.id, template_hash=self.template_hash,
             attempts=request.calls, retry_reasons=tuple(request.retry_reasons), analysis=analysis[:2000],
+            notes=dict(request.notes),
         )
 
     def _update(self, version: int, values, source: str, request: Request, started: float,

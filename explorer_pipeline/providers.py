@@ -66,12 +66,16 @@ class Provider:
     :cvar name: the name users pass as ``--provider``.
     :cvar structured_output_methods: stage-2 methods this provider really supports, strictest first.
     :cvar transient_errors: exception types worth retrying (timeouts, connection resets, 5xx).
+    :cvar supports_logprobs: the provider's models can return the log-probabilities of the top
+        tokens of an answer (what the ``token-probabilities`` proposer reads); refine per settings
+        with :meth:`logprobs_unsupported`, and say how to ask for them with :meth:`logprob_model`.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     structured_output_methods: ClassVar[tuple[str, ...]] = ("none",)
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = (TimeoutError, ConnectionError)
+    supports_logprobs: ClassVar[bool] = False
 
     def create(self, settings: ProviderSettings) -> BaseChatModel:
         """Build the chat model. Must not do network I/O."""
@@ -110,3 +114,18 @@ class Provider:
     def token_kwargs(self, max_tokens: int, settings: ProviderSettings) -> dict[str, Any]:
         """Keyword arguments that cap output tokens for this provider's models."""
         return {"max_tokens": max_tokens}
+
+    def logprobs_unsupported(self, settings: ProviderSettings) -> str | None:
+        """Why the models these settings build return no token log-probabilities (one line), or
+        ``None`` when they do. The default follows :attr:`supports_logprobs`."""
+        if self.supports_logprobs:
+            return None
+        return f"provider {self.name or type(self).__name__!r} does not return token log-probabilities"
+
+    def logprob_model(self, model: BaseChatModel, settings: ProviderSettings, spec: ActionSpec,
+                      top_logprobs: int) -> Runnable[list[BaseMessage], BaseMessage]:
+        """The runnable for one-token answers whose reply carries, in
+        ``response_metadata["logprobs"]["content"][0]["top_logprobs"]``, the ``top_logprobs`` most
+        likely first tokens with their log-probabilities (OpenAI's format). The default binds
+        OpenAI's ``logprobs``/``top_logprobs`` and a cap of one output token."""
+        return model.bind(logprobs=True, top_logprobs=top_logprobs, **self.token_kwargs(1, settings))

@@ -38,7 +38,8 @@ class RequestHandler(Protocol):
     when there is deliberately nothing to do (a frozen control arm).
     """
 
-    async def handle(self, record: EpisodeRecord, history: Sequence[EpisodeRecord], version: int) -> Outcome | None: ...
+    async def handle(self, record: EpisodeRecord, history: Sequence[EpisodeRecord], version: int) -> Outcome | None:
+        """The outcome of one request for ``record``; runs on the pipeline's event loop."""
 
 
 @dataclass
@@ -55,10 +56,12 @@ class RuntimeStats:
     skipped: int = 0
 
     def add_tokens(self, tokens: dict[str, StageUsage]) -> None:
+        """Add one request's token usage, stage by stage."""
         for stage, usage in tokens.items():
             self.tokens[stage] = self.tokens.get(stage, StageUsage()) + usage
 
     def as_dict(self) -> dict:
+        """The counters as plain data (for ``explorer.stats()`` and the run summary)."""
         return {
             "episodes_seen": self.episodes_seen,
             "skipped": self.skipped,
@@ -126,6 +129,7 @@ class ExplorerRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ExplorerRuntime:
+        """Start the pipeline thread and its event loop; returns once the loop runs."""
         if self._thread is not None:
             raise RuntimeError("ExplorerRuntime already started")
         ready = threading.Event()
@@ -180,6 +184,7 @@ class ExplorerRuntime:
 
     @property
     def running(self) -> bool:
+        """The pipeline thread is alive and the runtime not closed."""
         return self._thread is not None and self._thread.is_alive() and not self._closed
 
     # ------------------------------------------------------------------ checkpoints

@@ -163,6 +163,10 @@ class Request:
     tokens: dict[str, StageUsage] = field(default_factory=dict)
     retry_reasons: list[str] = field(default_factory=list)
     """Why attempts were retried, in order (``proposal: ParseError: ...``)."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """What stages record about how they produced the update, by stage key (``proposer``: the
+    token-probability proposer's valid-label mass, or the fallback it took); JSON-ready values.
+    Becomes the update's ``provenance.notes`` (the ``notes`` of its ``updates.jsonl`` line)."""
 
     def count_call(self, stage: str) -> int:
         """Count one model call of ``stage``; returns its attempt number within the stage (1, 2 ...)."""

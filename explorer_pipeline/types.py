@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -137,6 +137,9 @@ class Provenance:
     :param retry_reasons: why attempts were retried, in order (``proposal: ParseError: ...``);
         empty when every stage succeeded at its first call. A request that failed altogether
         publishes nothing: it is a :class:`RequestFailure`, whose ``reason`` says why.
+    :param notes: what stages recorded about how they produced the update, by stage key (for
+        example ``{"proposer": {"name": "token-probabilities", "valid_mass": 0.93, ...}}``);
+        JSON-ready values only.
     """
 
     source_episode: int = -1
@@ -149,6 +152,7 @@ class Provenance:
     attempts: int = 0
     retry_reasons: tuple[str, ...] = ()
     analysis: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,7 @@ class ExplorationUpdate:
             "template_hash": p.template_hash,
             "attempts": p.attempts,
             "retries": list(p.retry_reasons),
+            "notes": dict(p.notes),
             "reason": None,
         }
 

@@ -64,6 +64,7 @@ class FastPrioritizedVectorReplayBuffer(PrioritizedVectorReplayBuffer):
         return False
 
     def set_beta(self, beta: float) -> None:
+        """Set the importance-sampling exponent so that the next samples use it."""
         set_buffer_beta(self, beta)
 
 
@@ -89,6 +90,7 @@ class AlgoSetup:
 
     @property
     def name(self) -> str:
+        """The algorithm's name (``config.algo``)."""
         return self.config.algo
 
     @property
@@ -98,6 +100,7 @@ class AlgoSetup:
 
     @property
     def is_discrete(self) -> bool:
+        """The environment has discrete actions (a DQN-family algorithm)."""
         return self.env.is_discrete
 
     def on_env_step(self, env_step: int) -> None:
@@ -122,6 +125,7 @@ class AlgoSetup:
         return FastVectorReplayBuffer(10_000 * n, n)
 
     def close(self) -> None:
+        """Close the training and test envs (closing twice is harmless)."""
         for envs in (self.train_envs, self.test_envs):
             with contextlib.suppress(Exception):  # already closed
                 envs.close()

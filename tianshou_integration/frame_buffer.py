@@ -323,6 +323,7 @@ class PrioritizedFrameReplayBuffer(_FrameBufferMixin, PrioritizedVectorReplayBuf
     """
 
     def set_beta(self, beta: float) -> None:
+        """Set the importance-sampling exponent so that the next samples use it."""
         set_buffer_beta(self, beta)
 
     def __init__(

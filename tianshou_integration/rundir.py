@@ -162,6 +162,7 @@ class RunDir:
     # ------------------------------------------------------------------ manifest / summary
     def write_manifest(self, config: Mapping[str, Any], *, seed: int,
                        explorer: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``manifest.json`` (configuration, versions, git commit, platform, explorer); returns it."""
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": sys.argv,
@@ -197,6 +198,7 @@ class RunDir:
         write_json_atomic(self.path / MANIFEST_FILE, manifest)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json``: last, since a run directory with a summary is complete."""
         write_json_atomic(self.path / SUMMARY_FILE, dict(summary))
 
     # ------------------------------------------------------------------ metrics (training thread)
@@ -210,6 +212,7 @@ class RunDir:
             self._tb.add_scalar("train/episode_return", episode_return, step)
 
     def log_eval(self, step: int, mean_return: float) -> None:
+        """One greedy evaluation: its mean return at env step ``step``."""
         self.eval_points.append((step, float(mean_return)))
         self._metrics.writerow([step, "", f"{mean_return:.6g}"])
         self._metrics_f.flush()
@@ -509,6 +512,7 @@ class RunDir:
                 self._write_update_locked(*self._pending.pop(version))
 
     def close(self) -> None:
+        """Write held updates, close the files and TensorBoard; closing twice is harmless."""
         if self._closed:
             return
         self.flush_pending()
@@ -528,6 +532,7 @@ class RunDir:
 
     @staticmethod
     def finite(x: float | None) -> float | None:
+        """``x`` as a float, or None when it is None, NaN or infinite (JSON has no NaN)."""
         return _finite_or_none(x)
 
 

@@ -67,6 +67,7 @@ class TrainResult:
 
     @property
     def steps_per_s(self) -> float:
+        """Env steps per second of training wall time."""
         return self.env_steps / self.wall_s if self.wall_s > 0 else 0.0
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -141,10 +142,10 @@ def test_a_server_that_cannot_load_the_model_is_one_clear_line(tmp_path, no_left
     assert "\n" not in message
     assert message.startswith("the local provider's llama.cpp server (broken.gguf, port ")
     assert "exited with status" in message
-    log = message.rsplit("log: ", 1)[1]
-    assert os.path.exists(log) and "broken.gguf" in open(log).read()  # kept: it explains the failure
+    log = Path(message.rsplit("log: ", 1)[1])
+    assert log.exists() and "broken.gguf" in log.read_text()  # kept: it explains the failure
     assert time.monotonic() - started < 60
-    os.unlink(log)
+    log.unlink()
 
 
 def test_a_server_that_is_not_ready_in_time_is_stopped(no_leftover_servers):
