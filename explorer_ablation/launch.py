@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from explorer_pipeline.rundir_format import run_is_complete
+from explorer_pipeline.rundir_format import CONFIG_FILE, run_is_complete
 
 from .state import move_aside
 
@@ -35,6 +35,7 @@ __all__ = [
     "command_line",
     "default_train_command",
     "finish",
+    "resumable",
     "run_blocking",
     "start",
     "stop",
@@ -124,12 +125,22 @@ def prepare(job: Job) -> str | None:
     return None
 
 
+def resumable(run_dir: Path) -> bool:
+    """A half-finished run that ``train --resume`` continues: its ``config.yaml`` and at least one
+    complete checkpoint (``checkpoints/step-*/meta.json``, written last in each)."""
+    return (run_dir / CONFIG_FILE).is_file() and any((run_dir / "checkpoints").glob("step-*/meta.json"))
+
+
 def start(job: Job) -> Started:
-    """Start ``job`` (the caller has checked it is not complete). Call from the main thread: the
-    parent-death signal follows the thread that forked the child."""
-    moved = prepare(job)
+    """Start ``job`` (the caller has checked it is not complete). A half-finished run with a
+    checkpoint is resumed (``train --resume DIR``); any other half-written one is moved aside and
+    started again. Call from the main thread: the parent-death signal follows the thread that
+    forked the child."""
+    resume = job.run_dir.is_dir() and resumable(job.run_dir)
+    moved = None if resume else prepare(job)
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [*(job.train_command or default_train_command()), *job.arguments]
+    arguments = ("--resume", str(job.run_dir)) if resume else job.arguments
+    command = [*(job.train_command or default_train_command()), *arguments]
     log = open(job.log_path, "ab")  # noqa: SIM115 -- closed by finish()
     log.write(f"$ {shlex.join(command)}\n".encode())
     log.flush()

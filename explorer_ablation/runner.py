@@ -4,8 +4,9 @@ Each run's configuration is written to ``OUT/configs/ARM__ENV__seed-S.yaml`` bef
 starts; a run is ``TRAIN --config FILE --out OUT/runs/ARM/ENV/seed-S``.
 
 A finished run is never redone. ``resume`` continues a study after a crash, a SIGKILL or
-Ctrl-C: complete runs are kept, half-written ones are moved aside and rerun. A failed run is
-recorded (``status.jsonl``, with the tail of its log) and the study goes on.
+Ctrl-C: complete runs are kept, half-written ones continue from their newest checkpoint
+(``train --resume``) or, without one, are moved aside and rerun. A failed run is recorded
+(``status.jsonl``, with the tail of its log) and the study goes on.
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ def _encode(generation: Generation) -> dict:
         "content": message.content,
         "tool_calls": [dict(call) for call in getattr(message, "tool_calls", []) or []],
         "usage_metadata": dict(message.usage_metadata) if getattr(message, "usage_metadata", None) else None,
+        # scalars, and the token log-probabilities a token-probability proposer reads
         "response_metadata": {k: v for k, v in message.response_metadata.items()
-                              if isinstance(v, (str, int, float, bool, type(None)))},
+                              if isinstance(v, (str, int, float, bool, type(None))) or k == "logprobs"},
     }
 
 

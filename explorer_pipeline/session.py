@@ -107,7 +107,10 @@ class ExplorerConfig(BaseModel):
     proposer: StageChoice = Field(default_factory=StageChoice)
     """Stage 2. The built-in ``default`` calls the model, reads the reply with a parser and retries
     (``max_attempts``); options ``parser`` (a registered parser, ``default``), ``parser_options``
-    (a mapping), ``reprompt`` (show the model its unreadable answer and the error; true)."""
+    (a mapping), ``reprompt`` (show the model its unreadable answer and the error; true). Also
+    built in: ``token-probabilities`` (one label asked, the distribution read from the first answer
+    token's log-probabilities, averaged over label orders) and ``auto`` (that where the provider
+    returns log-probabilities, else ``default``); see docs/plugin_hooks.md."""
     validator: StageChoice = Field(default_factory=StageChoice)
     """The validator (proposed numbers -> the values the collector sees). The built-in ``default``
     applies ``floor`` and ``max_bias``; option ``legal``: a static action mask (one boolean per action)."""

@@ -54,9 +54,12 @@ def test_default_plugins_are_registered(pm):
     assert cat.providers.names() == ["scripted"]
     assert cat.providers.owner("scripted") == SCRIPTED_MODULE
     assert isinstance(cat.providers.get("scripted"), ScriptedProvider)
-    for catalogue in (cat.summarisers, cat.analysers, cat.proposers, cat.validators, cat.parsers):
+    for catalogue in (cat.summarisers, cat.analysers, cat.validators, cat.parsers):
         assert catalogue.names() == ["default"] and catalogue.owner("default") == STAGES_MODULE
-    assert {"paper", "name-only", "single-stage", "shuffled", "random", "frozen"} <= set(cat.prompt_sets.names())
+    assert cat.proposers.names() == ["auto", "default", "token-probabilities"]
+    assert {cat.proposers.owner(name) for name in cat.proposers.names()} == {STAGES_MODULE}
+    assert {"paper", "paper-logprobs", "name-only", "single-stage", "shuffled", "random", "frozen"} <= set(
+        cat.prompt_sets.names())
     assert "CartPole-v1" in cat.tasks and cat.tasks.owner("CartPole-v1") == PROMPTS_MODULE
 
 
@@ -462,7 +465,8 @@ def test_an_unknown_stage_name_is_one_line_listing_what_exists(pm, stage):
     pm.register(Shouting(), name="shouting")
     with pytest.raises(UnknownNameError) as info:
         open_explorer(ExplorerConfig(**{stage: "nope"}), "CartPole-v1", CARTPOLE, plugin_manager=pm)
-    available = {"summariser": "default, loud", "validator": "default, uniform"}.get(stage, "default")
+    available = {"summariser": "default, loud", "validator": "default, uniform",
+                 "proposer": "auto, default, token-probabilities"}.get(stage, "default")
     assert str(info.value) == f"unknown {stage} 'nope'; available: {available}"
     assert isinstance(info.value, UsageError)
 
@@ -663,9 +667,13 @@ def test_cli_plugins_lists_each_stage_and_marks_the_one_a_run_uses(monkeypatch, 
     assert [line.split()[:2] for line in summarisers] == [["*", "default"], ["loud", "Shouts"]]
     assert summarisers[1].endswith("Shouts the trend. (options: volume) [from shouting]")
     assert summarisers[0].endswith(f"(options: window) [from {STAGES_MODULE}]")
-    assert "(options: parser, parser_options, reprompt)" in stage_section(out, "proposer")[0]
-    for stage in ("analyser", "proposer"):
-        assert [line.split()[:2] for line in stage_section(out, stage)] == [["*", "default"]]
+    proposers = stage_section(out, "proposer")
+    assert [line.split()[:2] for line in proposers] == [["auto", "`token-probabilities`"], ["*", "default"],
+                                                         ["token-probabilities", "One"]]
+    assert "(options: parser, parser_options, reprompt)" in proposers[1]
+    assert proposers[2].endswith("(options: permutations, temperature, labels, levels, min_valid_mass, average, "
+                                 f"top_logprobs, concurrency, fallback) [from {STAGES_MODULE}]")
+    assert [line.split()[:2] for line in stage_section(out, "analyser")] == [["*", "default"]]
     assert stage_section(out, "validator")[1].split()[:2] == ["uniform", "Ignores"]
     assert "  parsers (the default proposer's option" in out
 

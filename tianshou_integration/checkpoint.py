@@ -488,11 +488,10 @@ def _load(stored: StoredCheckpoint, device: str) -> LoadedCheckpoint:
     return LoadedCheckpoint(stored, state, envs, buffer)
 
 
-def load_newest(run_dir: str | Path, config: RunConfig, *, device: str = "cpu",
-                fits: Callable[[StoredCheckpoint], str | None] | None = None) -> LoadedCheckpoint:
+def load_newest(run_dir: str | Path, config: RunConfig, *, device: str = "cpu") -> LoadedCheckpoint:
     """Read the newest complete checkpoint that loads; older ones are tried when a newer one is
-    damaged. ``fits`` may reject one (returns why). Raises :class:`CheckpointError` when none is
-    usable or the run's configuration is not the one the checkpoints were written with."""
+    damaged. Raises :class:`CheckpointError` when none is usable, or when the run's configuration
+    (``config``, without its ``checkpoint`` section) is not the one the checkpoints were written with."""
     run_dir = Path(run_dir)
     fingerprint = config_fingerprint(config)
     reasons: list[str] = []
@@ -507,11 +506,6 @@ def load_newest(run_dir: str | Path, config: RunConfig, *, device: str = "cpu",
             raise CheckpointError(f"the checkpoint at env step {step} in {str(run_dir)!r} was written with a "
                                   f"different configuration than {str(run_dir / 'config.yaml')!r} holds now"
                                   + (f": {'; '.join(diff)}" if diff else ""))
-        problem = fits(stored) if fits is not None else None
-        if problem:
-            reasons.append(f"step {step}: {problem}")
-            log.warning("ignoring checkpoint %s: %s", path, problem)
-            continue
         try:
             return _load(stored, device)
         except Exception as exc:  # a damaged file that still has the right size

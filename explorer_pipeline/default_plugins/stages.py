@@ -1,4 +1,5 @@
-"""Registers the built-in implementation of every stage (and the default parser) as ``default``.
+"""Registers the built-in implementation of every stage (and the default parser) as ``default``,
+and the token-probability proposers ``token-probabilities`` and ``auto``.
 
 Exactly what a third-party plugin does: one catalogue hook per stage, each registering a factory
 ``factory(context, **options)``. The first line of a factory's docstring is what
@@ -12,6 +13,7 @@ from typing import Any
 
 from ..analysis import ChainAnalyser
 from ..hookspecs import hookimpl
+from ..logprob_proposer import DEFAULT_LEVELS, FALLBACKS, TokenProbabilityProposer, logprobs_problem
 from ..parsing import DefaultParser
 from ..proposal import ParsingProposer
 from ..stages import StageContext
@@ -35,6 +37,41 @@ def default_proposer(context: StageContext, *, parser: str = "default",
     if not isinstance(parser_options, Mapping | None):
         raise ValueError(f"parser_options must be a mapping, got {parser_options!r}")
     return ParsingProposer(context, context.parser(parser, parser_options), reprompt=reprompt)
+
+
+def _token_probabilities(context: StageContext, name: str, fallback: str, options: dict[str, Any]
+                          ) -> TokenProbabilityProposer:
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
+    problem = logprobs_problem(context)
+    if problem is not None and fallback == "error":
+        raise ValueError(f"{problem}; choose a provider that does, or proposer 'auto' (text proposals instead)")
+    text = ParsingProposer(context, context.parser("default")) if fallback == "text" else None
+    return TokenProbabilityProposer(context, **options, text_fallback=text, unavailable=problem, name=name)
+
+
+def token_probabilities_proposer(
+    context: StageContext, *, permutations: str | int = "cyclic", temperature: float = 1.0,
+    labels: Sequence[str] | None = None, levels: Sequence[float] = DEFAULT_LEVELS, min_valid_mass: float = 0.0,
+    average: str = "arithmetic", top_logprobs: int = 20, concurrency: int = 1, fallback: str = "error",
+) -> TokenProbabilityProposer:
+    """One label asked; the first answer token's probabilities over the labels, averaged over label orders."""
+    options = {"permutations": permutations, "temperature": temperature, "labels": labels, "levels": levels,
+               "min_valid_mass": min_valid_mass, "average": average, "top_logprobs": top_logprobs,
+               "concurrency": concurrency}
+    return _token_probabilities(context, "token-probabilities", fallback, options)
+
+
+def auto_proposer(
+    context: StageContext, *, permutations: str | int = "cyclic", temperature: float = 1.0,
+    labels: Sequence[str] | None = None, levels: Sequence[float] = DEFAULT_LEVELS, min_valid_mass: float = 0.0,
+    average: str = "arithmetic", top_logprobs: int = 20, concurrency: int = 1,
+) -> TokenProbabilityProposer:
+    """`token-probabilities` where the provider gives log-probabilities, else the text proposer (noted)."""
+    options = {"permutations": permutations, "temperature": temperature, "labels": labels, "levels": levels,
+               "min_valid_mass": min_valid_mass, "average": average, "top_logprobs": top_logprobs,
+               "concurrency": concurrency}
+    return _token_probabilities(context, "auto", "text", options)
 
 
 def default_validator(context: StageContext, *, legal: Sequence[bool] | None = None) -> DefaultValidator:
@@ -63,8 +100,10 @@ def register_analysers(register):
 
 @hookimpl
 def register_proposers(register):
-    """Register the built-in proposer as ``default``."""
+    """Register the built-in text proposer as ``default``, and ``token-probabilities`` and ``auto``."""
     register("default", default_proposer)
+    register("token-probabilities", token_probabilities_proposer)
+    register("auto", auto_proposer)
 
 
 @hookimpl

@@ -225,6 +225,20 @@ def test_resume_without_the_buffer_finishes_and_says_it_is_not_exact(tmp_path):
     assert max(metric_steps(out / "metrics.csv")) > step
 
 
+def test_the_ablation_runner_resumes_a_half_finished_run_instead_of_redoing_it(reference, killed, tmp_path):
+    from explorer_ablation.launch import Job, run_blocking
+
+    out = copy_of(killed, tmp_path)
+    log = tmp_path / "run.log"
+    job = Job("arm/CartPole-v1/seed-3", ("--config", str(out / "config.yaml"), "--out", str(out)), out, log,
+              steps=STEPS, train_command=(str(LLM_EXPLORER), "train"))
+    outcome = run_blocking(job)
+    assert outcome.complete and outcome.moved_aside is None, outcome.error
+    assert f"train --resume {out}" in log.read_text().splitlines()[0]
+    assert_same_run(reference, out)
+    assert not list(tmp_path.glob("run.failed-*"))
+
+
 # --------------------------------------------------------------------------- bad input: exit 2 with the reason
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
     (tmp_path / "empty").mkdir()

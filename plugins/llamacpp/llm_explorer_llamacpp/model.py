@@ -2,7 +2,9 @@
 
 A ``Llama`` object is not thread-safe: every call goes through one worker thread, so concurrent
 ``ainvoke`` calls queue instead of crashing the process. Token usage is reported in
-``usage_metadata`` so per-stage token counts work.
+``usage_metadata`` so per-stage token counts work. A call bound with ``logprobs=True`` (and
+``top_logprobs=K``) reports the K most likely first answer tokens in
+``response_metadata["logprobs"]``, in OpenAI's format (first token only).
 """
 
 from __future__ import annotations
@@ -20,6 +22,40 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+
+
+class _FirstTokenLogits:
+    """A llama.cpp logits processor that keeps the logits of the first answer token, so
+    log-probabilities need no ``logits_all`` model (an n_ctx x vocabulary array)."""
+
+    def __init__(self) -> None:
+        self.logits: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.logits is None:
+            import numpy as np
+
+            self.logits = np.array(scores, dtype=np.float64)
+        return scores
+
+    def chat_logprobs(self, llm: Any, content: str, top: int) -> dict[str, Any] | None:
+        """The first token's entry in OpenAI's ``logprobs`` format, with the ``top`` likeliest tokens."""
+        if self.logits is None:
+            return None
+        import numpy as np
+
+        shifted = self.logits - self.logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+
+        def text(token: int) -> str:
+            return llm.detokenize([token]).decode("utf-8", errors="ignore")
+
+        ranked = [{"token": text(int(i)), "logprob": float(logprobs[i]), "bytes": None}
+                  for i in np.argsort(-logprobs)[:max(top, 1)]]
+        first = (llm.tokenize(content.encode(), add_bos=False, special=False) if content else [])[:1]
+        chosen = first[0] if first else llm.token_eos()
+        entry = {"token": text(chosen), "logprob": float(logprobs[chosen]), "bytes": None, "top_logprobs": ranked}
+        return {"content": [entry], "refusal": None}
 
 
 def default_model_path() -> Path:
@@ -73,7 +109,8 @@ class LlamaCppChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, *,
                   max_tokens: int | None = None, grammar: str | None = None,
-                  response_format: dict | None = None, **kwargs: Any) -> ChatResult:
+                  response_format: dict | None = None, logprobs: bool | None = None, top_logprobs: int | None = None,
+                  **kwargs: Any) -> ChatResult:
         payload = [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
         call: dict[str, Any] = {"messages": payload, "max_tokens": max_tokens or self.max_tokens,
                                 "temperature": self.temperature, "stop": stop}
@@ -85,16 +122,25 @@ class LlamaCppChatModel(BaseChatModel):
                 call["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
             if response_format is not None:
                 call["response_format"] = response_format
+            first = _FirstTokenLogits() if logprobs else None
+            if first is not None:
+                from llama_cpp import LogitsProcessorList
+
+                call["logits_processor"] = LogitsProcessorList([first])
             out = llm.create_chat_completion(**call)
+            content = out["choices"][0]["message"].get("content") or ""
+            chat_logprobs = first.chat_logprobs(llm, content, top_logprobs or 0) if first is not None else None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
+        metadata = {"model_name": Path(self.model_path).name, "finish_reason": choice.get("finish_reason")}
+        if chat_logprobs is not None:
+            metadata["logprobs"] = chat_logprobs
         message = AIMessage(
-            content=choice["message"].get("content") or "",
+            content=content,
             usage_metadata={"input_tokens": usage.get("prompt_tokens", 0),
                             "output_tokens": usage.get("completion_tokens", 0),
                             "total_tokens": usage.get("total_tokens", 0)},
-            response_metadata={"model_name": Path(self.model_path).name,
-                               "finish_reason": choice.get("finish_reason")},
+            response_metadata=metadata,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 

