@@ -9,9 +9,10 @@ local       steps/s with the embedded SmolLM2 model (``--provider local``, async
             the CPU the model takes from training on this machine.
 embedded    the embedded model beside training, one lever at a time: where it runs (in the
             training process, ``process=in``, or in a private server process, ``process=server``),
-            llama.cpp's prompt cache (``cache=on|off``) and a shorter stage 1
-            (``explorer.max_tokens_analysis``). Per arm: update latency (median and p90 of
-            ``latency_s`` of the LLM updates in updates.jsonl), updates applied, steps/s and its
+            llama.cpp's prompt cache (``cache=on|off``), a shorter stage 1
+            (``explorer.max_tokens_analysis``) and a lower CPU priority for the server (``nice=10``).
+            Per arm: update latency (median and p90 of ``latency_s`` of the LLM updates in
+            updates.jsonl), updates applied, steps/s and its
             ratio to ``--provider none`` (of the medians, and the median of the per-repetition
             ratios: each repetition runs every arm back to back, so load drifts hit all of them),
             and the 1-minute load average before each run. ``--arms`` picks a subset.
@@ -53,6 +54,8 @@ ARMS = {
         "server-cache": ["--provider", "local", "--option", "process=server", "--option", "cache=on"],
         "server-cache-s1cap100": ["--provider", "local", "--option", "process=server", "--option", "cache=on",
                                   "--set", "explorer.max_tokens_analysis=100"],
+        "server-cache-nice10": ["--provider", "local", "--option", "process=server", "--option", "cache=on",
+                                "--option", "nice=10"],
     },
 }
 

@@ -586,7 +586,7 @@ class Checkpointer:
         step = loop.env_step
         final = self.run_dir / CHECKPOINTS_DIR / f"step-{step:012d}"
         if final.exists():  # the run was resumed from it and stopped again at once
-            self._done(step, started, 0)
+            self.last_step, self._last_time = step, time.monotonic()
             return final
         parts = self.parts
         setup = parts.setup
@@ -604,7 +604,11 @@ class Checkpointer:
             "noise_last_version": getattr(setup.noise, "_last_version", None),
             "explorer": explorer,
         }
-        if explorer.get("waiting") is not None:
+        if parts.runtime is not None and self.config.explorer.mode == "async":
+            limits.append("async mode: after a resume the LLM's answers arrive at other env steps than they would "
+                          "have; a request running at the checkpoint is not asked again (--replay-schedule "
+                          "reproduces a finished run exactly)")
+        elif explorer.get("waiting") is not None:
             limits.append("an exploration request was waiting at the checkpoint; it is not asked again")
         envs: dict[str, Any] | None
         try:

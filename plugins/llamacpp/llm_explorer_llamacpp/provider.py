@@ -17,8 +17,11 @@ PROCESS_MODES = ("server", "in")
 #: options each mode accepts
 OPTIONS = {"server": ("process", "threads", "n_ctx", "cache", "nice", "start_timeout", "log"),
            "in": ("process", "threads", "n_ctx", "cache")}
-#: what ``cache=on`` keeps: llama.cpp states of earlier prompts (KV cache of about 25 KB per token
-#: for SmolLM2-135M), enough for the latest stage-1 and stage-2 prompts of a few updates
+#: what ``cache=on`` keeps: 64 MiB of llama.cpp states of earlier prompts (about 23 KB per prompt
+#: token for SmolLM2-135M, so 3-4 states of the paper prompts: the latest stage-1 and stage-2
+#: prompts, which is what the next update reuses). llama-cpp-python also keeps each state's
+#: logits, which this capacity does not count: with the server's logits for every prompt token
+#: (needed for log-probabilities) the server grows by about 0.6 GB.
 CACHE_BYTES = 64 << 20
 _SWITCHES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 

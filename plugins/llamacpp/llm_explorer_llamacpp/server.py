@@ -57,8 +57,17 @@ _LAUNCHER = (
     "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])\n"
 )
 
-#: Environment variables llama_cpp.server's settings would read instead of our arguments.
-_SERVER_ENV_OVERRIDES = ("CONFIG_FILE",)
+
+
+def server_environment() -> dict[str, str]:
+    """This process's environment without what llama_cpp.server would read as its settings:
+    ``CONFIG_FILE`` (which replaces every argument) and any variable named like one of its
+    settings, in any case (pydantic-settings matches them case-insensitively): an ``API_KEY``
+    meant for something else would otherwise lock us out of our own server."""
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    names = {"config_file", *ModelSettings.model_fields, *ServerSettings.model_fields}
+    return {key: value for key, value in os.environ.items() if key.lower() not in names}
 
 
 class ServerStartError(UsageError):
@@ -191,7 +200,7 @@ class LlamaServer:
             fd, name = tempfile.mkstemp(prefix="llm-explorer-llama-server-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
-        env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_OVERRIDES}
+        env = server_environment()
         with open(self.log_path, "ab") as log:
             self.proc = _Forker.popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                       env=env, start_new_session=True, close_fds=True)

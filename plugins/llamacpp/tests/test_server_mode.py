@@ -107,6 +107,24 @@ def test_options_reach_the_server_command_line(tmp_path, no_leftover_servers):
         model.close()
 
 
+def test_settings_in_the_environment_do_not_reach_the_server(tmp_path, monkeypatch, no_leftover_servers):
+    """llama_cpp.server reads its settings from environment variables too (any case): a key, a
+    config file or a context size meant for something else must not change our server."""
+    monkeypatch.setenv("API_KEY", "sk-meant-for-another-service")
+    monkeypatch.setenv("config_file", str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv("N_CTX", "300")
+    monkeypatch.setenv("LLM_EXPLORER_UNRELATED", "kept")
+    model = LocalProvider().create(ProviderSettings(options={"start_timeout": "60"}))
+    try:
+        reply = model.invoke("Say hi.", extra_body={"max_tokens": 3})
+        assert reply.usage_metadata["output_tokens"] > 0
+        environ = psutil.Process(model.server.pid).environ()
+        assert "API_KEY" not in environ and "config_file" not in environ and "N_CTX" not in environ
+        assert environ["LLM_EXPLORER_UNRELATED"] == "kept"
+    finally:
+        model.close()
+
+
 def test_garbage_collected_model_stops_its_server(no_leftover_servers):
     model = LocalProvider().create(ProviderSettings())
     pid = model.server.pid
