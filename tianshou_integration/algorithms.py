@@ -196,6 +196,8 @@ def build_setup(
     algorithm, noise = builder(config, env, train_envs.action_space[0], cache, rng, counter, device)
     algorithm.to(device)
     buffer = _make_buffer(config, env, len(train_envs))
+    # Tianshou samples uniform replay from the buffer's own RandomState(42) whatever the seed: seed it
+    buffer._random_state = np.random.RandomState(seed)
     setup = AlgoSetup(config, env, algorithm, algorithm.policy, train_envs, test_envs, buffer, noise, device)
     if setup.is_discrete:
         setup.policy.set_eps_inference(config.algorithm.epsilon.eval)  # type: ignore[attr-defined]
