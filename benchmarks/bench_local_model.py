@@ -21,6 +21,7 @@ Prints one JSON object (progress lines go to stderr).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -146,6 +147,10 @@ def updates(reps: int, n: int) -> dict:
                         raise SystemExit(f"update {i} failed: {outcome}")
                     latencies.append(round(time.perf_counter() - started, 2))
                 rss = server_rss_mb()
+            # the explorer core does not close provider models yet: the server stops with its
+            # model, when the garbage collector takes it
+            del explorer
+            gc.collect()
             row = {"rep": rep, "cache": cache, "latency_s": latencies, "server_rss_mb": rss, "load_1m": round(load, 2)}
             progress(row)
             runs.setdefault(f"cache={cache}", []).append(row)

@@ -76,7 +76,9 @@ def test_key_is_never_in_the_manifest_or_repr(monkeypatch, fault_server):
     explorer = open_explorer(config, "Acrobot-v1", SPEC)
     try:
         assert "sk-supersecret" not in repr(explorer.manifest())
-        assert "sk-supersecret" not in repr(explorer.runtime.handler.proposal_model)
+        models = explorer.runtime.handler.context.models
+        assert "sk-supersecret" not in repr(models.runnable("proposal"))
+        assert "sk-supersecret" not in repr(models.chat_model)
     finally:
         explorer.close()
 

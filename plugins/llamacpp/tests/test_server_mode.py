@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -170,6 +171,25 @@ def test_a_server_that_is_not_ready_in_time_is_stopped(no_leftover_servers):
     with pytest.raises(ServerStartError, match=r"did not answer within 0\.01 s \(--option start_timeout=SECONDS\)"):
         LocalProvider().create(ProviderSettings(options={"start_timeout": "0.01"}))
     # no_leftover_servers checks that the process is gone
+
+
+def test_ctrl_c_while_waiting_for_the_server_stops_it(monkeypatch, no_leftover_servers):
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    # the first readiness probe is "interrupted" while the server process is already running
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        LocalProvider().create(ProviderSettings())
+    assert len(started) == 1 and started[0].poll() is not None
 
 
 OWNER = """
