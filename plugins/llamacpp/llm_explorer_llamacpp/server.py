@@ -58,7 +58,6 @@ _LAUNCHER = (
 )
 
 
-
 def server_environment() -> dict[str, str]:
     """This process's environment without what llama_cpp.server would read as its settings:
     ``CONFIG_FILE`` (which replaces every argument) and any variable named like one of its
@@ -120,8 +119,9 @@ class ServerOptions:
         that shares a prefix with an earlier one (not only with the last one) skips that prefix.
     :param nice: added to the server's niceness (POSIX): > 0 lets training have the CPU first
         when the cores are oversubscribed.
-    :param log_path: where the server's output goes; ``None``: a temporary file, removed when the
-        server stops cleanly (kept, and named in the error, when it fails to start).
+    :param log_path: a file the server's output is appended to; ``None``: an unnamed temporary
+        file, which disappears with the last process that holds it (when the server fails to
+        start, its content is copied to a named file for the error message).
     """
 
     model_path: Path
@@ -143,8 +143,8 @@ class LlamaServer:
         self.options = options
         self.port = 0
         self.proc: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-        self._keep_log = options.log_path is not None
+        self.log_path: Path | None = options.log_path
+        self._log: Any = None  # the server's stdout, also open here for reading the tail
         self._owner = os.getpid()
         self._lock = threading.Lock()
         self._timed_out = False
@@ -193,17 +193,14 @@ class LlamaServer:
 
     def _spawn(self) -> None:
         self.port = free_port()
-        if self.options.log_path is not None:
-            self.log_path = self.options.log_path
+        self._close_log()
+        if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "ab+")  # noqa: SIM115 - closed in stop()
         else:
-            fd, name = tempfile.mkstemp(prefix="llm-explorer-llama-server-", suffix=".log")
-            os.close(fd)
-            self.log_path = Path(name)
-        env = server_environment()
-        with open(self.log_path, "ab") as log:
-            self.proc = _Forker.popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      env=env, start_new_session=True, close_fds=True)
+            self._log = tempfile.TemporaryFile()  # noqa: SIM115 - unnamed: nothing is ever left behind
+        self.proc = _Forker.popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                  env=server_environment(), start_new_session=True, close_fds=True)
 
     def _wait_ready(self) -> bool:
         """Poll ``/v1/models`` until it answers 200 (True), the process exits or the time is up."""
@@ -222,11 +219,18 @@ class LlamaServer:
         self._timed_out = True
         return False
 
-    def _log_tail(self) -> str:
-        try:
-            lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
-        except (OSError, AttributeError):
+    def _log_text(self) -> str:
+        """What the server wrote so far (read without moving the file offset it writes at)."""
+        if self._log is None:
             return ""
+        try:
+            fd = self._log.fileno()
+            return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+        except (OSError, ValueError):
+            return ""
+
+    def _log_tail(self) -> str:
+        lines = [line.strip() for line in self._log_text().splitlines() if line.strip()]
         return lines[-1][:300] if lines else ""
 
     def _port_was_taken(self) -> bool:
@@ -241,8 +245,13 @@ class LlamaServer:
             code = self.proc.returncode if self.proc is not None else None
             tail = self._log_tail()
             why = f"exited with status {code} before it was ready" + (f": {tail}" if tail else "")
-        self._keep_log = True  # the log explains the failure: keep it
-        return f"{what} {why}; log: {self.log_path}"
+        log = self.log_path
+        if log is None:  # the log explains the failure: keep a copy with a name
+            fd, name = tempfile.mkstemp(prefix="llm-explorer-llama-server-", suffix=".log")
+            with os.fdopen(fd, "w") as copy:
+                copy.write(self._log_text())
+            log = Path(name)
+        return f"{what} {why}; log: {log}"
 
     def stop(self, grace_s: float = 2.0) -> None:
         """Stop the server's process group: SIGTERM, then SIGKILL after ``grace_s``. Idempotent;
@@ -265,9 +274,13 @@ class LlamaServer:
                 if proc is not None and proc.poll() is None:  # interrupted while waiting above
                     proc.kill()
                     proc.wait()
-                if self.log_path is not None and not self._keep_log:
-                    with contextlib.suppress(OSError):
-                        self.log_path.unlink()
+                self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.close()
+            self._log = None
 
 
 class LlamaServerChatModel(ChatOpenAI):

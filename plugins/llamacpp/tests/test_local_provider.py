@@ -88,6 +88,7 @@ def test_default_model_ships_in_the_wheel():
     ({"process": "in", "start_timeout": "5"}, "with process=in"),
     ({"cache": "maybe"}, "cache must be on or off"), ({"start_timeout": "0"}, "start_timeout > 0"),
     ({"start_timeout": "soon"}, "start_timeout a number of seconds"),
+    ({"nice": "20"}, "0 <= nice <= 19"), ({"process": "in", "nice": "5"}, "with process=in"),
 ])
 def test_bad_options(options, message):
     with pytest.raises(UsageError, match=message):

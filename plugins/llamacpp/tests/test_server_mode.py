@@ -77,20 +77,20 @@ def test_server_is_private_to_this_machine_and_its_own_session(no_leftover_serve
         assert os.getsid(server.pid) == server.pid  # a terminal's Ctrl-C reaches the training process only
         listening = {c.laddr for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
         assert listening == {("127.0.0.1", server.port)}
-        log = server.log_path
-        assert log.exists()
+        # its output goes to an unnamed file: nothing to clean up, even after a SIGKILL
+        assert server.log_path is None and os.readlink(f"/proc/{server.pid}/fd/1").endswith("(deleted)")
     finally:
         model.close()
     assert not alive(server.pid)
-    assert not log.exists()  # a clean stop removes the temporary log
     model.close()  # idempotent
 
 
 def test_options_reach_the_server_command_line(tmp_path, no_leftover_servers):
     log = tmp_path / "logs" / "server.log"
     model = LocalProvider().create(ProviderSettings(options={"threads": "2", "n_ctx": "1024", "cache": "off",
-                                                             "log": str(log)}))
+                                                             "nice": "5", "log": str(log)}))
     try:
+        assert psutil.Process(model.server.pid).nice() == os.nice(0) + 5
         cmdline = psutil.Process(model.server.pid).cmdline()
         assert cmdline[cmdline.index("--n_threads_batch") + 1] == "2"
         assert cmdline[cmdline.index("--n_ctx") + 1] == "1024"
@@ -168,8 +168,12 @@ def test_a_server_that_cannot_load_the_model_is_one_clear_line(tmp_path, no_left
 
 
 def test_a_server_that_is_not_ready_in_time_is_stopped(no_leftover_servers):
-    with pytest.raises(ServerStartError, match=r"did not answer within 0\.01 s \(--option start_timeout=SECONDS\)"):
+    expected = r"did not answer within 0\.01 s \(--option start_timeout=SECONDS\)"
+    with pytest.raises(ServerStartError, match=expected) as caught:
         LocalProvider().create(ProviderSettings(options={"start_timeout": "0.01"}))
+    log = Path(str(caught.value).rsplit("log: ", 1)[1])
+    assert log.exists()  # a copy of what the server wrote, for the user to read
+    log.unlink()
     # no_leftover_servers checks that the process is gone
 
 
