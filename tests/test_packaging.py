@@ -19,6 +19,10 @@ def test_wheel_contains_the_prompts(tmp_path):
     for data in sorted((ROOT / "prompts").rglob("*.yaml")):
         assert f"explorer_pipeline/prompts/{data.relative_to(ROOT / 'prompts')}" in names
     assert "explorer_pipeline/py.typed" in names
+    presets = sorted((ROOT / "tianshou_integration" / "presets").glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"default", "paper"}
+    for preset in presets:  # the run configuration's presets are data shipped in the wheel
+        assert f"tianshou_integration/presets/{preset.name}" in names
     assert any(n.startswith("tianshou_integration/") for n in names)
     assert {"explorer_ablation/plugin.py", "explorer_ablation/spec.py", "explorer_pipeline/rundir_format.py"} <= names
     assert not any(n.startswith("explorer_pipeline/ablation/") for n in names)  # the ablation is its own package
