@@ -135,29 +135,31 @@ def _normaliser(study: Study, env: str, finals: dict[str, list[float]]) -> Norma
     return Normaliser(low, high, low_from, high_from)
 
 
+def _finite_mean(values: Sequence[float | None]) -> float:
+    """Mean of the finite values (NaN when there are none)."""
+    kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(kept)) if kept else math.nan
+
+
 def _cost(study: Study, arm: str) -> dict[str, float]:
     runs = study.complete(arm)
     if not runs:
         return {}
 
-    def mean(values: Sequence[float | None]) -> float:
-        kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-        return float(np.mean(kept)) if kept else math.nan
-
     latencies = [v for r in runs for v in r.latencies]
     costs = [r.cost_usd(study.prices) for r in runs]
     return {
         "runs": len(runs),
-        "llm_requests": mean([r.summary.get("llm_requests") for r in runs]),
-        "updates_applied": mean([r.summary.get("updates_applied") for r in runs]),
-        "updates_informative": mean([r.updates_informative for r in runs]),
-        "input_tokens": mean([r.tokens()[0] for r in runs]),
-        "output_tokens": mean([r.tokens()[1] for r in runs]),
+        "llm_requests": _finite_mean([r.summary.get("llm_requests") for r in runs]),
+        "updates_applied": _finite_mean([r.summary.get("updates_applied") for r in runs]),
+        "updates_informative": _finite_mean([r.updates_informative for r in runs]),
+        "input_tokens": _finite_mean([r.tokens()[0] for r in runs]),
+        "output_tokens": _finite_mean([r.tokens()[1] for r in runs]),
         "latency_s": float(np.mean(latencies)) if latencies else math.nan,
-        "fallbacks": mean([r.fallbacks for r in runs]),
-        "wall_s": mean([r.summary.get("wall_s") for r in runs]),
-        "steps_per_s": mean([r.summary.get("steps_per_s") for r in runs]),
-        "cost_usd": mean(costs) if any(c is not None for c in costs) else math.nan,
+        "fallbacks": _finite_mean([r.fallbacks for r in runs]),
+        "wall_s": _finite_mean([r.summary.get("wall_s") for r in runs]),
+        "steps_per_s": _finite_mean([r.summary.get("steps_per_s") for r in runs]),
+        "cost_usd": _finite_mean(costs) if any(c is not None for c in costs) else math.nan,
     }
 
 
@@ -172,14 +174,10 @@ def _guidance(study: Study, arm: str) -> dict[str, float]:
     if not runs:
         return {}
 
-    def mean(values: Sequence[float | None]) -> float:
-        kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-        return float(np.mean(kept)) if kept else math.nan
-
     out = {
-        "updates_applied": mean([r.summary.get("updates_applied") for r in runs]),
-        "updates_informative": mean([r.updates_informative for r in runs]),
-        "informative_share": mean([r.guidance.get("informative_share") for r in runs]),
+        "updates_applied": _finite_mean([r.summary.get("updates_applied") for r in runs]),
+        "updates_informative": _finite_mean([r.updates_informative for r in runs]),
+        "informative_share": _finite_mean([r.guidance.get("informative_share") for r in runs]),
     }
     updates = [u for r in runs for u in r.applied_updates]
     for key in _GUIDANCE_MEDIANS:

@@ -288,9 +288,7 @@ def _noise(config: RunConfig, env: EnvInfo, cache: ExplorationCache | None, rng:
         return GuidedGaussianNoise(cache, sigma, rng, apply_fraction=config.explorer.apply_fraction, counter=counter)
     if np.ndim(sigma) == 0:
         return GaussianNoise(sigma=float(sigma)) if float(sigma) > 0 else None
-    from explorer_pipeline.cache import ExplorationCache as _Cache
-
-    return GuidedGaussianNoise(_Cache(env.spec), sigma, rng, counter=counter)  # zero bias, per-dimension σ
+    return GuidedGaussianNoise(ExplorationCache(env.spec), sigma, rng, counter=counter)  # zero bias, per-dimension σ
 
 
 def _critic(config: RunConfig, env: EnvInfo, act_dim: int) -> ContinuousCritic:

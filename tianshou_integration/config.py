@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from explorer_pipeline.errors import UsageError
 from explorer_pipeline.session import ExplorerConfig
-from explorer_pipeline.yamlio import Position, YamlDocument, YamlError, read_yaml
+from explorer_pipeline.yamlio import YamlDocument, YamlError, read_yaml
 
 from .names import ALGORITHMS, CONTINUOUS_ALGOS, DISCRETE_ALGOS, PRESETS
 
@@ -614,8 +614,3 @@ def dump_config(config: RunConfig) -> str:
     """The configuration as YAML that :func:`resolve` reads back to the same object."""
     data = config.model_dump(mode="json")
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
-
-
-def position_of(doc: YamlDocument, path: Sequence[str | int]) -> Position | None:
-    """Where ``path`` is in ``doc`` (for callers that report their own errors)."""
-    return doc.locate(path)

@@ -17,6 +17,8 @@ import numpy as np
 from explorer_pipeline.errors import UsageError
 from explorer_pipeline.types import ActionSpec
 
+from .atari import is_atari
+
 
 @dataclass(frozen=True)
 class EnvInfo:
@@ -47,15 +49,6 @@ class EnvInfo:
         """The environment has a discrete action space."""
         return self.spec.is_discrete
 
-    @property
-    def short_name(self) -> str:
-        """``CartPole`` for ``CartPole-v1``; used to pick default hyperparameters."""
-        return self.env_id.split(":")[-1].split("/")[-1].rsplit("-v", 1)[0]
-
-
-def is_atari(env_id: str) -> bool:
-    """True for ids in gymnasium's ``ALE`` namespace (``ALE/Breakout-v5``)."""
-    return env_id.split(":")[-1].startswith("ALE/")
 
 
 def make_env(env_id: str, **kwargs: object) -> gym.Env:
