@@ -22,7 +22,7 @@ from explorer_pipeline import informativeness
 from explorer_pipeline.rundir_format import write_text_atomic
 
 from . import figures
-from .results import SUMMARY_COLUMNS, Study, load_study
+from .results import SUMMARY_COLUMNS, RunResult, Study, load_study
 from .stats import CONFIDENCE, RESAMPLES, Estimate, iqm_estimate, performance_profile, poi_estimate
 
 __all__ = ["INFORMATIVE_MAJORITY", "MIN_SEEDS_FOR_CLAIMS", "Analysis", "ReportFiles", "analyse", "write_report"]
@@ -160,7 +160,21 @@ def _cost(study: Study, arm: str) -> dict[str, float]:
         "wall_s": _finite_mean([r.summary.get("wall_s") for r in runs]),
         "steps_per_s": _finite_mean([r.summary.get("steps_per_s") for r in runs]),
         "cost_usd": _finite_mean(costs) if any(c is not None for c in costs) else math.nan,
+        **_budget(runs),
     }
+
+
+def _budget(runs: Sequence[RunResult]) -> dict[str, float]:
+    """How many of ``runs`` had an LLM budget and how many reached it, and when (medians of the
+    episode and env step at which their requests stopped; NaN when none did)."""
+    stops = [r.budget_stop for r in runs if r.budget_stop is not None]
+
+    def median(key: str) -> float:
+        values = [float(s[key]) for s in stops if isinstance(s.get(key), int | float)]
+        return float(np.median(values)) if values else math.nan
+
+    return {"budget_limited_runs": sum(r.budget_limited for r in runs), "budget_reached_runs": len(stops),
+            "budget_episode": median("episode"), "budget_step": median("env_step")}
 
 
 _GUIDANCE_MEDIANS = ("entropy_norm", "kl_uniform_nats", "change_tv", "bias_max_abs", "bias_rms", "change_max_abs",
@@ -352,6 +366,25 @@ def _guidance_section(a: Analysis) -> list[str]:
     return lines
 
 
+def _budget_section(a: Analysis) -> list[str]:
+    """Per arm whose runs had an LLM budget (``explorer.budget``): how many reached it, and when."""
+    arms = [arm for arm in a.study.arms if (a.cost.get(arm) or {}).get("budget_limited_runs")]
+    if not arms:
+        return []
+    rows = []
+    for arm in arms:
+        c = a.cost[arm]
+        rows.append([arm, f"{c['budget_reached_runs']} of {c['runs']}", _fmt(c["budget_episode"], 4),
+                     _fmt(c["budget_step"], 4)])
+    lines = ["### LLM budget", "",
+             "Complete runs with a token or cost limit (`explorer.budget`) that reached it, and the median "
+             "episode and env step at which their requests stopped; from then on each run explored with the "
+             "update in force at the stop (see each run's `summary.json`, `budget`).", ""]
+    lines += _table(["arm", "runs that reached the budget", "median episode", "median env step"], rows)
+    lines.append("")
+    return lines
+
+
 def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
     import scipy
 
@@ -448,6 +481,7 @@ def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
         lines += ["No price table in the spec (`prices:`), so no cost in USD.", ""]
     if "cost.png" in figs:
         lines += ["![Cost](figures/cost.png)", ""]
+    lines += _budget_section(a)
 
     if failed:
         lines += ["## Failed runs", ""]

@@ -34,7 +34,7 @@ SUMMARY_COLUMNS = (
     "llm_requests", "input_tokens", "output_tokens", "updates_published", "updates_applied", "updates_informative",
     "informative_share", "median_kl_uniform_nats", "median_bias_max_abs", "median_staleness_episodes",
     "median_staleness_steps", "fallbacks", "parse_failures", "validation_rejections", "provider_errors",
-    "dropped_stale", "mean_latency_s", "cost_usd", "run_dir", "error",
+    "dropped_stale", "mean_latency_s", "cost_usd", "budget_stop_episode", "budget_stop_step", "run_dir", "error",
 )
 _COUNTERS = ("llm_requests", "updates_published", "updates_applied", "parse_failures",
              "validation_rejections", "provider_errors", "dropped_stale", "episodes")
@@ -116,6 +116,21 @@ class RunResult:
         value = self.summary.get("fallbacks")
         return int(value) if isinstance(value, int | float) else self.fallback_lines
 
+    @property
+    def budget_limited(self) -> bool:
+        """The run had an LLM budget (``explorer.budget``: a token or cost limit)."""
+        budget = self.summary.get("budget")
+        return isinstance(budget, dict) and (budget.get("max_tokens") is not None
+                                             or budget.get("max_cost_usd") is not None)
+
+    @property
+    def budget_stop(self) -> dict[str, Any] | None:
+        """When and why the run's LLM budget stopped its requests (``summary.json``'s
+        ``budget.stop``: ``reason``, ``episode``, ``env_step`` ...); None when it did not."""
+        budget = self.summary.get("budget")
+        stop = budget.get("stop") if isinstance(budget, dict) else None
+        return stop if isinstance(stop, dict) else None
+
     def price_key(self) -> str | None:
         """The name the spec's ``prices`` are looked up by: the model, else the provider."""
         return self.settings.get("model") or self.settings.get("provider")
@@ -140,6 +155,8 @@ class RunResult:
             "input_tokens": inp, "output_tokens": out, "fallbacks": self.fallbacks if s else None,
             "mean_latency_s": _num(float(np.mean(self.latencies))) if self.latencies else None,
             "cost_usd": None if cost is None else round(cost, 6),
+            "budget_stop_episode": (self.budget_stop or {}).get("episode"),
+            "budget_stop_step": (self.budget_stop or {}).get("env_step"),
             "run_dir": _relative(self.run_dir, base),
             "error": self.error.strip().splitlines()[-1] if self.error.strip() else "",
         }

@@ -87,6 +87,8 @@ class StageModels:
         (e.g. to ask for token log-probabilities); ``None`` in tests with bare runnables.
     :param provider_impl: the :class:`~explorer_pipeline.providers.Provider` that built them.
     :param settings: the :class:`~explorer_pipeline.providers.ProviderSettings` they were built with.
+    :param provider_check: what the provider's
+        :meth:`~explorer_pipeline.providers.Provider.preflight` found (``{}``: not run).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class StageModels:
         chat_model: BaseChatModel | None = None,
         provider_impl: Provider | None = None,
         settings: ProviderSettings | None = None,
+        provider_check: Mapping[str, Any] | None = None,
     ) -> None:
         if call_timeout_s <= 0:
             raise ValueError(f"call_timeout_s must be > 0, got {call_timeout_s}")
@@ -110,6 +113,7 @@ class StageModels:
         self.call_timeout_s = call_timeout_s
         self.exchange_log = exchange_log
         self.chat_model, self.provider_impl, self.settings = chat_model, provider_impl, settings
+        self.provider_check: dict[str, Any] = dict(provider_check or {})
 
     def runnable(self, stage: str) -> Runnable:
         """The runnable of ``stage``; ``KeyError`` naming the stages there are."""

@@ -61,7 +61,8 @@ def tool_call_as_text(message: BaseMessage) -> AIMessage:
 
 
 class Provider:
-    """Base class of providers. Subclasses set the class attributes and implement :meth:`create`.
+    """Base class of providers. Subclasses set the class attributes and implement :meth:`create`
+    (and, to fail fast on a setup that cannot work, :meth:`preflight`).
 
     :cvar name: the name users pass as ``--provider``.
     :cvar structured_output_methods: stage-2 methods this provider really supports, strictest first.
@@ -80,6 +81,27 @@ class Provider:
     def create(self, settings: ProviderSettings) -> BaseChatModel:
         """Build the chat model. Must not do network I/O."""
         raise NotImplementedError
+
+    def preflight(self, model: BaseChatModel, settings: ProviderSettings, *,
+                  logprobs: bool = False) -> dict[str, Any]:
+        """Check, once before training and after :meth:`create`, that the model can be reached and
+        used; return the capabilities found, which the run manifest records as ``provider_check``.
+
+        It may do network I/O, with short timeouts (a model listing, a one-token call), and it
+        raises :class:`~explorer_pipeline.errors.UsageError` (one line: the run stops with exit
+        status 2 before anything is trained or written) for a setup that cannot work: a malformed
+        URL, a server nobody answers at, a rejected or missing key, a model the server does not
+        offer. A transient trouble (an HTTP 5xx or 429 answer) is recorded, not raised: the run's
+        requests are retried and counted as before. It is not called when answers are replayed
+        from the response cache.
+
+        :param logprobs: the run's proposer reads token log-probabilities: check (cheaply, e.g.
+            one one-token call) whether they come back and record it as ``logprobs``.
+        :returns: a JSON-able dict; by convention ``checked`` says what was checked (``none``:
+            nothing, the default; ``off``: skipped on request) and ``logprobs`` whether the
+            model returns token log-probabilities. Never a secret.
+        """
+        return {"checked": "none", "logprobs": self.logprobs_unsupported(settings) is None}
 
     def default_structured_output(self, settings: ProviderSettings) -> str:
         """The stage-2 method used when the settings choose none: the strictest this provider supports."""

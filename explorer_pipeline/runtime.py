@@ -5,6 +5,9 @@ only hands the record to the loop thread (``call_soon_threadsafe``) and returns.
 thread, every K-th episode becomes a request; if a request is already pending, the older one is
 dropped (newest wins) and counted. Worker tasks (one by default) run the pipeline, publish valid
 updates to the :class:`~explorer_pipeline.cache.ExplorationCache` and tell the observers.
+Every finished request's tokens count against the run's :class:`~explorer_pipeline.budget.Budget`;
+once it is spent, no request starts any more (the episodes that would have asked are counted in
+``skipped_budget``) and the update in force stays.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .budget import Budget
 from .cache import ExplorationCache
 from .types import EpisodeRecord, ExplorationUpdate, RequestFailure, StageUsage
 
@@ -54,6 +58,8 @@ class RuntimeStats:
     tokens: dict[str, StageUsage] = field(default_factory=dict)
     timeouts: int = 0
     skipped: int = 0
+    skipped_budget: int = 0
+    """Requests not asked because the LLM budget was spent."""
 
     def add_tokens(self, tokens: dict[str, StageUsage]) -> None:
         """Add one request's token usage, stage by stage."""
@@ -65,6 +71,7 @@ class RuntimeStats:
         return {
             "episodes_seen": self.episodes_seen,
             "skipped": self.skipped,
+            "skipped_budget": self.skipped_budget,
             "llm_requests": self.requests,
             "dropped_stale": self.dropped_stale,
             "updates_published": self.updates_published,
@@ -87,6 +94,9 @@ class ExplorerRuntime:
     :param history: how many recent episodes the summariser may see.
     :param on_update: callbacks called on the loop thread for each published update.
     :param on_failure: callbacks called on the loop thread for each failed request.
+    :param budget: the run's LLM budget (default: no limit, tokens only counted). Once a limit is
+        reached no request starts; requests already running finish and are applied, so a limit
+        can be exceeded by at most ``max_in_flight`` requests.
     """
 
     def __init__(
@@ -100,6 +110,7 @@ class ExplorerRuntime:
         history: int = 20,
         on_update: Sequence[Callable[[ExplorationUpdate], None]] = (),
         on_failure: Sequence[Callable[[RequestFailure], None]] = (),
+        budget: Budget | None = None,
     ) -> None:
         if every_k < 1:
             raise ValueError(f"every_k must be >= 1, got {every_k}")
@@ -113,6 +124,7 @@ class ExplorerRuntime:
         self.request_timeout_s = request_timeout_s
         self.max_in_flight = max_in_flight
         self.stats = RuntimeStats()
+        self.budget = budget if budget is not None else Budget()
         self._history: deque[EpisodeRecord] = deque(maxlen=max(history, 1))
         self._on_update = list(on_update)
         self._on_failure = list(on_failure)
@@ -200,9 +212,9 @@ class ExplorerRuntime:
 
         Returns ``stats`` (a copy of :class:`RuntimeStats`), ``history`` (the recent episodes the
         summariser sees), ``submitted`` (episodes counted towards every K-th), ``cache`` (the
-        cache's :meth:`~explorer_pipeline.cache.ExplorationCache.get_state`) and ``waiting``:
-        the episode of a request not started yet, or None. A request already running is not
-        part of the snapshot.
+        cache's :meth:`~explorer_pipeline.cache.ExplorationCache.get_state`), ``budget`` (the
+        budget's spent counters and stop record) and ``waiting``: the episode of a request not
+        started yet, or None. A request already running is not part of the snapshot.
         """
         def snapshot() -> dict:
             self._drain()
@@ -211,6 +223,7 @@ class ExplorerRuntime:
                 "history": list(self._history),
                 "submitted": self._submitted,
                 "cache": self.cache.get_state(),
+                "budget": self.budget.get_state(),
                 "waiting": self._pending[0] if self._pending is not None else None,
                 "extra": extra() if extra is not None else None,
             }
@@ -232,8 +245,9 @@ class ExplorerRuntime:
     def set_state(self, state: dict) -> None:
         """Restore :meth:`get_state`'s snapshot into a runtime that has not started yet.
 
-        The cache's state is restored too. A request that was waiting in the snapshot is not
-        asked again: the next K-th episode asks for a new update.
+        The cache's and the budget's state are restored too (a snapshot without a budget, from an
+        older version, counts the tokens in its stats as spent). A request that was waiting in the
+        snapshot is not asked again: the next K-th episode asks for a new update.
         """
         if self._thread is not None:
             raise RuntimeError("set_state needs a runtime that has not started")
@@ -243,6 +257,16 @@ class ExplorerRuntime:
         self._submitted = int(state["submitted"])
         if state.get("cache") is not None:
             self.cache.set_state(state["cache"])
+        budget = state.get("budget")
+        if budget is None:
+            budget = {"input_tokens": sum(u.input_tokens for u in self.stats.tokens.values()),
+                      "output_tokens": sum(u.output_tokens for u in self.stats.tokens.values())}
+        self.budget.set_state(budget)
+
+    def budget_summary(self) -> dict:
+        """The run summary's ``budget`` entry (:meth:`Budget.summary`) with ``skipped_requests``:
+        the requests not asked because the budget was spent."""
+        return {**self.budget.summary(), "skipped_requests": self.stats.skipped_budget}
 
     # ------------------------------------------------------------------ training-thread API
     def _next_is_request(self) -> bool:
@@ -264,13 +288,17 @@ class ExplorerRuntime:
 
         Returns the outcome, or ``None`` if it did not arrive within ``timeout`` seconds (the
         request keeps running and publishes when it finishes) or the runtime is closed. On the
-        other episodes nothing is requested: it returns the update in force at once.
+        other episodes, and on every episode once the LLM budget is spent, nothing is requested:
+        it returns the update in force at once.
         """
         loop = self._loop
         if loop is None or self._closed:
             return None
         if not self._next_is_request():
             self._hand_over(loop, record, False, None)
+            return self.cache.current()
+        if self.budget.stop is not None:  # spent: the loop counts the skipped request
+            self._hand_over(loop, record, True, None)
             return self.cache.current()
         future: concurrent.futures.Future = concurrent.futures.Future()
         if not self._hand_over(loop, record, True, future):
@@ -305,6 +333,9 @@ class ExplorerRuntime:
         self._history.append(record)
         if not request:
             return
+        if self.budget.check(record):
+            self._skip_for_budget(waiter)
+            return
         if self._pending is not None:
             self.stats.dropped_stale += 1
             old_waiter = self._pending[1]
@@ -324,6 +355,9 @@ class ExplorerRuntime:
             record, waiter = self._pending
             self._pending = None
             self._wakeup.clear()
+            if self.budget.check(self._history[-1] if self._history else record):
+                self._skip_for_budget(waiter)  # spent while this request waited
+                continue
             try:
                 outcome = await self._run_one(record)
             except asyncio.CancelledError:
@@ -332,6 +366,17 @@ class ExplorerRuntime:
                 raise
             if waiter is not None and not waiter.done():
                 waiter.set_result(outcome)
+
+    def _skip_for_budget(self, waiter: concurrent.futures.Future | None) -> None:
+        self.stats.skipped_budget += 1
+        if waiter is not None and not waiter.done():
+            waiter.set_result(self.cache.current())  # a blocked submit_and_wait gets the update in force
+
+    def _spend(self, tokens: dict[str, StageUsage]) -> None:
+        """Count a finished request's tokens; record the budget's stop if this crossed a limit."""
+        self.stats.add_tokens(tokens)
+        self.budget.add(tokens)
+        self.budget.check(self._history[-1] if self._history else None)
 
     async def _run_one(self, record: EpisodeRecord) -> Outcome | None:
         self.stats.requests += 1
@@ -353,7 +398,7 @@ class ExplorerRuntime:
             self.stats.skipped += 1
             return None
         if isinstance(outcome, ExplorationUpdate):
-            self.stats.add_tokens(outcome.provenance.tokens)
+            self._spend(outcome.provenance.tokens)
             if outcome.version != self.cache.next_version():  # another request published first
                 outcome = dataclasses.replace(outcome, version=self.cache.next_version())
             try:
@@ -366,7 +411,7 @@ class ExplorerRuntime:
                 self.stats.updates_published += 1
                 self._notify(self._on_update, outcome)
                 return outcome
-        self.stats.add_tokens(outcome.tokens)
+        self._spend(outcome.tokens)
         self.stats.failures[outcome.reason] += 1
         self._notify(self._on_failure, outcome)
         return outcome

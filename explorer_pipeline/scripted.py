@@ -183,6 +183,11 @@ class ScriptedProvider(Provider):
         """The model bound to the stage and the action spec, so it answers in the right shape."""
         return model.bind(stage=stage, n=spec.n, kind=spec.update_kind)
 
+    def preflight(self, model: BaseChatModel, settings: ProviderSettings, *,
+                  logprobs: bool = False) -> dict[str, Any]:
+        """Nothing to reach: the capabilities, without I/O (log-probabilities only with the option)."""
+        return {"checked": "none", "structured_output": "none", "logprobs": "logprobs" in settings.options}
+
     def logprobs_unsupported(self, settings: ProviderSettings) -> str | None:
         """Log-probabilities only with ``--option logprobs=...``."""
         if "logprobs" in settings.options:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import pluggy
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from .budget import Budget, BudgetConfig
 from .cache import ExplorationCache
 from .errors import UnknownNameError, UsageError
 from .exchange_log import ExchangeLog
@@ -122,6 +123,10 @@ class ExplorerConfig(BaseModel):
     validator's setting)."""
     apply_fraction: float = Field(1.0, ge=0.0, le=1.0)
     """Probability that a continuous step gets the LLM bias (1.0: every step, as in the paper)."""
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    """Limits on the LLM's tokens (``max_tokens``) and cost (``max_cost_usd`` at ``price``, USD per
+    million input / output tokens) for the run; once one is reached no more updates are asked for
+    and the update in force stays (docs/runs.md, *Budget*)."""
     exchange_log: Path | None = Field(None, exclude=True)
     """JSON-lines file of every request and response (keys redacted); set by the run directory."""
 
@@ -189,8 +194,9 @@ class Explorer:
         return dict(self._manifest)
 
     def stats(self) -> dict:
-        """The runtime's counters (requests, updates, failures by reason, tokens)."""
-        return self.runtime.stats.as_dict()
+        """The runtime's counters (requests, updates, failures by reason, tokens) and, under
+        ``budget``, the LLM budget: limits, what was spent, and when a limit was reached."""
+        return {**self.runtime.stats.as_dict(), "budget": self.runtime.budget_summary()}
 
     def __enter__(self) -> Explorer:
         self.runtime.start()
@@ -297,6 +303,10 @@ def _labelled(spec: ActionSpec, task: TaskDescription) -> ActionSpec:
     return ActionSpec(spec.kind, spec.n, tuple(task.action_labels), spec.low, spec.high)
 
 
+#: proposers that read token log-probabilities: the provider's preflight checks that they come back
+LOGPROB_PROPOSERS = ("token-probabilities", "auto")
+
+
 def _stage_models(cat: Catalogues, config: ExplorerConfig, prompt_set: PromptSet, spec: ActionSpec, seed: int,
                   closers: list[Callable[[], None]]) -> StageModels | None:
     """The provider's models for the LLM stages (None when the prompt set calls no LLM), without
@@ -318,6 +328,10 @@ def _stage_models(cat: Catalogues, config: ExplorerConfig, prompt_set: PromptSet
     close_model = getattr(chat_model, "close", None)
     if callable(close_model):  # e.g. the local provider's private llama.cpp server stops with the explorer
         closers.append(close_model)
+    if config.replay:  # answers come from the response cache: no server needed
+        provider_check: dict[str, Any] = {"checked": "off", "why": "replay"}
+    else:  # a setup that cannot work stops here (UsageError), before anything is trained or written
+        provider_check = provider.preflight(chat_model, settings, logprobs=config.proposer.name in LOGPROB_PROPOSERS)
     runnables = {stage: provider.stage_model(chat_model, stage, settings, spec) for stage in ("analysis", "proposal")}
     model_name = provider.model_name(settings)
     if config.response_cache is not None:
@@ -326,7 +340,8 @@ def _stage_models(cat: Catalogues, config: ExplorerConfig, prompt_set: PromptSet
         closers.append(response_cache.close)
     return StageModels(runnables, provider=config.provider, model=model_name,
                        transient_errors=provider.transient_errors, call_timeout_s=config.call_timeout_s,
-                       chat_model=chat_model, provider_impl=provider, settings=settings)
+                       chat_model=chat_model, provider_impl=provider, settings=settings,
+                       provider_check=provider_check)
 
 
 def _open_exchange_log(config: ExplorerConfig, closers: list[Callable[[], None]]) -> ExchangeLog | None:
@@ -377,6 +392,7 @@ def open_explorer(
     cache = ExplorationCache(spec)
     runtime = ExplorerRuntime(
         pipeline, cache, every_k=config.every_k, request_timeout_s=config.request_timeout_s,
+        budget=Budget(config.budget),
         on_update=[*on_update, *observers(pm, "exploration_update_published", "update")],
         on_failure=[*on_failure, *observers(pm, "exploration_request_failed", "failure")],
     )
@@ -389,6 +405,7 @@ def open_explorer(
         "task": {"env_id": task.env_id, "title": task.title},
         "action_spec": {"kind": spec.kind.value, "n": spec.n, "labels": list(spec.labels)},
         "stages": {key: stage.manifest() for key, stage in chosen.items()},
+        "provider_check": dict(models.provider_check) if models is not None else None,
         "plugins": [asdict(p) for p in list_plugins(pm)],
         "python": sys.version.split()[0],
     }

@@ -24,6 +24,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 SLOW_S = 3.0
+#: every behaviour, listed by ``GET /v1/models`` (the openai provider's preflight checks the model is offered)
+MODELS = ("good", "garbage", "nan", "http500", "http401", "slow", "flaky")
 
 
 def _size(body: dict) -> tuple[str, int]:
@@ -49,7 +51,7 @@ def make_app() -> FastAPI:
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": "good", "object": "model"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model"} for name in MODELS]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):

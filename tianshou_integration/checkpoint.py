@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from pydantic import BaseModel
 
 from explorer_pipeline.errors import UsageError
 
@@ -91,9 +92,30 @@ class CheckpointError(UsageError):
 
 
 # --------------------------------------------------------------------------- configuration identity
+#: Settings added after checkpoints were first written: left out of a configuration's identity
+#: while they have their default value, so checkpoints of runs written before they existed still
+#: resume (and an older config.yaml, which lacks them, still matches its checkpoints).
+ADDED_SETTINGS: tuple[tuple[str, ...], ...] = (("explorer", "budget"),)
+
+
+def _default_of(path: tuple[str, ...]) -> Any:
+    """The default value of the setting at ``path``, as ``model_dump(mode="json")`` writes it."""
+    model: Any = RunConfig
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    value = model.model_fields[path[-1]].get_default(call_default_factory=True)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
 def _without_checkpoint(config: RunConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     data.pop("checkpoint", None)
+    for path in ADDED_SETTINGS:
+        node: Any = data
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == _default_of(path):
+            del node[path[-1]]
     return data
 
 

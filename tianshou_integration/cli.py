@@ -214,6 +214,8 @@ def train(config_file: Path | None, preset: str | None, assignments: tuple[str, 
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise BadInput(occupied_message(out))
 
+    from explorer_pipeline.budget import stop_message
+
     from .experiment import run_experiment
 
     try:
@@ -225,12 +227,13 @@ def train(config_file: Path | None, preset: str | None, assignments: tuple[str, 
         raise click.exceptions.Exit(1) from None
     final = summary.get("final_eval_return")
     informative = summary.get("updates_informative")
+    budget_note = stop_message(summary.get("budget"))
     line = (f"{summary['algo']} on {summary['env']}: {summary['env_steps']} env steps, "
             f"{summary['episodes']} episodes, final greedy return "
             f"{'n/a' if final is None else f'{final:.2f}'}, "
             f"{summary['updates_applied']} LLM updates applied"
             f"{'' if informative is None else f' ({informative} informative)'}, {summary['fallbacks']} fallbacks; "
-            f"run directory: {out}")
+            f"{budget_note + '; ' if budget_note else ''}run directory: {out}")
     if summary.get("interrupted"):
         click.echo(f"interrupted: {line}", err=True)
         if (summary.get("checkpoints") or {}).get("enabled"):

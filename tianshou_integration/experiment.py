@@ -272,6 +272,7 @@ def _summary(config: RunConfig, env: EnvInfo, result: TrainResult, stats: dict[s
         "dropped_stale": stats.get("dropped_stale", 0),
         "failures": stats.get("failures", {}),
         "tokens": stats.get("tokens", {}),
+        "budget": stats.get("budget"),
         "blocking_timeouts": tap.blocking_timeouts,
         "tap_errors": tap.errors,
     }

@@ -72,7 +72,7 @@ def test_missing_key_for_hosted_openai_names_the_variable(monkeypatch):
 
 def test_key_is_never_in_the_manifest_or_repr(monkeypatch, fault_server):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-supersecret-abcdef123456")
-    config = ExplorerConfig(provider="openai")
+    config = ExplorerConfig(provider="openai", provider_options={"preflight": "off"})  # OpenAI itself is not asked
     explorer = open_explorer(config, "Acrobot-v1", SPEC)
     try:
         assert "sk-supersecret" not in repr(explorer.manifest())

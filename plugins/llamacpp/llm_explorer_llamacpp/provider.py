@@ -110,6 +110,13 @@ class LocalProvider(Provider):
         return LlamaServerChatModel.serving(server, temperature=settings.temperature, timeout_s=settings.timeout_s,
                                             seed=settings.seed)
 
+    def preflight(self, model: BaseChatModel, settings: ProviderSettings, *,
+                  logprobs: bool = False) -> dict[str, Any]:
+        """Nothing left to check, so no I/O: :meth:`create` has loaded the model (in process) or
+        started its server and waited until it answered. The capabilities, for the manifest."""
+        return {"checked": "started", "process": self.process_mode(settings), "model": self.model_name(settings),
+                "structured_output": settings.structured_output or "grammar", "logprobs": True}
+
     def stage_model(self, model, stage, settings, spec):
         """Token caps per stage; for stage 2 the grammar (default), ``json_object_schema`` or nothing."""
         cap = settings.max_tokens.get(stage, 200)

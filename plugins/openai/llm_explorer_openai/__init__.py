@@ -18,17 +18,23 @@ Options (``--option KEY=VALUE``):
     ``on`` or ``off``: whether the server returns token log-probabilities (OpenAI's
     ``logprobs``/``top_logprobs``, what the ``token-probabilities`` proposer reads). Default: on
     for ``openai``, ``vllm`` and ``llamacpp``, off for ``ollama``.
+``preflight``
+    ``on`` (default) or ``off``: before training, check the server (:meth:`OpenAIProvider.preflight`:
+    it answers, accepts the key and offers the model). ``off`` for a server that starts after
+    the run does.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
+from openai.types.chat import ChatCompletion
 
 from explorer_pipeline import Provider, ProviderSettings, UsageError, hookimpl
 
@@ -43,6 +49,52 @@ SERVERS = {
 _SWITCHES = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 DEFAULT_MODEL = "gpt-4o-mini"
 LOCAL_PLACEHOLDER_KEY = "sk-no-key-required"
+OPTIONS = ("api_key_env", "server", "logprobs", "preflight")
+#: the longest the preflight waits for the model listing (the one-token call gets the call timeout)
+PREFLIGHT_TIMEOUT_S = 10.0
+#: model names an unknown-model error lists, and the manifest records
+LISTED_MODELS = 10
+RECORDED_MODELS = 50
+#: statuses of a server without a model listing (a one-token call checks the model instead)
+_NO_LISTING = (404, 405, 501)
+
+
+def check_base_url(url: str | None) -> None:
+    """UsageError unless ``url`` (``--base-url``) is an absolute http(s) URL with a host."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        valid = (parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+                 and not any(c.isspace() for c in url))
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid:
+        raise UsageError(f"--base-url {url!r} is not an http(s) URL with a host; expected e.g. http://127.0.0.1:8080/v1")
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _says(exc: openai.APIStatusError) -> str:
+    """``: <the server's error message>`` (one line, short), or nothing when it sent none."""
+    body = exc.body
+    text = body.get("message") or body.get("detail") if isinstance(body, dict) else body
+    return f": {_one_line(text, 160)}" if text else ""
+
+
+def _offers(offered: list[str], name: str) -> bool:
+    # Ollama lists "llama3:latest" and answers to "llama3"
+    return name in offered or f"{name}:latest" in offered
+
+
+def _got_logprobs(completion: Any) -> bool:
+    choices = getattr(completion, "choices", None) or []
+    logprobs = getattr(choices[0], "logprobs", None) if choices else None
+    content = getattr(logprobs, "content", None) or []
+    return bool(content and getattr(content[0], "top_logprobs", None))
 
 
 class OpenAIProvider(Provider):
@@ -74,13 +126,14 @@ class OpenAIProvider(Provider):
     def create(self, settings: ProviderSettings) -> BaseChatModel:
         """A ``ChatOpenAI`` with its own HTTP client; UsageError for a bad option, or without a key
         when the model is OpenAI's own (no ``--base-url``)."""
-        unknown = set(settings.options) - {"api_key_env", "server", "logprobs"}
+        unknown = set(settings.options) - set(OPTIONS)
         if unknown:
-            raise UsageError(f"unknown openai provider option(s) {sorted(unknown)}; "
-                             "allowed: api_key_env, server, logprobs")
+            raise UsageError(f"unknown openai provider option(s) {sorted(unknown)}; allowed: {', '.join(OPTIONS)}")
+        check_base_url(settings.base_url)
         self._server(settings)
         self.logprobs_unsupported(settings)
-        key_env = settings.options.get("api_key_env", "OPENAI_API_KEY")
+        self._preflight_on(settings)
+        key_env = self._key_env(settings)
         api_key = os.environ.get(key_env)
         if not api_key:
             if settings.base_url is None:
@@ -94,6 +147,126 @@ class OpenAIProvider(Provider):
             # models, which breaks when each explorer runs its own event loop
             http_async_client=httpx.AsyncClient(timeout=settings.timeout_s),
         )
+
+    @staticmethod
+    def _key_env(settings: ProviderSettings) -> str:
+        return settings.options.get("api_key_env", "OPENAI_API_KEY")
+
+    @staticmethod
+    def _preflight_on(settings: ProviderSettings) -> bool:
+        value = settings.options.get("preflight", "on")
+        switch = _SWITCHES.get(value.strip().lower())
+        if switch is None:
+            raise UsageError(f"openai provider option preflight must be on or off, got {value!r}")
+        return switch
+
+    def preflight(self, model: BaseChatModel, settings: ProviderSettings, *,
+                  logprobs: bool = False) -> dict[str, Any]:
+        """Before training: the server answers, accepts the key and offers the model.
+
+        It lists the server's models (``GET /models``, at most 10 s); a server without that
+        listing gets a one-token chat call instead, and so does a run whose proposer reads token
+        log-probabilities (``logprobs``: whether they come back is recorded). A server nobody
+        answers at, a rejected or missing key, or a model the server does not offer is a one-line
+        :class:`UsageError`; an HTTP 429 or 5xx answer is recorded as a warning (the run's own
+        requests are retried as usual). ``--option preflight=off`` skips all of it.
+        """
+        if not self._preflight_on(settings):
+            return {"checked": "off"}
+        server = self._server(settings)
+        name = self.model_name(settings)
+        root = getattr(model, "root_client", None)
+        if not isinstance(root, openai.OpenAI):  # not a model this provider built: nothing to check with
+            return super().preflight(model, settings, logprobs=logprobs)
+        url = settings.base_url or str(root.base_url).rstrip("/")
+        found: dict[str, Any] = {
+            "checked": "models", "base_url": url, "server": server, "model": name,
+            "structured_output": settings.structured_output or self.default_structured_output(settings),
+        }
+        warnings: list[str] = []
+        listing_timeout = min(settings.timeout_s, PREFLIGHT_TIMEOUT_S)
+        offered: list[str] | None = None
+        try:
+            page = root.with_options(timeout=listing_timeout, max_retries=0).models.list()
+            offered = sorted({i for i in (getattr(m, "id", None) for m in page) if isinstance(i, str)})
+        except openai.APIConnectionError as exc:
+            raise UsageError(self._unreachable(url, exc, listing_timeout, settings)) from None
+        except openai.APIStatusError as exc:
+            self._raise_for_key(url, exc, settings)
+            if exc.status_code not in _NO_LISTING:
+                warnings.append(f"GET /models answered HTTP {exc.status_code}")
+        except Exception as exc:  # an answer that is no model listing (a web page?): the chat call tells
+            warnings.append(f"GET /models gave no model listing ({type(exc).__name__})")
+        if offered:
+            found["models_offered"] = offered[:RECORDED_MODELS]
+            if not _offers(offered, name):
+                listing = ", ".join(offered[:LISTED_MODELS])
+                if len(offered) > LISTED_MODELS:
+                    listing += f" (and {len(offered) - LISTED_MODELS} more)"
+                default = " (the default; choose one with --model)" if settings.model is None else ""
+                raise UsageError(f"model {name!r}{default} is not offered by the server at {url}; it offers: {listing}")
+        declared = self.logprobs_unsupported(settings) is None
+        found["logprobs"] = declared
+        if not offered or (logprobs and declared):
+            if not offered:
+                found["checked"] = "chat"
+            probed = self._one_token(root, url, name, server, settings, logprobs and declared, warnings)
+            if probed is not None and logprobs and declared:
+                found["logprobs"] = probed
+                found["logprobs_probed"] = True
+        if warnings:
+            found["warnings"] = warnings
+        return found
+
+    def _one_token(self, root: openai.OpenAI, url: str, name: str, server: str, settings: ProviderSettings,
+                   logprobs: bool, warnings: list[str]) -> bool | None:
+        """One one-token chat call; whether its answer carried token log-probabilities (``None``:
+        no answer to tell, noted in ``warnings``)."""
+        kwargs: dict[str, Any] = {"max_tokens": 1} if SERVERS[server][1] else {"max_completion_tokens": 1}
+        if logprobs:
+            kwargs.update(logprobs=True, top_logprobs=2)
+        try:
+            completion = root.with_options(timeout=settings.timeout_s, max_retries=0).chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "Answer with one letter: A or B?"}], **kwargs)
+        except openai.APIConnectionError as exc:
+            raise UsageError(self._unreachable(url, exc, settings.timeout_s, settings)) from None
+        except openai.APIStatusError as exc:
+            self._raise_for_key(url, exc, settings)
+            if exc.status_code == 404:
+                raise UsageError(f"model {name!r} is not offered by the server at {url}, or that is not the API's "
+                                 f"root (usually ending in /v1): a chat call answered HTTP 404{_says(exc)}") from None
+            warnings.append(f"a one-token chat call answered HTTP {exc.status_code}{_says(exc)}")
+            return None
+        except openai.APIError as exc:  # an answer the client could not read
+            warnings.append(f"a one-token chat call: {type(exc).__name__}: {_one_line(exc, 120)}")
+            return None
+        if not isinstance(completion, ChatCompletion) or not getattr(completion, "choices", None):
+            raise UsageError(f"the server at {url} does not answer like an OpenAI-compatible server (no chat "
+                             "completion came back); is that the API's root (usually ending in /v1)?")
+        return _got_logprobs(completion)
+
+    @staticmethod
+    def _unreachable(url: str, exc: openai.APIConnectionError, timeout_s: float, settings: ProviderSettings) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            why = f"no answer within {timeout_s:g} s"
+        else:
+            why = _one_line(exc.__cause__ or exc, 120)
+        fix = "start it or fix --base-url" if settings.base_url else "check the network connection"
+        return f"cannot reach the server at {url} ({why}); {fix} (--option preflight=off skips this check)"
+
+    def _raise_for_key(self, url: str, exc: openai.APIStatusError, settings: ProviderSettings) -> None:
+        """UsageError naming the key's variable for an HTTP 401 or 403 (never the key itself, nor
+        the server's message, which may quote part of it)."""
+        if exc.status_code not in (401, 403):
+            return
+        key_env = self._key_env(settings)
+        if os.environ.get(key_env):
+            message = (f"the server at {url} rejected the API key in the environment variable {key_env} "
+                       f"(HTTP {exc.status_code}); set {key_env} to a key it accepts")
+        else:
+            message = (f"the server at {url} requires an API key (HTTP {exc.status_code}): set the environment "
+                       f"variable {key_env} (or name another with --option api_key_env=NAME)")
+        raise UsageError(message) from None
 
     def logprobs_unsupported(self, settings: ProviderSettings) -> str | None:
         """``None`` when the server kind returns log-probabilities (or ``--option logprobs=on``)."""
