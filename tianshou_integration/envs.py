@@ -55,7 +55,9 @@ def make_env(env_id: str, **kwargs: object) -> gym.Env:
     """``gym.make`` with one-line errors: unknown ids and missing modules become UsageError.
 
     ``module:EnvId`` imports ``module`` first (gymnasium's own convention), so a custom env
-    registers itself on import.
+    registers itself on import. A discrete observation space (FrozenLake, CliffWalking, Taxi) is
+    one-hot encoded with gymnasium's ``FlattenObservation``, so the Q network sees a vector
+    instead of a cell index.
     """
     if ":" in env_id:
         module = env_id.split(":", 1)[0]
@@ -68,11 +70,14 @@ def make_env(env_id: str, **kwargs: object) -> gym.Env:
 
         register_ale()
     try:
-        return gym.make(env_id, **kwargs)
+        env = gym.make(env_id, **kwargs)
     except gym.error.Error as exc:  # NameNotFound, VersionNotFound, NamespaceNotFound, ...
         raise UsageError(f"unknown environment {env_id!r}: {exc}") from None
     except ImportError as exc:  # e.g. Box2D/MuJoCo extras missing
         raise UsageError(f"environment {env_id!r} needs a package that is not installed: {exc}") from None
+    if isinstance(env.observation_space, gym.spaces.Discrete):
+        env = gym.wrappers.FlattenObservation(env)
+    return env
 
 
 def describe_env(env_id: str, atari: Any = None) -> EnvInfo:
