@@ -99,6 +99,20 @@ def test_paper_set_is_two_stage_and_single_stage_is_not():
     assert not load_prompt_set(prompts_dir() / "sets" / "single-stage.yaml").two_stage
 
 
+@pytest.mark.parametrize("path", [p for p in SETS if load_prompt_set(p).two_stage], ids=lambda p: p.stem)
+def test_two_stage_sets_share_their_prompt_prefix_across_stages(path):
+    """Stage 1 and stage 2 render the same messages up to the end of the task description, so a
+    server's prompt cache evaluates that prefix once per update (docs/benchmarks.md)."""
+    ps = load_prompt_set(path)
+    variables = all_variables(task_description="A long task description.")
+    stage1 = ps.analysis.render(variables)
+    for kind in ("distribution", "bias"):
+        stage2 = ps.proposal_for(kind).render(variables)
+        assert stage2[0] == stage1[0], (ps.id, kind)  # the same system message
+        assert stage1[1][1].startswith("A long task description.\n"), ps.id
+        assert stage2[1][1].startswith("A long task description.\n"), (ps.id, kind)
+
+
 def test_control_sets():
     controls = {p.stem: load_prompt_set(p).control for p in SETS}
     assert controls["shuffled"] == "shuffled" and controls["frozen"] == "frozen" and controls["random"] == "random"
