@@ -216,11 +216,19 @@ def level_question(spec: ActionSpec, dim: int, levels: Sequence[float], labels: 
 
 def logprobs_problem(context: StageContext) -> str | None:
     """Why this run's provider gives no token log-probabilities (``None``: it does, or no
-    provider is known yet and the first reply will tell)."""
+    provider is known yet and the first reply will tell). What the provider declares comes first;
+    then what its preflight found by asking the server (``provider_check["logprobs"]``)."""
     models = context.models
     if models is None or models.provider_impl is None:
         return None
-    return models.provider_impl.logprobs_unsupported(models.settings or ProviderSettings())
+    declared = models.provider_impl.logprobs_unsupported(models.settings or ProviderSettings())
+    if declared is not None:
+        return declared
+    check = models.provider_check or {}
+    if check.get("logprobs") is False and check.get("logprobs_probed"):
+        where = check.get("base_url") or models.provider
+        return f"the server at {where} returned no token log-probabilities when the preflight asked for them"
+    return None
 
 
 class TokenProbabilityProposer:

@@ -366,7 +366,9 @@ def open_explorer(
 
     Raises :class:`UsageError` for an unknown provider, prompt set or stage (or a stage option
     its implementation does not take), or an environment without a task description; the
-    message lists what exists.
+    message lists what exists. The provider's preflight runs here (it may reach the server) and
+    raises :class:`UsageError` for a setup that cannot work: unreachable server, unknown model,
+    missing or rejected key.
     """
     config.check()
     pm = plugin_manager or make_plugin_manager()

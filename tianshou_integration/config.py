@@ -353,7 +353,8 @@ def _format_errors(exc: ValidationError, source: _Source) -> list[str]:
         if kind == "extra_forbidden":
             message = f"unknown key {key!r}{_allowed_keys(loc[:-1])}"
         elif kind == "missing":
-            message = f"{key}: missing (set it in the file, with --{loc[-1]} or --set {key}=...)"
+            flag = f", with --{loc[0]}" if len(loc) == 1 else ""  # only top-level keys (env, algo) have flags
+            message = f"{key}: missing (set it in the file{flag} or with --set {key}=...)"
         else:
             got = err.get("input")
             shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"

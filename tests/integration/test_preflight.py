@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer_pipeline import ActionSpec, ExplorerConfig, UsageError, open_explorer
+from explorer_pipeline import ActionSpec, EpisodeRecord, ExplorationUpdate, ExplorerConfig, UsageError, open_explorer
 from explorer_pipeline.session import StageChoice
 
 from .conftest import LlamaServer
@@ -151,3 +151,22 @@ def test_scripted_provider_checks_nothing():
     with open_explorer(ExplorerConfig(provider="scripted"), "CartPole-v1", CARTPOLE) as explorer:
         assert explorer.manifest()["provider_check"] == {"checked": "none", "structured_output": "none",
                                                          "logprobs": False}
+
+
+def test_a_server_without_logprobs_is_found_before_training(fault_server):
+    """The fault server answers chat calls but never returns log-probabilities: the preflight's
+    probe finds that, so ``token-probabilities`` stops with one line while the explorer is built,
+    and ``auto`` falls back to text proposals, saying why in the update."""
+    config = ExplorerConfig(provider="openai", base_url=fault_server.base_url, model="good",
+                            prompt_set="paper-logprobs", proposer="token-probabilities")
+    with pytest.raises(UsageError) as info:
+        open_explorer(config, "CartPole-v1", CARTPOLE)
+    assert "returned no token log-probabilities when the preflight asked for them" in str(info.value)
+    assert "\n" not in str(info.value)
+    auto = config.model_copy(update={"proposer": StageChoice(name="auto")})
+    with open_explorer(auto, "CartPole-v1", CARTPOLE) as explorer:
+        assert explorer.manifest()["provider_check"]["logprobs"] is False
+        outcome = explorer.runtime.submit_and_wait(
+            EpisodeRecord(10.0, 10, "CartPole-v1", 0, (0, 1) * 5), timeout=60)
+    assert isinstance(outcome, ExplorationUpdate)
+    assert "returned no token log-probabilities" in outcome.provenance.notes["proposer"]["fallback"]

@@ -147,3 +147,37 @@ def test_same_seed_same_run():
         return returns
 
     assert run() == run()
+
+
+
+def test_discrete_observations_are_one_hot_and_train():
+    """FrozenLake observes a cell index (``Discrete(16)``): the agent sees it one-hot, and the
+    LLM's distribution over the four moves steers the draws when ε-greedy explores."""
+    info = describe_env("FrozenLake-v1")
+    assert info.obs_shape == (16,) and info.spec.n == 4
+    obs = envs_reset_obs("FrozenLake-v1")
+    assert obs.shape == (16,) and obs.sum() == 1 and obs[0] == 1  # the start cell is cell 0
+    cache = ExplorationCache(info.spec)
+    values = (0.05, 0.45, 0.45, 0.05)
+    handler = FakeHandler(info.spec.update_kind, values)
+    counter = EnvStepCounter()
+    setup = build_setup(small("dqn", info, seed=1), info, cache=cache, counter=counter)
+    returns: list[float] = []
+    with ExplorerRuntime(handler, cache) as runtime:
+        tap = EpisodeTap(runtime, "FrozenLake-v1", info.spec, mode="blocking", timeout_s=10.0, counter=counter)
+        result = train(setup, steps=STEPS, eval_episodes=2, tap=tap, progress=False,
+                       on_train_episode=lambda step, ret: returns.append(ret))
+    setup.close()
+    assert result.episodes == tap.episodes > 0 and len(handler.records) == tap.episodes
+    assert cache.current().values == values
+    assert returns and set(returns) <= {0.0, 1.0}  # 1 at the goal, else 0
+
+
+def envs_reset_obs(env_id: str) -> np.ndarray:
+    from tianshou_integration.envs import make_env
+
+    env = make_env(env_id)
+    try:
+        return env.reset(seed=0)[0]
+    finally:
+        env.close()
