@@ -10,7 +10,8 @@ local       steps/s with the embedded SmolLM2 model (``--provider local``, async
 embedded    the embedded model beside training, one lever at a time: where it runs (in the
             training process, ``process=in``, or in a private server process, ``process=server``),
             llama.cpp's prompt cache (``cache=on|off``), a shorter stage 1
-            (``explorer.max_tokens_analysis``) and a lower CPU priority for the server (``nice=10``).
+            (``explorer.max_tokens_analysis``), a lower CPU priority for the server (``nice=10``)
+            and token-probability proposals (``paper-logprobs`` with ``token-probabilities``).
             Per arm: update latency (median and p90 of ``latency_s`` of the LLM updates in
             updates.jsonl), updates applied, steps/s and its
             ratio to ``--provider none`` (of the medians, and the median of the per-repetition
@@ -56,6 +57,13 @@ ARMS = {
                                   "--set", "explorer.max_tokens_analysis=100"],
         "server-cache-nice10": ["--provider", "local", "--option", "process=server", "--option", "cache=on",
                                 "--option", "nice=10"],
+        # stage 2 as one label read from token log-probabilities: a single output token per label order
+        "server-tokenprob": ["--provider", "local", "--option", "process=server", "--option", "cache=on",
+                             "--prompt-set", "paper-logprobs", "--set", "explorer.proposer.name=token-probabilities"],
+        "server-tokenprob-s1cap100": ["--provider", "local", "--option", "process=server", "--option", "cache=on",
+                                      "--prompt-set", "paper-logprobs",
+                                      "--set", "explorer.proposer.name=token-probabilities",
+                                      "--set", "explorer.max_tokens_analysis=100"],
     },
 }
 
