@@ -36,6 +36,7 @@ mode). Anything else is listed in ``meta.json``'s ``limits`` and in the resumed 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -107,28 +108,49 @@ def _default_of(path: tuple[str, ...]) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
-def _without_checkpoint(config: RunConfig) -> dict[str, Any]:
-    data = config.model_dump(mode="json")
+#: Settings that do not change what a run computes, besides ``checkpoint.*``: a resume may change
+#: them (e.g. ``--option preflight=off`` to resume while the LLM server is still down; requests
+#: that fail then are counted, as when a server dies mid-run).
+NOT_IDENTITY: tuple[tuple[str, ...], ...] = (("explorer", "provider_options", "preflight"),)
+
+
+def _parent(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = data
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _identity(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a dumped configuration, changed in place) without what does not change the run:
+    ``checkpoint``, :data:`NOT_IDENTITY`, and :data:`ADDED_SETTINGS` at their defaults."""
     data.pop("checkpoint", None)
+    for path in NOT_IDENTITY:
+        node = _parent(data, path)
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
     for path in ADDED_SETTINGS:
-        node: Any = data
-        for part in path[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
+        node = _parent(data, path)
         if isinstance(node, dict) and path[-1] in node and node[path[-1]] == _default_of(path):
             del node[path[-1]]
     return data
 
 
+def _without_checkpoint(config: RunConfig) -> dict[str, Any]:
+    return _identity(config.model_dump(mode="json"))
+
+
 def config_fingerprint(config: RunConfig) -> str:
     """SHA-256 of the resolved configuration without its ``checkpoint`` section (how often
-    checkpoints are written does not change what a run computes)."""
+    checkpoints are written does not change what a run computes) and :data:`NOT_IDENTITY`."""
     text = yaml.safe_dump(_without_checkpoint(config), sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def config_differences(saved: dict[str, Any], config: RunConfig,
                        labels: tuple[str, str] = ("run", "given")) -> list[str]:
-    """Dotted keys (outside ``checkpoint``) whose values differ, as ``key (run: a, given: b)``."""
+    """Dotted keys (outside ``checkpoint`` and :data:`NOT_IDENTITY`) whose values differ, as
+    ``key (run: a, given: b)``."""
     out: list[str] = []
 
     def walk(a: Any, b: Any, path: str) -> None:
@@ -138,7 +160,7 @@ def config_differences(saved: dict[str, Any], config: RunConfig,
         elif a != b:
             out.append(f"{path} ({labels[0]}: {a!r}, {labels[1]}: {b!r})")
 
-    walk({k: v for k, v in saved.items() if k != "checkpoint"}, _without_checkpoint(config), "")
+    walk(_identity(copy.deepcopy(saved)), _without_checkpoint(config), "")
     return out
 
 

@@ -124,7 +124,7 @@ def _config_of_run(resume_dir: str | None, schedule_dir: str | None, config_file
     differences = config_differences(stored.model_dump(mode="json"), given)
     if differences:
         raise BadInput(f"{flag} runs with the configuration in {run_dir / 'config.yaml'}; these settings differ "
-                       f"from it: {'; '.join(differences)} (only checkpoint.* may be changed)")
+                       f"from it: {'; '.join(differences)} (only checkpoint.* and --option preflight may be changed)")
     return given
 
 
@@ -175,7 +175,7 @@ def _config_of_run(resume_dir: str | None, schedule_dir: str | None, config_file
 @click.option("--replay", is_flag=True, help="Answer only from --response-cache (offline reproduction).")
 @click.option("--resume", "resume_dir", default=None, metavar="RUN_DIR",
               help="Continue the unfinished run in RUN_DIR from its newest complete checkpoint, with the run's "
-                   "own configuration (only checkpoint.* settings may be changed).")
+                   "own configuration (only checkpoint.* and --option preflight may be changed).")
 @click.option("--replay-schedule", "schedule_dir", default=None, metavar="RUN_DIR",
               help="Rerun the finished run in RUN_DIR without any LLM: each update it recorded is applied at the "
                    "env step it was first applied (updates.jsonl); writes a new --out.")

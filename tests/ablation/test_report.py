@@ -126,6 +126,9 @@ def test_report_states_the_seeds_warns_and_shows_the_figures(finished: Path):
     assert f"| strong | {analysis.poi['strong'].value:.3g} [" in report
     assert f"| weak | {analysis.iqm['weak'].value:.3g} [" in report
     assert "18 runs planned (3 arms x 2 environments x 3 seeds): 18 complete, 0 failed" in report
+    # no metric in the spec: compared on the final greedy return, and the report says so
+    assert "Arms are compared on the **final greedy return** (metric `final`)" in report
+    assert "## Final greedy return" in report and "| arm | IQM of normalised final return [95% CI] |" in report
     for name in ("learning_curves", "final_returns", "performance_profile", "cost"):
         png = finished / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

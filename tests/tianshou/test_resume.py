@@ -272,6 +272,25 @@ def test_resume_with_a_different_configuration(killed, tmp_path, args, named):
         (killed / "metrics.csv").read_bytes()
 
 
+def test_the_preflight_switch_is_not_part_of_a_runs_identity():
+    """A resume may turn the provider's preflight off (to continue while the server is still
+    down); every other provider option still makes a different run."""
+    from tianshou_integration.checkpoint import config_differences, config_fingerprint
+
+    def config(**options):
+        return make_config("CartPole-v1", "dqn", {"explorer.provider": "openai",
+                                                  "explorer.base_url": "http://127.0.0.1:8080/v1",
+                                                  "explorer.provider_options": options})
+
+    run, resumed = config(), config(preflight="off")
+    assert config_fingerprint(run) == config_fingerprint(resumed)
+    assert config_differences(run.model_dump(mode="json"), resumed) == []
+    other = config(server="vllm")
+    assert config_fingerprint(run) != config_fingerprint(other)
+    assert config_differences(run.model_dump(mode="json"), other) == [
+        "explorer.provider_options.server (run: None, given: 'vllm')"]
+
+
 def test_resume_when_config_yaml_no_longer_matches_the_checkpoint(killed, tmp_path):
     out = copy_of(killed, tmp_path)
     config = out / "config.yaml"
