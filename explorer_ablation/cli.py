@@ -1,5 +1,6 @@
-"""``llm-explorer ablate`` and ``llm-explorer report``. Only click and the core's errors are
-imported at module level, so ``llm-explorer --help`` stays fast; the work is done by :mod:`.runner` and :mod:`.report`.
+"""``llm-explorer ablate`` and ``llm-explorer report``. Only click, the core's errors and the
+metric names (:mod:`.metrics`) are imported at module level, so ``llm-explorer --help`` stays
+fast; the work is done by :mod:`.runner` and :mod:`.report`.
 
 Exit status: 0 everything complete; 1 some run failed (the study still ran every other run) or
 the report could not be written; 2 bad input (spec, options, study directory) before anything
@@ -17,6 +18,8 @@ from pathlib import Path
 import click
 
 from explorer_pipeline.errors import BadInput
+
+from .metrics import METRIC_NAMES
 
 __all__ = ["ablate", "report"]
 
@@ -140,15 +143,18 @@ def _write_report(out: Path) -> bool:
 
 @click.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--metric", type=click.Choice(METRIC_NAMES), default=None,
+              help="Compare arms on the final greedy return, the greedy return averaged over training (auc) or "
+                   "the mean training-episode return (train) [default: the spec's metric, else final].")
 @click.pass_context
-def report(ctx: click.Context, directory: Path) -> None:
+def report(ctx: click.Context, directory: Path, metric: str | None) -> None:
     """Write summary.csv, report.md and figures/ for the ablation study in DIRECTORY."""
     from explorer_pipeline.errors import UsageError
 
     from .report import write_report
 
     try:
-        files = write_report(directory)
+        files = write_report(directory, metric=metric)
     except UsageError as exc:
         raise BadInput.from_error(exc) from None
     click.echo(f"report: {files.report_md}")

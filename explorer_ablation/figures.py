@@ -83,16 +83,16 @@ def _intervals(ax: Any, labels: Sequence[str], estimates: Sequence[Estimate], co
 
 
 def final_scores_figure(arms: Sequence[str], iqms: Mapping[str, Estimate], baseline: str | None,
-                        pois: Mapping[str, Estimate], path: Path) -> None:
-    """IQM of normalised final returns per arm, and P(arm > baseline), with 95% intervals."""
+                        pois: Mapping[str, Estimate], path: Path, *, metric: str = "final return") -> None:
+    """IQM of the normalised ``metric`` per arm, and P(arm > baseline), with 95% intervals."""
     plt = pyplot()
     colors = _colors(arms)
     compared = [arm for arm in arms if arm in pois]
     ncols = 2 if compared else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 0.55 * len(arms) + 1.6), squeeze=False)
     _intervals(axes[0][0], list(arms), [iqms[a] for a in arms], colors)
-    axes[0][0].set_xlabel("IQM of normalised final greedy return")
-    axes[0][0].set_title("Final return (95% stratified bootstrap CI)", fontsize=10)
+    axes[0][0].set_xlabel(f"IQM of normalised {metric}")
+    axes[0][0].set_title(f"{metric[:1].upper()}{metric[1:]} (95% stratified bootstrap CI)", fontsize=10)
     if compared:
         ax = axes[0][1]
         _intervals(ax, compared, [pois[a] for a in compared], colors)

@@ -1,9 +1,11 @@
 """``llm-explorer report DIR``: ``summary.csv``, ``report.md`` and ``figures/*.png`` for a study.
 
-Statistics use complete runs only. Final greedy returns are normalised per environment,
-``(x - min_score) / (max_score - min_score)``, where ``min_score`` defaults to the baseline arm's
-mean final return and ``max_score`` to the best final return in the study (a spec can set both,
-e.g. to a best-known score). See :mod:`.stats` for the estimators.
+Statistics use complete runs only. Arms are compared on one number per run, the study's metric
+(:mod:`.metrics`: the final greedy return by default, else the greedy return averaged over training
+or the mean training return; the spec's ``metric:``, or ``--metric``). It is normalised per
+environment, ``(x - min_score) / (max_score - min_score)``, where ``min_score`` defaults to the
+baseline arm's mean and ``max_score`` to the best run in the study (a spec can set both, e.g. to a
+best-known score). See :mod:`.stats` for the estimators.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from explorer_pipeline import informativeness
 from explorer_pipeline.rundir_format import write_text_atomic
 
 from . import figures
+from .metrics import Metric, get_metric, study_metric
 from .results import SUMMARY_COLUMNS, RunResult, Study, load_study
 from .stats import CONFIDENCE, RESAMPLES, Estimate, iqm_estimate, performance_profile, poi_estimate
 
@@ -34,6 +37,7 @@ MIN_SEEDS_FOR_CLAIMS = 5
 #: explored like the algorithm's own default most of the time, and the report says so.
 INFORMATIVE_MAJORITY = 0.5
 FIGURES = ("learning_curves.png", "final_returns.png", "performance_profile.png", "cost.png")
+"""The figures of the default metric; the scores figure (second) is named by the metric (:attr:`.Metric.figure`)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class Analysis:
     """Everything the report shows, computed once."""
 
     study: Study
+    metric: Metric = field(default_factory=get_metric)
+    """What arms are compared on; ``raw`` holds its value per run."""
     normalisers: dict[str, Normaliser] = field(default_factory=dict)
     raw: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # raw[env][arm]
     normalised: dict[str, list[list[float]]] = field(default_factory=dict)  # normalised[arm][env index]
@@ -69,7 +75,7 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
 
     def runs_per_cell(self) -> dict[tuple[str, str], int]:
-        """Complete runs with a finite final return, per arm and environment."""
+        """Complete runs with a finite value of the metric, per arm and environment."""
         return {(arm, env): len(self.raw.get(env, {}).get(arm, [])) for arm in self.study.arms
                 for env in self.study.envs}
 
@@ -84,13 +90,14 @@ class ReportFiles:
 
 
 # --------------------------------------------------------------------------- analysis
-def analyse(study: Study, *, seed: int = 0) -> Analysis:
+def analyse(study: Study, *, seed: int = 0, metric: str | None = None) -> Analysis:
     """Normalised scores, IQMs, probabilities of improvement, profiles, cost and guidance per arm,
-    and the report's warnings, from the complete runs of ``study``.
+    and the report's warnings, from the complete runs of ``study``, compared on ``metric``
+    (``final``, ``auc`` or ``train``; default: the study's spec, else ``final``).
     """
-    a = Analysis(study)
+    a = Analysis(study, get_metric(metric or study_metric(study.meta)))
     for env in study.envs:
-        a.raw[env] = {arm: [r.final_return for r in study.complete(arm, env) if math.isfinite(r.final_return)]
+        a.raw[env] = {arm: [v for v in map(a.metric.of, study.complete(arm, env)) if math.isfinite(v)]
                       for arm in study.arms}
         a.normalisers[env] = _normaliser(study, env, a.raw[env])
     for arm in study.arms:
@@ -114,14 +121,14 @@ def analyse(study: Study, *, seed: int = 0) -> Analysis:
     return a
 
 
-def _normaliser(study: Study, env: str, finals: dict[str, list[float]]) -> Normaliser:
+def _normaliser(study: Study, env: str, scores: dict[str, list[float]]) -> Normaliser:
     meta = study.env_meta(env)
-    every = [v for values in finals.values() for v in values]
+    every = [v for values in scores.values() for v in values]
     baseline = study.baseline
     if meta.get("min_score") is not None:
         low, low_from = float(meta["min_score"]), "spec min_score"
-    elif baseline is not None and finals.get(baseline):
-        low, low_from = float(np.mean(finals[baseline])), f"mean of {baseline}"
+    elif baseline is not None and scores.get(baseline):
+        low, low_from = float(np.mean(scores[baseline])), f"mean of {baseline}"
     elif every:
         low, low_from = min(every), "worst run"
     else:
@@ -274,20 +281,22 @@ def verdict(est: Estimate) -> str:
 
 
 # --------------------------------------------------------------------------- files
-def write_report(out: Path, *, seed: int = 0) -> ReportFiles:
-    """Write ``summary.csv``, ``report.md`` and ``figures/`` into the study directory ``out``."""
+def write_report(out: Path, *, seed: int = 0, metric: str | None = None) -> ReportFiles:
+    """Write ``summary.csv``, ``report.md`` and ``figures/`` into the study directory ``out``,
+    comparing arms on ``metric`` (default: the study's spec's ``metric:``, else ``final``)."""
     out = Path(out)
     study = load_study(out)
+    a = analyse(study, seed=seed, metric=metric)  # first: an unknown metric writes nothing
     summary_csv = _write_summary_csv(study, out / "summary.csv")
-    a = analyse(study, seed=seed)
     fig_dir = out / "figures"
+    names = (FIGURES[0], a.metric.figure, *FIGURES[2:])
     curves = {env: {arm: [r.eval_curve for r in study.complete(arm, env)] for arm in study.arms} for env in study.envs}
-    figures.learning_curves_figure(curves, study.arms, study.envs, fig_dir / FIGURES[0], seed=seed)
-    figures.final_scores_figure(study.arms, a.iqm, study.baseline, a.poi, fig_dir / FIGURES[1])
+    figures.learning_curves_figure(curves, study.arms, study.envs, fig_dir / names[0], seed=seed)
+    figures.final_scores_figure(study.arms, a.iqm, study.baseline, a.poi, fig_dir / names[1], metric=a.metric.short)
     if a.profiles:
-        figures.profile_figure(study.arms, a.taus, a.profiles, fig_dir / FIGURES[2])
-    figures.cost_figure(study.arms, a.cost, fig_dir / FIGURES[3])
-    written = tuple(fig_dir / name for name in FIGURES if (fig_dir / name).exists())
+        figures.profile_figure(study.arms, a.taus, a.profiles, fig_dir / names[2])
+    figures.cost_figure(study.arms, a.cost, fig_dir / names[3])
+    written = tuple(fig_dir / name for name in names if (fig_dir / name).exists())
     report_md = out / "report.md"
     write_text_atomic(report_md, _markdown(a, written))
     return ReportFiles(summary_csv, report_md, written)
@@ -390,6 +399,7 @@ def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
 
     study = a.study
     meta = study.meta
+    m = a.metric
     runs = study.runs
     complete = sum(r.complete for r in runs)
     failed = [r for r in runs if r.status == "failed"]
@@ -403,6 +413,8 @@ def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{study.out}`. "
         f"{len(runs)} runs planned ({len(study.arms)} arms x {len(study.envs)} environments x {len(seeds)} seeds): "
         f"{complete} complete, {len(failed)} failed, {other} not run or interrupted.",
+        "",
+        f"Arms are compared on the **{m.noun}** (metric `{m.name}`): {m.definition}",
         "",
         "## Sample size",
         "",
@@ -418,17 +430,17 @@ def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
 
     if a.poi:
         lines += ["## Does an arm beat the baseline?", "",
-                  f"Probability of improvement P(arm > {study.baseline}): the chance that a run of the arm ends "
-                  "with a higher final greedy return than a run of the baseline on the same environment "
+                  f"Probability of improvement P(arm > {study.baseline}): the chance that a run of the arm has "
+                  f"a higher {m.noun} than a run of the baseline on the same environment "
                   "(ties count half), averaged over environments, with a 95% stratified-bootstrap interval.", ""]
-        lines += _table(["arm", f"P(arm > {study.baseline}) [95% CI]", "reading"],
+        lines += _table(["arm", f"P(arm > {study.baseline}), {m.short} [95% CI]", "reading"],
                         [[arm, _est(est), verdict(est)] for arm, est in a.poi.items()])
         lines.append("")
 
-    lines += ["## Final greedy return", "",
-              "Interquartile mean (IQM) of the normalised final greedy return over every run of every environment, "
+    lines += [f"## {m.title}", "",
+              f"Interquartile mean (IQM) of the normalised {m.noun} over every run of every environment, "
               "with a 95% stratified-bootstrap interval (runs resampled within each environment).", ""]
-    header = ["arm", "IQM normalised [95% CI]", *(f"{env} mean ± sd (raw)" for env in study.envs)]
+    header = ["arm", f"IQM of normalised {m.short} [95% CI]", *(f"{env} mean ± sd (raw)" for env in study.envs)]
     rows = []
     for arm in study.arms:
         per_env = []
@@ -447,15 +459,15 @@ def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
                     [[env, f"{_fmt(n.low, 4)} ({n.low_from})", f"{_fmt(n.high, 4)} ({n.high_from})"]
                      for env, n in a.normalisers.items()])
     lines.append("")
-    if "final_returns.png" in figs:
-        lines += ["![Final returns](figures/final_returns.png)", ""]
+    if m.figure in figs:
+        lines += [f"![{m.title}](figures/{m.figure})", ""]
     if "learning_curves.png" in figs:
         lines += ["## Learning curves", "",
                   "Greedy-evaluation return over env steps: mean over seeds with a 95% bootstrap band.", "",
                   "![Learning curves](figures/learning_curves.png)", ""]
     if "performance_profile.png" in figs:
         lines += ["## Performance profiles", "",
-                  "Fraction of runs whose normalised final return exceeds tau (higher is better everywhere).", "",
+                  f"Fraction of runs whose normalised {m.noun} exceeds tau (higher is better everywhere).", "",
                   "![Performance profiles](figures/performance_profile.png)", ""]
 
     lines += _guidance_section(a)
@@ -494,9 +506,11 @@ def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
     lines += [
         "## Method",
         "",
-        "- *Final return*: the greedy-evaluation return at the end of training (`final_eval_return` in each "
-        "run's `summary.json`). *AUC* in `summary.csv`: area under the greedy-evaluation curve divided by its "
-        "step span.",
+        f"- Compared on the {m.noun} (metric `{m.name}`: the spec's `metric:` or `llm-explorer report --metric`; "
+        "every run's final return, AUC and train mean are in `summary.csv`). "
+        "*Final return*: the greedy-evaluation return at the end of training (`final_eval_return` in each "
+        "run's `summary.json`). *AUC*: area under the greedy-evaluation curve divided by its "
+        "step span. *Train mean* (`train_mean`): the mean return of every training episode.",
         f"- Statistics: SciPy {scipy.__version__} (`stats.trim_mean`, `stats.mannwhitneyu`, `stats.bootstrap` "
         f"with one sample per environment, percentile method, {RESAMPLES} resamples, "
         f"{int(CONFIDENCE * 100)}% level), the estimators of Agarwal et al. (NeurIPS 2021, rliable).",

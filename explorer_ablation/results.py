@@ -30,7 +30,8 @@ from .state import StatusLog
 __all__ = ["SUMMARY_COLUMNS", "RunResult", "Study", "load_study"]
 
 SUMMARY_COLUMNS = (
-    "arm", "env", "seed", "status", "final_return", "auc", "env_steps", "episodes", "wall_s", "steps_per_s",
+    "arm", "env", "seed", "status", "final_return", "auc", "train_mean", "env_steps", "episodes", "wall_s",
+    "steps_per_s",
     "llm_requests", "input_tokens", "output_tokens", "updates_published", "updates_applied", "updates_informative",
     "informative_share", "median_kl_uniform_nats", "median_bias_max_abs", "median_staleness_episodes",
     "median_staleness_steps", "fallbacks", "parse_failures", "validation_rejections", "provider_errors",
@@ -86,6 +87,15 @@ class RunResult:
             return float(values.mean())
         trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2
         return float(trapezoid(values, steps) / (steps[-1] - steps[0]))
+
+    @property
+    def train_mean(self) -> float:
+        """The mean return of every training episode (``train_return`` rows of ``metrics.csv``):
+        how well the exploring agent did while it learnt. With a reward of 1 at a goal and 0
+        elsewhere, the share of training episodes that reached the goal. NaN without episodes."""
+        if not self.train_curve:
+            return math.nan
+        return float(np.mean([v for _, v in self.train_curve]))
 
     def tokens(self) -> tuple[int, int]:
         """Input and output tokens over every stage."""
@@ -151,6 +161,7 @@ class RunResult:
         row: dict[str, Any] = {
             "arm": self.arm, "env": self.env, "seed": self.seed, "status": self.status,
             "final_return": _num(self.final_return), "auc": _num(self.auc),
+            "train_mean": _num(self.train_mean),
             "env_steps": s.get("env_steps"), "wall_s": _num(s.get("wall_s")), "steps_per_s": _num(s.get("steps_per_s")),
             "input_tokens": inp, "output_tokens": out, "fallbacks": self.fallbacks if s else None,
             "mean_latency_s": _num(float(np.mean(self.latencies))) if self.latencies else None,

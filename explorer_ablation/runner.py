@@ -216,6 +216,7 @@ def _write_study(out: Path, spec: StudySpec, spec_path: Path | None, runs: Seque
         "environments": [env.model_dump(mode="json") for env in spec.environments],
         "seeds": list(spec.seeds),
         "prices": {k: v.model_dump(mode="json") for k, v in spec.prices.items()},
+        "metric": spec.metric,
         "spec": spec.model_dump(mode="json", exclude_defaults=True),
         "runs": {run.run_id: run.to_json() for run in runs},
     }

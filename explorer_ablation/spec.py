@@ -225,9 +225,10 @@ class Environment(_Strict):
     id: str
     """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``, ``module:MyEnv-v0``)."""
     min_score: float | None = None
-    """Maps to 0. Default: the baseline arm's mean final return (else the worst run's)."""
+    """Maps to 0. Default: the baseline arm's mean (else the worst run's) on the report's metric
+    (the final greedy return unless ``metric`` says otherwise)."""
     max_score: float | None = None
-    """Maps to 1, e.g. the best-known score. Default: the best final return in the study."""
+    """Maps to 1, e.g. the best-known score. Default: the best run in the study on the report's metric."""
 
     @model_validator(mode="before")
     @classmethod
@@ -257,6 +258,10 @@ class StudySpec(_Strict):
     Default: the arm named ``baseline``, if there is one."""
     prices: dict[str, Price] = Field(default_factory=dict)
     """Token prices by model name (or provider name), for the cost table."""
+    metric: Literal["final", "auc", "train"] = "final"
+    """What the report compares arms on (:mod:`.metrics`): the final greedy return (``final``),
+    the greedy return averaged over training (``auc``) or the mean training-episode return
+    (``train``). ``llm-explorer report --metric`` overrides it."""
 
     @field_validator("seeds", mode="before")
     @classmethod
