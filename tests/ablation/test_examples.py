@@ -51,3 +51,26 @@ def test_the_paper_atari_example_resolves_to_the_papers_settings():
     assert abs(paper.algorithm.epsilon.at(230_000) - linear.at(230_000)) < 0.01
     assert resolved["paper-linear-eps"].algorithm.model_copy(update={"epsilon": paper.algorithm.epsilon}) \
         == paper.algorithm  # nothing else differs
+
+
+def test_the_guidance_controls_advise_towards_and_away_from_the_goal():
+    """The positive control favours the moves that lead to FrozenLake's goal (down, right), the
+    negative one the moves away from it, by the env's own action numbers and our task labels."""
+    import json
+
+    from gymnasium.envs.toy_text import frozen_lake
+
+    from explorer_pipeline.resources import prompts_dir
+    from explorer_pipeline.tasks import load_task_file
+
+    path = ROOT / "examples" / "ablation-guidance.yaml"
+    spec = load_spec(path)
+    env_id = spec.environments[0].id
+    labels = {t.env_id: t for t in load_task_file(prompts_dir() / "tasks" / "toy_text.yaml")}[env_id].action_labels
+    assert labels[frozen_lake.DOWN] == "move down" and labels[frozen_lake.RIGHT] == "move right"
+    favoured = {}
+    for arm in ("good-advice", "bad-advice"):
+        probs = json.loads(spec.settings(arm)["options"]["reply"])["probabilities"]
+        favoured[arm] = {i for i, p in enumerate(probs) if p == max(probs)}
+    assert favoured["good-advice"] == {frozen_lake.DOWN, frozen_lake.RIGHT}
+    assert favoured["bad-advice"] == {frozen_lake.LEFT, frozen_lake.UP}

@@ -161,4 +161,4 @@ def test_the_spec_metric_defaults_to_final_and_matches_the_report_metrics():
 
 
 def test_the_guidance_example_compares_on_training_return():
-    assert load_spec(ROOT / "examples/study-guidance.yaml", names=False).metric == "train"
+    assert load_spec(ROOT / "examples/ablation-guidance.yaml", names=False).metric == "train"
