@@ -286,7 +286,8 @@ def _read_updates(path: Path, episode_ends: list[int]) -> tuple[list[float], int
         source = line.get("source")
         if source == "fallback":
             fallbacks += 1
-        if source in ("llm", "fallback") and isinstance(line.get("latency_s"), int | float):
+        asked = source in ("llm", "fallback") or (source == "control" and bool(line.get("tokens")))
+        if asked and isinstance(line.get("latency_s"), int | float):  # shuffled / frozen ask the model too
             latencies.append(float(line["latency_s"]))
     applied = [line for line in informativeness.measure_lines(lines, episode_ends)
                if line.get("source") != "fallback" and "informative" in line

@@ -238,3 +238,20 @@ def test_summary_csv_has_informativeness_per_run(guided_study: Path):
             == ("1", "0.25")
         assert rows[("flat", seed)]["updates_informative"] == "0"
         assert rows[("baseline", seed)]["informative_share"] == ""
+
+
+def test_latency_counts_every_request_that_asked_the_model(tmp_path: Path):
+    """Controls that ask the model (shuffled, frozen) have a request latency; the random control,
+    which asks nothing, does not."""
+    from explorer_ablation.results import _read_updates
+
+    def line(source: str, latency: float, tokens: dict) -> str:
+        return json.dumps({"version": 1, "kind": "distribution", "values": [0.5, 0.5], "source": source,
+                           "source_episode": 0, "latency_s": latency, "tokens": tokens, "applied_at_step": 10})
+
+    asked = {"analysis": {"input": 600, "output": 40}}
+    path = tmp_path / "updates.jsonl"
+    path.write_text("\n".join([line("llm", 12.0, asked), line("control", 20.0, asked),
+                               line("control", 0.001, {}), line("fallback", 3.0, asked)]) + "\n")
+    latencies, fallbacks, _ = _read_updates(path, [10])
+    assert latencies == [12.0, 20.0, 3.0] and fallbacks == 1
