@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from explorer_pipeline import informativeness
+from explorer_pipeline.budget import Price
 from explorer_pipeline.errors import UsageError
 from explorer_pipeline.rundir_format import (
     METRICS_FILE,
@@ -150,8 +151,7 @@ class RunResult:
         key = self.price_key()
         if key is None or key not in prices or not self.summary:
             return None
-        inp, out = self.tokens()
-        return (inp * prices[key]["input"] + out * prices[key]["output"]) / 1e6
+        return Price.model_validate(prices[key]).cost_usd(*self.tokens())
 
     def row(self, prices: dict[str, dict[str, float]], base: Path) -> dict[str, Any]:
         """The run's row of ``summary.csv`` (:data:`SUMMARY_COLUMNS`), paths relative to ``base``."""

@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from explorer_pipeline.budget import Price as RunPrice
 from explorer_pipeline.errors import UsageError
 from explorer_pipeline.yamlio import Position, YamlDocument, YamlError, read_yaml
 
@@ -236,11 +237,10 @@ class Environment(_Strict):
         return {"id": value} if isinstance(value, str) else value
 
 
-class Price(_Strict):
-    """USD per million tokens."""
+class Price(RunPrice):
+    """USD per million tokens: the run budget's price, read as strictly as the rest of the spec."""
 
-    input: float = Field(ge=0.0)
-    output: float = Field(ge=0.0)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class StudySpec(_Strict):

@@ -13,6 +13,8 @@ from explorer_pipeline.budget import Budget, BudgetConfig, stop_message
 from explorer_pipeline.session import ExplorerConfig, open_explorer
 from explorer_pipeline.types import Provenance, RequestFailure, StageUsage
 
+from .test_runtime import wait_for
+
 SPEC = ActionSpec.discrete(2)
 
 
@@ -42,15 +44,6 @@ class SpendingHandler:
             return RequestFailure("parse_error", "unreadable", rec.episode_index, 1, 0.0, tokens=dict(self.usage))
         return ExplorationUpdate(version, "distribution", (0.2, 0.8),
                                  provenance=Provenance(source_episode=rec.episode_index, tokens=dict(self.usage)))
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 # --------------------------------------------------------------------------- configuration

@@ -47,3 +47,25 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def fake_study(root: Path, spec_text: str, workers: int = 2):
+    """Run the spec ``spec_text`` (written to ``root/spec.yaml``) with the fake train command into
+    ``root/out``; returns ``(out, result)``."""
+    from explorer_ablation.backends import LocalBackend
+    from explorer_ablation.runner import run_study
+    from explorer_ablation.spec import load_spec
+
+    spec_path = root / "spec.yaml"
+    spec_path.write_text(spec_text)
+    out = root / "out"
+    result = run_study(load_spec(spec_path), out, LocalBackend(workers=workers), spec_path=spec_path,
+                       train_command=FAKE_TRAIN_COMMAND, echo=lambda line: None)
+    return out, result
+
+
+def patch_summary(run_dir: Path, **fields) -> None:
+    """Update fields of a run's summary.json."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.update(fields)
+    (run_dir / "summary.json").write_text(json.dumps(summary))

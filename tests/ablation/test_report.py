@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer_ablation.backends import LocalBackend
 from explorer_ablation.report import analyse, write_report
 from explorer_ablation.results import load_study
-from explorer_ablation.runner import run_study
-from explorer_ablation.spec import load_spec
 
-from .helpers import FAKE_TRAIN_COMMAND
+from .helpers import fake_study, patch_summary
 
 SPEC = """
 name: report-check
@@ -39,12 +36,7 @@ prices:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("report")
-    spec_path = root / "spec.yaml"
-    spec_path.write_text(SPEC)
-    out = root / "out"
-    result = run_study(load_spec(spec_path), out, LocalBackend(workers=2), spec_path=spec_path,
-                       train_command=FAKE_TRAIN_COMMAND, echo=lambda line: None)
+    out, result = fake_study(tmp_path_factory.mktemp("report"), SPEC)
     assert result.ok and result.done == 18
     write_report(out)
     return out
@@ -159,21 +151,14 @@ def update_line(version, values, applied, source_episode):
 def rewrite_run(run_dir: Path, lines: list[dict], **summary_fields) -> None:
     """Replace a fake run's updates.jsonl (and patch its summary) with what a real run would write."""
     (run_dir / "updates.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary.update(summary_fields)
-    (run_dir / "summary.json").write_text(json.dumps(summary))
+    patch_summary(run_dir, **summary_fields)
 
 
 @pytest.fixture(scope="module")
 def guided_study(tmp_path_factory) -> Path:
     from explorer_pipeline import informativeness
 
-    root = tmp_path_factory.mktemp("guidance")
-    spec_path = root / "spec.yaml"
-    spec_path.write_text(GUIDANCE_SPEC)
-    out = root / "out"
-    result = run_study(load_spec(spec_path), out, LocalBackend(workers=2), spec_path=spec_path,
-                       train_command=FAKE_TRAIN_COMMAND, echo=lambda line: None)
+    out, result = fake_study(tmp_path_factory.mktemp("guidance"), GUIDANCE_SPEC)
     assert result.ok and result.done == 8
     # the fake's training episodes end at steps 100, 200, 300, 400 (metrics.csv)
     for seed in (0, 1):

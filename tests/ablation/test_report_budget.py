@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
 
-from explorer_ablation.backends import LocalBackend
 from explorer_ablation.report import analyse, write_report
 from explorer_ablation.results import load_study
-from explorer_ablation.runner import run_study
-from explorer_ablation.spec import load_spec
 
-from .helpers import FAKE_TRAIN_COMMAND
+from .helpers import fake_study, patch_summary
 
 SPEC = """
 name: budget-check
@@ -41,20 +37,9 @@ def stop_at(episode: int, env_step: int) -> dict:
             "env_step": env_step, "time": "2025-01-01T00:00:00Z"}
 
 
-def patch_summary(run_dir: Path, **fields) -> None:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary.update(fields)
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("budget-report")
-    spec_path = root / "spec.yaml"
-    spec_path.write_text(SPEC)
-    out = root / "out"
-    result = run_study(load_spec(spec_path), out, LocalBackend(workers=2), spec_path=spec_path,
-                       train_command=FAKE_TRAIN_COMMAND, echo=lambda line: None)
+    out, result = fake_study(tmp_path_factory.mktemp("budget-report"), SPEC)
     assert result.ok and result.done == 9
     runs = out / "runs"
     # capped: two of three runs reached their limit (episodes 4 and 10, env steps 100 and 300)
@@ -87,11 +72,7 @@ def test_summary_csv_has_when_each_run_reached_its_budget(study: Path):
 
 
 def test_no_budget_section_without_limits(tmp_path):
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(SPEC)
-    out = tmp_path / "out"
-    result = run_study(load_spec(spec_path), out, LocalBackend(workers=2), spec_path=spec_path,
-                       train_command=FAKE_TRAIN_COMMAND, echo=lambda line: None)
+    out, result = fake_study(tmp_path, SPEC)
     assert result.ok
     write_report(out)
     assert "LLM budget" not in (out / "report.md").read_text()
