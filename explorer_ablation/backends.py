@@ -1,8 +1,10 @@
 """Where runs execute: a pool of child processes on this machine, or Ray tasks.
 
-Both backends keep at most ``workers`` runs in flight and report each start and end to an
-:class:`Events` sink from the calling (main) thread. On KeyboardInterrupt they stop what is
-running, report those runs as interrupted, and re-raise.
+The local backend keeps at most ``workers`` runs in flight; the Ray backend submits every run
+at once with its resource request and lets Ray queue, retry and place them. Both report each
+start and end to an :class:`Events` sink from the calling (main) thread. On KeyboardInterrupt
+they stop what is running (each run writes a checkpoint), report those runs as interrupted, and
+re-raise.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import logging
 import os
 import signal
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from . import launch
@@ -24,6 +28,10 @@ log = logging.getLogger(__name__)
 __all__ = ["Backend", "Events", "LocalBackend", "RayBackend", "available_cpus"]
 
 POLL_S = 0.2
+POLL_RAY_S = 1.0
+PREFLIGHT_TIMEOUT_S = 300.0
+STORAGE_MARKER = ".storage-check"
+"""Written by the driver into the study directory; every node's preflight must read it back."""
 
 
 class Events(Protocol):
@@ -34,6 +42,11 @@ class Events(Protocol):
 
     def finished(self, outcome: Outcome) -> None:
         """A job ended: complete, failed or interrupted."""
+
+    def note(self, kind: str, run_id: str, fields: dict[str, Any]) -> None:
+        """What a Ray task said while it ran: ``started`` (on which node, attempt, GPUs,
+        resumed), ``heartbeat`` (env step, steps/s, updates, LLM failures), ``skipped``
+        (already complete where it ran), ``stopped``."""
 
 
 class Backend(Protocol):
@@ -109,27 +122,42 @@ class LocalBackend:
 
 
 class RayBackend:
-    """Each run is a Ray task running the same child process (``launch.run_blocking``).
+    """Each run is one Ray task (:func:`.ray_task.run_task`) running the same child process as the
+    local backend, with the run's own resource request (``num_cpus``, fractional ``num_gpus``,
+    ``memory``). Every run is submitted at once and Ray queues them (an autoscaler sees the whole
+    demand); ``workers``, when given, caps the runs in flight instead. A lost run (its node or
+    worker died, ``train`` killed by a signal) is retried by Ray up to ``runtime.max_retries`` times,
+    each time from its newest checkpoint. Ctrl-C cancels without force: every running run gets
+    SIGTERM and writes a checkpoint.
 
     :param address: ``None`` starts a local Ray instance (``ray.init()``); otherwise the address
-        of an existing cluster (``auto``, ``ray://host:10001``, ...). On a cluster the study
-        directory must be on a file system every node sees, at the same path.
-    :param workers: runs in flight at once; default: the cluster's CPUs / ``cpus_per_run``.
+        of an existing cluster (``auto``, ``ray://host:10001``, ...). The study directory must be
+        on storage every node mounts at the same path; the preflight checks it.
+    :param workers: at most this many runs in flight (default: no cap, Ray queues them).
+    :param runtime: the spec's ``runtime:`` section (runtime_env, variables passed by name,
+        retries, preflight, heartbeats).
+    :param base_dir: a relative ``runtime_env.working_dir`` is relative to it (the spec's directory).
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_run: int = 1,
-                 num_cpus: int | None = None) -> None:
+                 num_cpus: int | None = None, runtime: Any = None, base_dir: Path | None = None) -> None:
+        from .spec import Runtime
+
         self.address = address
         self.cpus_per_run = max(1, cpus_per_run)
+        self.cap = workers
         self.workers = workers or 0
         self.num_cpus = num_cpus
+        self.runtime = runtime if runtime is not None else Runtime()
+        self.base_dir = base_dir
         self._ray: Any = None
         self._started_here = False
 
     def setup(self) -> None:
-        """Start or connect to Ray; without ``workers``, size the pool from the cluster's CPUs."""
+        """Start or connect to Ray; ``workers`` becomes the cap, else an estimate of the runs the
+        cluster holds at once (its CPUs / ``cpus_per_run``), used for the ETA only."""
         if self._ray is None:
             self._ray, self._started_here = self._init()
 
@@ -160,35 +188,176 @@ class RayBackend:
                 self._ray.shutdown()
         self._ray, self._started_here = None, False
 
+    # ------------------------------------------------------------------ what every task gets
+    def runtime_env(self) -> dict[str, Any] | None:
+        """The spec's ``runtime_env``, a relative ``working_dir`` made absolute."""
+        env = dict(self.runtime.runtime_env)
+        working_dir = env.get("working_dir")
+        if isinstance(working_dir, str) and "://" not in working_dir and self.base_dir is not None:
+            env["working_dir"] = str((self.base_dir / working_dir).resolve())
+        return env or None
+
+    def passed_env(self) -> dict[str, str]:
+        """The values of the variables the spec passes by name, read now from this process's
+        environment; never written anywhere (they travel as task arguments, in memory)."""
+        missing = [name for name in self.runtime.env_vars if name not in os.environ]
+        if missing:
+            from explorer_pipeline.errors import UsageError
+
+            raise UsageError(f"runtime.env_vars names {', '.join(missing)}, which this process's environment "
+                             "does not set: export it before starting the study, or drop it from the spec")
+        return {name: os.environ[name] for name in self.runtime.env_vars}
+
+    def _options(self, job: Job, retry: tuple[type[BaseException], ...]) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "num_cpus": job.num_cpus if job.num_cpus is not None else float(job.cpus),
+            "num_gpus": job.num_gpus,
+            "max_retries": self.runtime.max_retries,
+            "retry_exceptions": list(retry),
+            "name": f"llm-explorer train {job.run_id}",
+        }
+        if job.memory_mb:
+            options["memory"] = job.memory_mb * 2**20
+        runtime_env = self.runtime_env()
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        return options
+
+    # ------------------------------------------------------------------ preflight
+    def preflight(self, out: Path, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        """Before any run: every alive node imports the project, reads the marker this driver
+        wrote into the study directory ``out`` and, when runs ask for GPUs and the spec says
+        ``check_gpus``, shows torch as many GPUs as it declares. Raises UsageError naming each
+        node's problems; returns each node's report."""
+        from explorer_pipeline.errors import UsageError
+        from explorer_pipeline.rundir_format import write_text_atomic
+
+        from .ray_task import preflight_task
+
+        self.setup()
+        self.passed_env()  # a missing variable is bad input before anything runs
+        if not self.runtime.preflight:
+            return []
+        ray = self._ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        token = uuid.uuid4().hex
+        write_text_atomic(out / STORAGE_MARKER, token + "\n")
+        wants_gpus = any(job.num_gpus > 0 for job in jobs)
+        task = ray.remote(preflight_task)
+        refs = {}
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            gpus = float(node.get("Resources", {}).get("GPU", 0.0)) if wants_gpus else 0.0
+            options: dict[str, Any] = {
+                "num_cpus": 0, "max_retries": 0,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)}
+            runtime_env = self.runtime_env()
+            if runtime_env:
+                options["runtime_env"] = runtime_env
+            ref = task.options(**options).remote(str(out), STORAGE_MARKER, token, gpus, self.runtime.check_gpus)
+            refs[ref] = node.get("NodeManagerAddress", node["NodeID"])
+        reports, problems = [], []
+        for ref, where in refs.items():
+            try:
+                report = ray.get(ref, timeout=PREFLIGHT_TIMEOUT_S)
+            except Exception as exc:
+                problems.append(f"node {where}: the preflight task failed: {type(exc).__name__}: {exc}")
+                continue
+            reports.append(report)
+            problems += [f"node {where} ({report['host']}): {p}" for p in report["problems"]]
+        if problems:
+            raise UsageError("the Ray preflight failed; nothing ran:\n  " + "\n  ".join(problems))
+        return reports
+
+    # ------------------------------------------------------------------ running
     def run(self, jobs: Sequence[Job], events: Events) -> None:
-        """Run each job as a Ray task; Ctrl-C cancels the tasks in flight."""
+        """Submit every job as a Ray task (or ``workers`` at a time) and report what they do;
+        Ctrl-C cancels them gracefully (a second Ctrl-C, or no end after the grace period, by force)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from .ray_task import Mailbox, RunLost, run_task
+
         self.setup()
         ray = self._ray
-        task = ray.remote(num_cpus=self.cpus_per_run, max_retries=0)(launch.run_blocking)
+        env = self.passed_env()
+        here = ray.get_runtime_context().get_node_id()
+        mailbox = ray.remote(Mailbox).options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+        task = ray.remote(run_task)
         queue = deque(jobs)
-        in_flight: dict[Any, Job] = {}
+        pending: dict[Any, Job] = {}
+        running: set[str] = set()
         try:
-            while queue or in_flight:
-                while queue and len(in_flight) < self.workers:
+            while queue or pending:
+                while queue and (not self.cap or len(pending) < self.cap):
                     job = queue.popleft()
-                    in_flight[task.remote(job)] = job
-                    events.started(job, None)
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-                for ref in done:
-                    job = in_flight.pop(ref)
+                    ref = task.options(**self._options(job, (RunLost,))).remote(
+                        job, env, mailbox, self.runtime.heartbeat_s)
+                    pending[ref] = job
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_RAY_S)
+                self._relay(mailbox, events, running)
+                for ref in ready:
+                    job = pending.pop(ref)
+                    running.discard(job.run_id)
                     events.finished(self._outcome(ray, ref, job))
         except KeyboardInterrupt:
-            for ref in in_flight:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
-            for job in in_flight.values():
-                events.finished(Outcome(job.run_id, None, 0.0, False, "stopped (Ctrl-C)", interrupted=True))
+            self._cancel(pending, mailbox, events, running)
             raise
+
+    def _relay(self, mailbox: Any, events: Events, running: set[str]) -> None:
+        try:
+            messages = self._ray.get(mailbox.drain.remote(), timeout=30)
+        except Exception as exc:  # the mailbox is slow or gone: progress only, the runs go on
+            log.warning("could not read the runs' messages: %s", exc)
+            return
+        for kind, run_id, fields in messages:
+            if kind == "started":
+                running.add(run_id)
+            note = getattr(events, "note", None)
+            if note is not None:
+                note(kind, run_id, fields)
+
+    def _cancel(self, pending: dict[Any, Job], mailbox: Any, events: Events, running: set[str]) -> None:
+        """Cancel without force and give running runs time to checkpoint; a second Ctrl-C or the
+        end of the grace period cancels by force. Runs that ended meanwhile are reported as they
+        ended; the rest, if they had started, as interrupted."""
+        from .ray_task import STOP_GRACE_S
+
+        ray = self._ray
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=False)
+        deadline = time.monotonic() + STOP_GRACE_S + 30.0
+        try:
+            while pending and time.monotonic() < deadline:
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_RAY_S)
+                self._relay(mailbox, events, running)
+                for ref in ready:
+                    self._report_stopped(ref, pending.pop(ref), events, running)
+        except KeyboardInterrupt:
+            log.warning("second interrupt: cancelling the remaining runs by force")
+        for ref, job in list(pending.items()):
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+            if job.run_id in running:
+                events.finished(Outcome(job.run_id, None, 0.0, False, "stopped (forced)", interrupted=True))
+
+    def _report_stopped(self, ref: Any, job: Job, events: Events, running: set[str]) -> None:
+        ray = self._ray
+        try:
+            outcome = ray.get(ref)
+        except Exception:  # TaskCancelledError: it was stopped, or never started
+            if job.run_id in running:
+                events.finished(Outcome(job.run_id, None, 0.0, False, "stopped (Ctrl-C)", interrupted=True))
+            return
+        events.finished(outcome)
 
     @staticmethod
     def _outcome(ray: Any, ref: Any, job: Job) -> Outcome:
         try:
             return ray.get(ref)
-        except Exception as exc:  # a worker died or the task raised: the run failed, the study goes on
+        except Exception as exc:  # retries used up, or the task raised: the run failed, the study goes on
             log.warning("Ray task for %s failed: %s", job.run_id, exc)
             return Outcome(job.run_id, None, 0.0, False, f"Ray task failed: {type(exc).__name__}: {exc}")

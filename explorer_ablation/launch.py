@@ -19,9 +19,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from explorer_pipeline.rundir_format import CONFIG_FILE, run_is_complete
 
@@ -63,6 +63,11 @@ class Job:
     :param run_dir: the ``--out`` directory (absolute).
     :param train_command: None means :func:`default_train_command` where the job runs.
     :param cpus: threads the run may use (``OMP_NUM_THREADS`` and friends, unless set).
+    :param num_cpus: CPUs the run asks the scheduler for (Ray's ``num_cpus``; may be fractional);
+        None: ``cpus``.
+    :param num_gpus: GPUs it asks for (Ray's ``num_gpus``, fractional below 1). With 0 the run
+        sees no GPU at all (``CUDA_VISIBLE_DEVICES=""``).
+    :param memory_mb: memory it asks for (Ray's ``memory``); None: no request.
     """
 
     run_id: str
@@ -72,6 +77,9 @@ class Job:
     steps: int | None = None
     train_command: tuple[str, ...] | None = None
     cpus: int = 1
+    num_cpus: float | None = None
+    num_gpus: float = 0.0
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,8 @@ class Outcome:
     interrupted: bool = False
     moved_aside: str | None = None
     host: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Backend facts worth recording (Ray: the attempt, the GPU ids the run was given)."""
 
 
 @dataclass
@@ -108,8 +118,9 @@ def _set_parent_death_signal() -> None:  # runs in the child between fork and ex
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _child_env(job: Job) -> dict[str, str]:
+def _child_env(job: Job, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(extra or {})
     for name in THREAD_VARS:
         env.setdefault(name, str(job.cpus))
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -131,11 +142,11 @@ def resumable(run_dir: Path) -> bool:
     return (run_dir / CONFIG_FILE).is_file() and any((run_dir / "checkpoints").glob("step-*/meta.json"))
 
 
-def start(job: Job) -> Started:
+def start(job: Job, env: dict[str, str] | None = None) -> Started:
     """Start ``job`` (the caller has checked it is not complete). A half-finished run with a
     checkpoint is resumed (``train --resume DIR``); any other half-written one is moved aside and
-    started again. Call from the main thread: the parent-death signal follows the thread that
-    forked the child."""
+    started again. ``env`` is added to the child's environment (never logged). Call from the
+    main thread: the parent-death signal follows the thread that forked the child."""
     resume = job.run_dir.is_dir() and resumable(job.run_dir)
     moved = None if resume else prepare(job)
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,18 +158,19 @@ def start(job: Job) -> Started:
     preexec = _set_parent_death_signal if sys.platform.startswith("linux") else None
     try:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   env=_child_env(job), start_new_session=True, preexec_fn=preexec)
+                                   env=_child_env(job, env), start_new_session=True, preexec_fn=preexec)
     except OSError as exc:
         log.close()
         raise RuntimeError(f"cannot start {command[0]!r}: {exc}") from exc
     return Started(job, process, log, time.monotonic(), moved)
 
 
-def stop(started: Started, grace_s: float = STOP_GRACE_S) -> None:
-    """Ask a child to stop like Ctrl-C would (SIGINT), then SIGKILL after ``grace_s``."""
+def stop(started: Started, grace_s: float = STOP_GRACE_S, sig: int = signal.SIGINT) -> None:
+    """Ask a child to stop (``sig``: SIGINT like Ctrl-C, or SIGTERM like a scheduler; ``train``
+    writes a checkpoint on either), then SIGKILL after ``grace_s``."""
     if started.process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            started.process.send_signal(signal.SIGINT)
+            started.process.send_signal(sig)
     try:
         started.process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:

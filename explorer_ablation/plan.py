@@ -33,12 +33,15 @@ class PlannedRun:
 
     :param config: the run-configuration document (paths already absolute) that
         ``llm-explorer train --config`` reads.
+    :param resources: what the run asks the cluster for (``num_cpus``, ``num_gpus``,
+        ``memory_gb``; unset ones left out). Not part of the fingerprint.
     """
 
     arm: str
     env: str
     seed: int
     config: dict[str, Any] = field(compare=False)
+    resources: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -116,7 +119,8 @@ def expand(spec: StudySpec, base_dir: Path | None = None) -> list[PlannedRun]:
     (the spec file's directory)."""
     base_dir = (base_dir or Path.cwd()).resolve()
     return [
-        PlannedRun(arm=arm.name, env=env.id, seed=seed, config=run_document(spec, arm, j, seed, base_dir).data)
+        PlannedRun(arm=arm.name, env=env.id, seed=seed, config=run_document(spec, arm, j, seed, base_dir).data,
+                   resources=spec.resources_of(arm).model_dump(exclude_none=True))
         for seed in spec.seeds
         for j, env in enumerate(spec.environments)
         for arm in spec.arms

@@ -11,6 +11,7 @@ Ctrl-C: complete runs are kept, half-written ones continue from their newest che
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -32,6 +33,8 @@ from .state import StatusLog, StudyLock
 __all__ = ["StudyResult", "jobs_for", "plan_study", "run_study", "write_configs"]
 
 Echo = Callable[[str], None]
+PROGRESS_LINE_S = 300.0
+"""At most one progress line per this many seconds from heartbeats alone."""
 
 
 @dataclass
@@ -59,14 +62,21 @@ def plan_study(spec: StudySpec, spec_path: Path | None) -> list[PlannedRun]:
 
 def jobs_for(runs: Sequence[PlannedRun], out: Path, *, train_command: Sequence[str] | None = None,
              cpus: int = 1) -> list[Job]:
-    """One :class:`Job` per run, its files under the study directory ``out``."""
+    """One :class:`Job` per run, its files under the study directory ``out``. ``cpus`` is the
+    default CPUs per run; a spec's or arm's ``resources.num_cpus`` replaces it."""
     out = out.resolve()
-    return [
-        Job(run_id=run.run_id, arguments=tuple(run.arguments(out)), run_dir=out / run.relpath,
-            log_path=out / run.log_relpath, steps=run.steps,
-            train_command=tuple(train_command) if train_command else None, cpus=cpus)
-        for run in runs
-    ]
+    return [_job(run, out, train_command, cpus) for run in runs]
+
+
+def _job(run: PlannedRun, out: Path, train_command: Sequence[str] | None, cpus: int) -> Job:
+    num_cpus = run.resources.get("num_cpus")
+    memory = run.resources.get("memory_gb")
+    return Job(run_id=run.run_id, arguments=tuple(run.arguments(out)), run_dir=out / run.relpath,
+               log_path=out / run.log_relpath, steps=run.steps,
+               train_command=tuple(train_command) if train_command else None,
+               cpus=max(1, math.ceil(num_cpus)) if num_cpus else cpus,
+               num_cpus=num_cpus if num_cpus else float(cpus), num_gpus=float(run.resources.get("num_gpus", 0.0)),
+               memory_mb=round(memory * 1024) if memory else None)
 
 
 def write_configs(out: Path, runs: Sequence[PlannedRun], study: str = "") -> None:
@@ -115,6 +125,11 @@ def run_study(
             todo = [job for job in jobs if not run_is_complete(job.run_dir, job.steps)]
             already = len(jobs) - len(todo)
             progress = Progress(total=len(jobs), done=already, workers=max(1, backend.workers or 1))
+            preflight = getattr(backend, "preflight", None)
+            if preflight is not None and todo:
+                nodes = preflight(out, todo)
+                if nodes:
+                    echo(f"preflight: {len(nodes)} node(s) import the project and see the study directory")
             status.append("session", backend=backend.name, workers=backend.workers, to_run=len(todo),
                           already_complete=already, argv=sys.argv)
             echo(f"study {spec.name!r}: {len(jobs)} runs ({len(spec.arms)} arms x {len(spec.environments)} envs x "
@@ -146,16 +161,34 @@ def _to_stderr(line: str) -> None:
 class _Events:
     def __init__(self, status: StatusLog, progress: Progress, echo: Echo, result: StudyResult) -> None:
         self.status, self.progress, self.echo, self.result = status, progress, echo, result
+        self._last_line = time.monotonic()
 
     def started(self, job: Job, pid: int | None) -> None:
         self.progress.start(job.run_id)
         self.status.append("started", job.run_id, pid=pid)
         self.echo(f"{self.progress.line()} started {job.run_id}")
 
+    def note(self, kind: str, run_id: str, fields: dict[str, Any]) -> None:
+        if kind == "started":
+            self.progress.start(run_id)
+            self.status.append("started", run_id, **fields)
+            how = " (resumed from its checkpoint)" if fields.get("resume") else ""
+            attempt = fields.get("attempt", 1)
+            again = f", attempt {attempt}" if attempt and attempt > 1 else ""
+            self.echo(f"{self.progress.line()} started {run_id} on {fields.get('host', '?')}{again}{how}")
+        elif kind == "heartbeat":
+            self.progress.beat(run_id, fields)
+            self.status.append("heartbeat", run_id, **fields)
+            if time.monotonic() - self._last_line >= PROGRESS_LINE_S:
+                self._last_line = time.monotonic()
+                self.echo(f"{self.progress.line()} running")
+        elif kind != "skipped":  # a skipped run is reported by finished()
+            self.status.append(kind, run_id, **fields)
+
     def finished(self, outcome: Outcome) -> None:
         ok = outcome.complete
         if outcome.interrupted:
-            self.progress.running.pop(outcome.run_id, None)
+            self.progress.stop(outcome.run_id)
             self.status.append("interrupted", outcome.run_id, rc=outcome.returncode, wall_s=round(outcome.wall_s, 2))
             self.echo(f"{self.progress.line()} interrupted {outcome.run_id}")
             return
@@ -165,9 +198,13 @@ class _Events:
             fields["moved_aside"] = outcome.moved_aside
         if outcome.host:
             fields["host"] = outcome.host
+        fields.update(outcome.details)
         if ok:
             self.status.append("done", outcome.run_id, **fields)
-            self.echo(f"{self.progress.line()} done {outcome.run_id} in {format_duration(outcome.wall_s)}")
+            if outcome.details.get("already_complete"):
+                self.echo(f"{self.progress.line()} {outcome.run_id} was already complete where it runs")
+            else:
+                self.echo(f"{self.progress.line()} done {outcome.run_id} in {format_duration(outcome.wall_s)}")
         else:
             self.result.failed.append(outcome.run_id)
             self.status.append("failed", outcome.run_id, error=outcome.error, **fields)

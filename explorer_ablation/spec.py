@@ -62,8 +62,10 @@ __all__ = [
     "Environment",
     "Price",
     "Problem",
+    "Resources",
     "RunDocument",
     "RunSettings",
+    "Runtime",
     "SpecError",
     "StudySpec",
     "check_names",
@@ -205,12 +207,69 @@ class RunSettings(_Strict):
     set here. Checked against ``RunConfig`` when the spec is loaded."""
 
 
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Resources(_Strict):
+    """What one run asks the cluster for (``resources:`` of the study or of an arm; an arm's
+    field wins). The local backend uses only ``num_cpus`` (threads per run)."""
+
+    num_cpus: float | None = Field(None, gt=0)
+    """CPUs per run (Ray's ``num_cpus``; default: ``--cpus-per-run``). Threads are this, rounded up."""
+    num_gpus: float | None = Field(None, ge=0)
+    """GPUs per run (Ray's ``num_gpus``): a fraction below 1 shares a GPU (0.5: two runs per
+    GPU), above 1 a whole number. With ``device: auto`` a run uses exactly the GPU(s) Ray
+    assigned; with 0 (the default) it sees none."""
+    memory_gb: float | None = Field(None, gt=0)
+    """Memory per run in GiB (Ray's ``memory``, a scheduling reservation)."""
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_above_one(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and value != int(value):
+            raise ValueError(f"more than one GPU must be a whole number (Ray shares only a single GPU), got {value}")
+        return value
+
+
+class Runtime(_Strict):
+    """Where and how runs execute on a cluster (``runtime:``); the Ray backend reads it."""
+
+    env_vars: list[str] = Field(default_factory=list)
+    """Names of environment variables passed from the driver to every run (API keys,
+    ``LLM_EXPLORER_*``): values are read from the driver's environment when the study starts
+    and never written to disk. A name the driver has no value for is an error."""
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    """Ray's ``runtime_env`` for every run and the preflight (``working_dir``, ``pip``,
+    ``image_uri``, ``env_vars`` for values that are not secrets, ...)."""
+    max_retries: int = Field(3, ge=0)
+    """Times a lost run (node or worker died, train killed by a signal) is retried, each time
+    from its newest checkpoint."""
+    preflight: bool = True
+    """Before any run: a task on every node checks it imports the project and reads the study
+    directory (a marker the driver wrote), and, with ``check_gpus``, sees its GPUs."""
+    check_gpus: bool = True
+    """In the preflight, when runs ask for GPUs: a node that declares GPUs must show them to
+    torch (``torch.cuda.device_count()``)."""
+    heartbeat_s: float = Field(30.0, gt=0)
+    """Seconds between two heartbeats of a running run (env step, steps/s, updates, LLM failures)."""
+
+    @field_validator("env_vars")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not ENV_VAR_NAME.match(name)]
+        if bad:
+            raise ValueError(f"not environment variable names (letters, digits, '_'; values never go here): {bad}")
+        return value
+
+
 class Arm(RunSettings):
     """A named set of overrides of the base settings."""
 
     name: str
     """Unique; used in directory names (letters, digits, ``.``, ``_``, ``+``, ``-``)."""
     description: str = ""
+    resources: Resources | None = None
+    """This arm's runs ask for these resources (each field given wins over the study's)."""
 
     @field_validator("name")
     @classmethod
@@ -262,6 +321,11 @@ class StudySpec(_Strict):
     """What the report compares arms on (:mod:`.metrics`): the final greedy return (``final``),
     the greedy return averaged over training (``auc``) or the mean training-episode return
     (``train``). ``llm-explorer report --metric`` overrides it."""
+    resources: Resources = Field(default_factory=Resources)
+    """What each run asks the cluster for (an arm's ``resources`` override it field by field)."""
+    runtime: Runtime = Field(default_factory=Runtime)
+    """How runs execute on a Ray cluster: ``runtime_env``, environment variables passed by name,
+    retries, the preflight, heartbeats."""
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -312,6 +376,13 @@ class StudySpec(_Strict):
         if options:
             merged["options"] = options
         return merged
+
+    def resources_of(self, arm: Arm | str) -> Resources:
+        """The resources one run of ``arm`` asks for: the arm's fields over the study's."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        if arm.resources is None:
+            return self.resources
+        return self.resources.model_copy(update=arm.resources.model_dump(exclude_none=True))
 
     def scopes(self, arm: Arm) -> list[tuple[tuple[str | int, ...], RunSettings]]:
         """Where ``arm``'s run configuration comes from, lowest priority first: the base, then
@@ -445,10 +516,11 @@ def parse_spec(text: str, *, source: str = "<spec>") -> tuple[StudySpec, YamlDoc
 
 _MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
     (): StudySpec, ("base",): RunSettings, ("arms", "*"): Arm, ("environments", "*"): Environment,
-    ("prices", "*"): Price,
+    ("prices", "*"): Price, ("resources",): Resources, ("arms", "*", "resources"): Resources,
+    ("runtime",): Runtime,
 }
 _WHAT = {StudySpec: "a study", RunSettings: "base", Arm: "an arm", Environment: "an environment",
-         Price: "a price"}
+         Price: "a price", Resources: "resources", Runtime: "runtime"}
 
 
 def _problem(err: Any, doc: YamlDocument) -> Problem:

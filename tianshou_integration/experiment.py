@@ -66,29 +66,35 @@ def _open_explorer(config: RunConfig, out: Path, env: EnvInfo, rundir_ref: list[
 
 
 class _CtrlC:
-    """While training: the first Ctrl-C asks the loop to stop after a last checkpoint; a second one
-    stops at once. Only on the main thread (elsewhere Ctrl-C is left alone)."""
+    """While training: the first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after a last
+    checkpoint; a second one stops at once. SIGTERM is what a scheduler sends before it preempts
+    a job (SLURM, Kubernetes, a Ray cancellation of the ablation runner). Only on the main thread
+    (elsewhere signals are left alone)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
-        self._installed = False
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _CtrlC:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("Ctrl-C: stopping after the current step with a checkpoint (Ctrl-C again stops at once)")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        log.warning("%s: stopping after the current step with a checkpoint (a second signal stops at once)", name)
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+        for sig, previous in self._previous.items():
+            default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, previous if previous is not None else default)
+        self._previous = {}
 
 
 @contextlib.contextmanager

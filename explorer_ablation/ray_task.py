@@ -1,0 +1,154 @@
+"""What runs on a Ray worker: one run of a study (:func:`run_task`), the per-node preflight
+(:func:`preflight_task`) and the mailbox through which runs tell the driver what they do.
+
+A run's task starts the same child process as the local backend (``train --config`` or, when the
+run directory holds a checkpoint, ``train --resume``), so a retry after a lost node continues from
+the newest checkpoint. Whether a run is complete is judged here, where its files are: a task whose
+run is already complete returns at once without training again.
+
+A run's child sees exactly the GPUs Ray assigned to the task (``CUDA_VISIBLE_DEVICES``), none when
+it asked for none. Ray's non-forced cancellation raises KeyboardInterrupt in the task: the child then
+gets SIGTERM, writes a checkpoint and exits, and the task reports it as interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from explorer_pipeline.rundir_format import run_is_complete
+
+from . import launch
+from .launch import Job, Outcome
+from .progress import RunWatch
+
+__all__ = ["STOP_GRACE_S", "Mailbox", "RunLost", "preflight_task", "run_task"]
+
+STOP_GRACE_S = 120.0
+"""How long a cancelled run may take to write its last checkpoint before it is killed."""
+POLL_S = 0.5
+
+
+class RunLost(RuntimeError):
+    """The train process was killed by a signal nobody here sent (the OOM killer, a preemption):
+    the task raises it so that Ray retries the run (``retry_exceptions``)."""
+
+
+class Mailbox:
+    """A Ray actor on the driver's node: runs post ``started``, ``heartbeat``, ``stopped`` and
+    ``skipped`` messages, the driver drains them. It numbers each run's attempts."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, dict[str, Any]]] = []
+        self.attempts: dict[str, int] = {}
+
+    def put(self, kind: str, run_id: str, fields: dict[str, Any]) -> None:
+        """Queue one message (``started`` also counts an attempt)."""
+        if kind == "started":
+            self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
+            fields = {**fields, "attempt": self.attempts[run_id]}
+        self.messages.append((kind, run_id, fields))
+
+    def drain(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every message since the last call, oldest first."""
+        messages, self.messages = self.messages, []
+        return messages
+
+
+def _post(mailbox: Any, kind: str, run_id: str, **fields: Any) -> None:
+    if mailbox is not None:
+        with contextlib.suppress(Exception):  # the driver is gone: the run goes on
+            mailbox.put.remote(kind, run_id, fields)
+
+
+def _host() -> str:
+    return os.uname().nodename if hasattr(os, "uname") else ""
+
+
+def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: float = 30.0) -> Outcome:
+    """Run ``job`` to the end on this Ray worker; ``env`` (the variables the spec passes by name)
+    is added to the child's environment."""
+    import ray
+
+    context = ray.get_runtime_context()
+    gpu_ids = [str(i) for i in context.get_accelerator_ids().get("GPU", [])] if job.num_gpus > 0 else []
+    details: dict[str, Any] = {"node": context.get_node_id(), "gpu_ids": gpu_ids}
+    if run_is_complete(job.run_dir, job.steps):
+        _post(mailbox, "skipped", job.run_id, host=_host(), node=details["node"])
+        return Outcome(job.run_id, 0, 0.0, True, host=_host(), details={**details, "already_complete": True})
+    resume = job.run_dir.is_dir() and launch.resumable(job.run_dir)
+    started = launch.start(job, {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)})
+    _post(mailbox, "started", job.run_id, pid=started.process.pid, host=_host(), node=details["node"],
+          gpu_ids=gpu_ids, resume=resume)
+    watch = RunWatch(job.run_dir, job.steps)
+    next_beat = time.monotonic() + heartbeat_s
+    try:
+        while started.process.poll() is None:
+            with contextlib.suppress(Exception):
+                started.process.wait(timeout=POLL_S)
+            if time.monotonic() >= next_beat and started.process.poll() is None:
+                next_beat = time.monotonic() + heartbeat_s
+                _post(mailbox, "heartbeat", job.run_id, **watch.beat())
+    except BaseException:  # Ray's cancellation (KeyboardInterrupt): let the run checkpoint
+        launch.stop(started, grace_s=STOP_GRACE_S, sig=signal.SIGTERM)
+        outcome = launch.finish(started, interrupted=True)
+        _post(mailbox, "stopped", job.run_id, rc=outcome.returncode, complete=outcome.complete,
+              wall_s=round(outcome.wall_s, 2))
+        raise
+    outcome = launch.finish(started)
+    rc = outcome.returncode
+    if rc is not None and rc < 0 and not outcome.complete:
+        raise RunLost(f"{job.run_id}: train was killed by {signal.Signals(-rc).name} on {_host()}; "
+                      "retrying from its newest checkpoint")
+    return Outcome(outcome.run_id, rc, outcome.wall_s, outcome.complete, outcome.error,
+                   moved_aside=outcome.moved_aside, host=outcome.host,
+                   details={**details, "resumed": resume})
+
+
+def preflight_task(study_dir: str, marker_name: str, token: str, gpus_expected: float,
+                   check_gpus: bool) -> dict[str, Any]:
+    """On one node: the project imports, the study directory shows the driver's marker, and
+    (``check_gpus`` with ``gpus_expected`` > 0) torch sees as many GPUs as the node declares."""
+    import importlib
+
+    problems: list[str] = []
+    for module in ("explorer_pipeline", "explorer_ablation", "tianshou_integration"):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            problems.append(f"cannot import {module}: {type(exc).__name__}: {exc}")
+    marker = Path(study_dir) / marker_name
+    try:
+        seen = marker.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        seen = None
+        problems.append(f"cannot read the study directory's marker {str(marker)!r} ({exc.strerror or exc}): "
+                        "the study directory must be on storage every node mounts at the same path")
+    if seen is not None and seen != token:
+        problems.append(f"{str(marker)!r} is not the driver's (another file system is mounted at that path)")
+    if check_gpus and gpus_expected > 0:
+        found, why = _torch_gpus()
+        if found < gpus_expected:
+            problems.append(f"the node declares {gpus_expected:g} GPU(s) but torch sees {found}{why} "
+                            "(runtime.check_gpus: false skips this check)")
+    return {"host": _host(), "problems": problems}
+
+
+def _torch_gpus() -> tuple[int, str]:
+    """GPUs torch sees on this node, asked in a fresh process without this worker's
+    ``CUDA_VISIBLE_DEVICES`` (Ray hides GPUs from a task that asked for none)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    code = "import torch; print(torch.cuda.device_count())"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                              check=False)
+        return int(done.stdout.strip().splitlines()[-1]), ""
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as exc:
+        return 0, f" (torch could not be asked: {type(exc).__name__})"
