@@ -64,6 +64,20 @@ class ParseError(ExplorerError):
     """The model's reply could not be read as the expected numbers. Retried with the error."""
 
 
+class BadReply(ParseError):
+    """A reply refused before it is read: larger than the reply cap (``too_large``) or not valid
+    UTF-8 (``invalid_utf8``). Counted like a reply that does not parse (``parse_error``); the
+    reply itself is never used nor logged.
+
+    :param reason: ``too_large`` or ``invalid_utf8``.
+    :param detail: one line: what was wrong and the limit.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"reply refused ({reason}): {detail}")
+        self.reason, self.detail = reason, detail
+
+
 class ValidationRejected(ExplorerError):
     """Parsed numbers broke a validation rule. ``reason`` is a short counter key."""
 

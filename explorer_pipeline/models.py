@@ -4,7 +4,13 @@
 fake runnables). Stages call :meth:`StageModels.invoke` (or :meth:`StageModels.ask` for the
 text); each call is limited by ``call_timeout_s``, counted in the request's tally, and written to
 the exchange log. :func:`retrying` is the one retry policy of the LLM stages (tenacity, bounded
-attempts, capped exponential backoff).
+attempts, full-jitter exponential backoff that honours the server's ``Retry-After``, an optional
+total deadline: :mod:`explorer_pipeline.backoff`).
+
+Every reply is checked before a stage sees it: one larger than the provider's reply cap, or that
+is not valid UTF-8, is refused as :class:`~explorer_pipeline.errors.BadReply` (counted as a reply
+that does not parse). A provider may also give a per-endpoint :class:`~explorer_pipeline.ratelimit.Limiter`
+that every call passes through.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from .backoff import stop_at_deadline, wait_jitter_or_retry_after
+from .errors import BadReply
 from .exchange_log import ExchangeLog
 from .types import StageUsage
 
@@ -26,35 +34,80 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from .providers import Provider, ProviderSettings
+    from .ratelimit import Limiter
     from .stages import Request
+
+#: the reply cap when the provider sets none: larger replies are refused (BadReply)
+DEFAULT_MAX_REPLY_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded attempts with capped exponential backoff (tenacity)."""
+    """Bounded attempts with full-jitter exponential backoff, ``Retry-After`` honoured, and an
+    optional total deadline (tenacity; :mod:`explorer_pipeline.backoff`).
+
+    :param max_attempts: calls per stage, the first included.
+    :param initial_wait_s: the first backoff's upper bound (0: no waits at all, for tests).
+    :param max_wait_s: the largest backoff without a ``Retry-After``.
+    :param deadline_s: all attempts and waits of one stage end within this; ``None``: no deadline
+        (``explorer.request_timeout_s`` still bounds the whole request).
+    """
 
     max_attempts: int = 3
     initial_wait_s: float = 0.5
     max_wait_s: float = 4.0
+    deadline_s: float | None = None
 
 
 def retrying(policy: RetryPolicy, errors: tuple[type[BaseException], ...], request: Request,
-             stage: str) -> AsyncRetrying:
+             stage: str, *, sleep: Any = None, clock: Any = None, uniform: Any = None) -> AsyncRetrying:
     """The tenacity loop of the LLM stages (``async for attempt in ...: with attempt: ...``).
 
-    It retries ``errors`` only, at most ``policy.max_attempts`` times, and notes each retried
-    error in ``request.retry_reasons``.
+    It retries ``errors`` only, at most ``policy.max_attempts`` times and within
+    ``policy.deadline_s``, waits as :class:`~explorer_pipeline.backoff.wait_jitter_or_retry_after`
+    says, and notes each retried error in ``request.retry_reasons``. ``sleep`` (an async
+    function), ``clock`` and ``uniform`` replace the real ones in tests.
     """
 
     def note(state: RetryCallState) -> None:
         if state.outcome is not None and state.outcome.failed:
             request.note_retry(stage, state.outcome.exception())
 
-    kwargs: dict[str, Any] = {"stop": stop_after_attempt(policy.max_attempts),
-                              "retry": retry_if_exception_type(errors), "reraise": True, "before_sleep": note}
+    stop: Any = stop_after_attempt(policy.max_attempts)
+    if policy.deadline_s is not None:
+        stop = stop | stop_at_deadline(policy.deadline_s, **({"clock": clock} if clock else {}))
+    kwargs: dict[str, Any] = {"stop": stop, "retry": retry_if_exception_type(errors), "reraise": True,
+                              "before_sleep": note}
     if policy.initial_wait_s > 0:
-        kwargs["wait"] = wait_exponential(multiplier=policy.initial_wait_s, max=policy.max_wait_s)
+        kwargs["wait"] = wait_jitter_or_retry_after(policy.initial_wait_s, policy.max_wait_s,
+                                                    **({"uniform": uniform} if uniform else {}))
+    if sleep is not None:
+        kwargs["sleep"] = sleep
     return AsyncRetrying(**kwargs)
+
+
+def bad_reply_in(error: BaseException) -> BadReply | None:
+    """The :class:`BadReply` ``error`` is or was raised from (a provider's HTTP client refuses a
+    reply while reading it, and its SDK wraps that in an error of its own)."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 6:
+        if isinstance(current, BadReply):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def check_reply(text: str, max_bytes: int) -> None:
+    """:class:`BadReply` for a reply that is not valid UTF-8 (lone surrogates: bytes a decoder
+    kept) or is larger than ``max_bytes`` in UTF-8."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadReply("invalid_utf8", "the reply is not valid UTF-8") from None
+    if size > max_bytes:
+        raise BadReply("too_large", f"{size} bytes, more than the reply cap of {max_bytes} bytes")
 
 
 def to_messages(pairs: Sequence[tuple[str, str]]) -> list[BaseMessage]:
@@ -89,6 +142,9 @@ class StageModels:
     :param settings: the :class:`~explorer_pipeline.providers.ProviderSettings` they were built with.
     :param provider_check: what the provider's
         :meth:`~explorer_pipeline.providers.Provider.preflight` found (``{}``: not run).
+
+    With ``provider_impl`` and ``settings``, the provider also gives the reply cap
+    (``max_reply_bytes``), the per-endpoint ``limiter`` and the retry policy (:meth:`retry_policy`).
     """
 
     def __init__(
@@ -114,6 +170,16 @@ class StageModels:
         self.exchange_log = exchange_log
         self.chat_model, self.provider_impl, self.settings = chat_model, provider_impl, settings
         self.provider_check: dict[str, Any] = dict(provider_check or {})
+        known = provider_impl is not None and settings is not None
+        self.max_reply_bytes: int = (provider_impl.max_reply_bytes(settings) if known  # type: ignore[union-attr]
+                                     else DEFAULT_MAX_REPLY_BYTES)
+        self.limiter: Limiter | None = provider_impl.limiter(settings) if known else None  # type: ignore[union-attr]
+
+    def retry_policy(self, max_attempts: int) -> RetryPolicy:
+        """The provider's retry policy for ``max_attempts`` calls per stage (the default one without a provider)."""
+        if self.provider_impl is not None and self.settings is not None:
+            return self.provider_impl.retry_policy(self.settings, max_attempts)
+        return RetryPolicy(max_attempts=max_attempts)
 
     def runnable(self, stage: str) -> Runnable:
         """The runnable of ``stage``; ``KeyError`` naming the stages there are."""
@@ -123,26 +189,44 @@ class StageModels:
             raise KeyError(f"no model for stage {stage!r}; have: {', '.join(sorted(self._runnables))}") from None
 
     async def invoke(self, stage: str, messages: list[BaseMessage], request: Request, *,
-                     runnable: Runnable | None = None) -> BaseMessage:
-        """Call the model of ``stage`` (or ``runnable``) once: timeout, tally, exchange log."""
+                     runnable: Runnable | None = None, max_chars: int | None = None) -> BaseMessage:
+        """Call the model of ``stage`` (or ``runnable``) once: limiter, timeout, tally, reply
+        checks, exchange log. A reply's text longer than ``max_chars`` is cut to that length
+        before anyone (the exchange log included) sees it."""
         runnable = runnable if runnable is not None else self.runnable(stage)
+        limiter = self.limiter
+        if limiter is not None:  # waiting for a slot is not part of the call's timeout
+            await limiter.acquire()
         attempt = request.count_call(stage)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.call_timeout_s):
                 reply = await runnable.ainvoke(messages)
+            usage = usage_of(reply)
+            request.add_tokens(stage, usage)  # spent even when the reply is refused
+            text = message_text(reply)
+            check_reply(text, self.max_reply_bytes)
         except Exception as exc:
-            self._log(stage, attempt, request, messages, None, f"{type(exc).__name__}: {exc}", started, None)
+            bad = bad_reply_in(exc)
+            shown = bad if bad is not None else exc
+            self._log(stage, attempt, request, messages, None, f"{type(shown).__name__}: {shown}", started, None)
+            if bad is not None and bad is not exc:
+                raise bad from exc
             raise
-        usage = usage_of(reply)
-        request.add_tokens(stage, usage)
-        self._log(stage, attempt, request, messages, message_text(reply), None, started,
+        finally:
+            if limiter is not None:
+                limiter.release()
+        if max_chars is not None and len(text) > max_chars:
+            text = text[:max_chars]
+            reply = reply.model_copy(update={"content": text})
+        self._log(stage, attempt, request, messages, text, None, started,
                   {"input": usage.input_tokens, "output": usage.output_tokens})
         return reply
 
-    async def ask(self, stage: str, messages: list[BaseMessage], request: Request) -> str:
-        """:meth:`invoke`, returning the reply's text."""
-        return message_text(await self.invoke(stage, messages, request))
+    async def ask(self, stage: str, messages: list[BaseMessage], request: Request, *,
+                  max_chars: int | None = None) -> str:
+        """:meth:`invoke`, returning the reply's text (at most ``max_chars`` characters)."""
+        return message_text(await self.invoke(stage, messages, request, max_chars=max_chars))
 
     def _log(self, stage: str, attempt: int, request: Request, messages: list[BaseMessage], reply: str | None,
              error: str | None, started: float, usage: dict | None) -> None:

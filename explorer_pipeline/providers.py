@@ -11,6 +11,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 
+from .models import DEFAULT_MAX_REPLY_BYTES, RetryPolicy
+from .ratelimit import Limiter
 from .types import ActionSpec
 
 #: Structured-output methods a provider may support for stage 2.
@@ -136,6 +138,21 @@ class Provider:
     def token_kwargs(self, max_tokens: int, settings: ProviderSettings) -> dict[str, Any]:
         """Keyword arguments that cap output tokens for this provider's models."""
         return {"max_tokens": max_tokens}
+
+    def retry_policy(self, settings: ProviderSettings, max_attempts: int) -> RetryPolicy:
+        """How calls to this provider's models are retried (``max_attempts``: ``explorer.max_attempts``).
+        The default: full-jitter exponential backoff from 0.5 s to 4 s, ``Retry-After`` honoured,
+        no deadline of its own."""
+        return RetryPolicy(max_attempts=max_attempts)
+
+    def limiter(self, settings: ProviderSettings) -> Limiter | None:
+        """The per-endpoint limiter every call of these settings passes through
+        (:func:`explorer_pipeline.ratelimit.limiter_for`); ``None`` (the default): no limit."""
+        return None
+
+    def max_reply_bytes(self, settings: ProviderSettings) -> int:
+        """Replies larger than this (UTF-8 bytes) are refused as bad replies (default 1 MiB)."""
+        return DEFAULT_MAX_REPLY_BYTES
 
     def logprobs_unsupported(self, settings: ProviderSettings) -> str | None:
         """Why the models these settings build return no token log-probabilities (one line), or

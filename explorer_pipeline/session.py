@@ -104,7 +104,8 @@ class ExplorerConfig(BaseModel):
     ``sample_m`` actions; option ``window``: how many recent returns it shows (10)."""
     analyser: StageChoice = Field(default_factory=StageChoice)
     """Stage 1, run for two-stage prompt sets. The built-in ``default`` is the LangChain analysis
-    chain (template -> model -> cleaned text, transient errors retried); no options."""
+    chain (template -> model -> cleaned text, transient errors retried); option ``max_chars``: the
+    reply is cut to that many characters before stage 2 and the exchange log see it (4000)."""
     proposer: StageChoice = Field(default_factory=StageChoice)
     """Stage 2. The built-in ``default`` calls the model, reads the reply with a parser and retries
     (``max_attempts``); options ``parser`` (a registered parser, ``default``), ``parser_options``
@@ -381,7 +382,8 @@ def open_explorer(
     try:
         models = _stage_models(cat, config, prompt_set, spec, seed, closers)
         context = StageContext(spec=spec, prompt_set=prompt_set, task=task, config=config, seed=seed,
-                               models=models, retry=RetryPolicy(max_attempts=config.max_attempts),
+                               models=models, retry=(models.retry_policy(config.max_attempts) if models is not None
+                                                      else RetryPolicy(max_attempts=config.max_attempts)),
                                parsers=cat.parsers)
         pipeline = build_pipeline(cat, context, chosen)
         exchange_log = _open_exchange_log(config, closers)

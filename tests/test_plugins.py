@@ -480,7 +480,8 @@ def test_an_unknown_parser_name_lists_the_parsers(pm):
 @pytest.mark.parametrize(("stage", "options", "message"), [
     ("summariser", {"windw": 3}, r"summariser 'default' \(from plugin '.*stages'\) does not accept option\(s\) "
                                  r"\['windw'\]; it accepts: window$"),
-    ("analyser", {"x": 1}, r"analyser 'default' .* does not accept option\(s\) \['x'\]; it accepts: no options$"),
+    ("analyser", {"x": 1}, r"analyser 'default' .* does not accept option\(s\) \['x'\]; it accepts: max_chars$"),
+    ("analyser", {"max_chars": 0}, r"analyser 'default' .*: max_chars must be a whole number >= 1, got 0$"),
     ("proposer", {"retries": 2}, r"it accepts: parser, parser_options, reprompt$"),
     ("summariser", {"window": 0}, r"summariser 'default' .*: m and window must be >= 1"),
     ("validator", {"legal": [True]}, r"validator 'default' .*: legal needs one boolean per action \(2\), got 1"),

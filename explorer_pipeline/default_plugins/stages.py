@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..analysis import ChainAnalyser
+from ..analysis import DEFAULT_MAX_CHARS, ChainAnalyser
 from ..hookspecs import hookimpl
 from ..logprob_proposer import DEFAULT_LEVELS, FALLBACKS, TokenProbabilityProposer, logprobs_problem
 from ..parsing import DefaultParser
@@ -26,9 +26,9 @@ def default_summariser(context: StageContext, *, window: int = 10) -> DefaultSum
     return DefaultSummariser(m=context.config.sample_m, window=window)
 
 
-def default_analyser(context: StageContext) -> ChainAnalyser:
-    """The LangChain analysis chain: stage-1 template -> model -> cleaned text; transient errors retried."""
-    return ChainAnalyser(context)
+def default_analyser(context: StageContext, *, max_chars: int = DEFAULT_MAX_CHARS) -> ChainAnalyser:
+    """The LangChain analysis chain: stage-1 template -> model -> text cut to `max_chars` and cleaned; retried."""
+    return ChainAnalyser(context, max_chars=max_chars)
 
 
 def default_proposer(context: StageContext, *, parser: str = "default",
