@@ -2,9 +2,12 @@
 
 ``make_atari_env("ALE/Breakout-v5")`` gives observations of shape ``(4, 84, 84)``, dtype uint8:
 
-* ALE's v5 environment keeps its own frame skip (4) and sticky actions (p = 0.25); no second
-  skip is added on top (``AtariPreprocessing(frame_skip=1)``);
-* ``AtariPreprocessing``: up to ``noop_max`` no-op actions on reset, grey 84×84, not scaled;
+* ALE's v5 environment is made with ``frameskip=1`` and ``AtariPreprocessing(frame_skip=4)``
+  repeats each action for 4 frames and max-pools the last two (v5's own skip returns only the
+  last frame, so sprites that flicker between frames can vanish). Sticky actions (p = 0.25) act
+  per frame inside ALE either way;
+* ``AtariPreprocessing``: up to ``noop_max`` no-op *frames* on reset (30 frames, not 30 agent
+  steps of 4 frames), grey 84×84, not scaled;
 * :class:`FireOnReset` presses FIRE after every reset in games whose actions include FIRE
   (Breakout and friends do not start without it; gymnasium has no such wrapper);
 * :class:`LifeLossSignal` (optional) marks the step where a life is lost in ``info["life_lost"]``.
@@ -131,6 +134,7 @@ def make_atari_env(
     screen_size: int = 84,
     noop_max: int = 30,
     terminal_on_life_loss: bool = False,
+    frame_skip: int = 4,
     **make_kwargs: Any,
 ) -> gym.Env:
     """Make an ALE v5 environment with the standard DQN preprocessing (see the module docstring).
@@ -142,8 +146,10 @@ def make_atari_env(
     :param noop_max: at most this many no-op actions after a reset (0 turns it off).
     :param terminal_on_life_loss: report lost lives in ``info["life_lost"]``, which the frame
         replay buffer stores as terminal transitions (learning only; the game goes on).
+    :param frame_skip: frames per agent step, the last two max-pooled (``AtariPreprocessing``).
     :param make_kwargs: passed to ``gym.make`` (e.g. ``repeat_action_probability=0.0``,
-        ``max_episode_steps``). v5's own ``frameskip`` stays 4 unless given here.
+        ``max_episode_steps``). ALE's own ``frameskip`` is 1 unless given here; given larger, ALE
+        skips and ``frame_skip`` is not applied on top (no pooling).
     :raises UsageError: ale_py is missing or the id is unknown.
     """
     if not is_atari(env_id):
@@ -151,12 +157,15 @@ def make_atari_env(
     if frame_stack < 1:
         raise UsageError(f"frame_stack must be at least 1, got {frame_stack}")
     # AtariPreprocessing reads the screen from ALE itself; a grey base observation is cheaper (~9 %)
+    if frame_skip < 1:
+        raise UsageError(f"frame_skip must be at least 1, got {frame_skip}")
     make_kwargs.setdefault("obs_type", "grayscale")
+    make_kwargs.setdefault("frameskip", 1)  # the wrapper skips, and max-pools the last two frames
     env = _make_base(env_id, **make_kwargs)
     env = gym.wrappers.AtariPreprocessing(
         env,
         noop_max=noop_max,
-        frame_skip=1,  # v5 already skips 4 frames inside ALE
+        frame_skip=frame_skip if make_kwargs["frameskip"] == 1 else 1,
         screen_size=screen_size,
         terminal_on_life_loss=False,  # its version ends the episode and restarts the game
         grayscale_obs=True,

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy, ContinuousPolicyWithExplorationNoise
 from tianshou.algorithm.modelfree.sac import SACPolicy
+from tianshou.algorithm.modelfree.td3 import TD3
 from tianshou.exploration import BaseNoise
 
 from explorer_pipeline.cache import ExplorationCache
@@ -47,6 +48,7 @@ from .counter import EnvStepCounter
 from .mixins import missing_mixin
 
 __all__ = [
+    "BoundedTD3",
     "ClipNoisyActionMixin",
     "ClippedContinuousDeterministicPolicy",
     "GuidedGaussianNoise",
@@ -153,6 +155,24 @@ class ClippedContinuousDeterministicPolicy(ClipNoisyActionMixin, ContinuousDeter
 
 class GuidedSACPolicy(ClipNoisyActionMixin, SACPolicy):
     """``SACPolicy`` that accepts additive exploration noise and stores the executed (clipped) action."""
+
+
+class BoundedTD3(TD3):
+    """Tianshou's ``TD3`` whose smoothed target action stays inside the action bounds.
+
+    Target policy smoothing adds clipped Gaussian noise to the lagged actor's action; the TD3
+    paper (Fujimoto et al. 2018, Eq. 14) then clips the sum to the action range. Tianshou 2.0.1
+    does not, so the target critics would be queried at up to ``max_action + noise_clip``
+    (±1.5 in normalised units), where the buffer holds no data. Here the noisy target action is
+    clamped to ``[-max_action, max_action]`` of the actor (1 in normalised units); the random
+    draws are Tianshou's, so nothing else changes.
+    """
+
+    def _target_q_compute_action(self, obs_batch: Any) -> Any:
+        act_batch = super()._target_q_compute_action(obs_batch)
+        bound = float(getattr(self.policy.actor, "max_action", 1.0))
+        act_batch.act = act_batch.act.clamp(-bound, bound)
+        return act_batch
 
 
 #: Tianshou's policy class -> the clipping class that mirrors it.

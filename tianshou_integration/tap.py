@@ -7,14 +7,17 @@ as ``on_step_hook``::
     collector = Collector(algorithm, train_envs, buffer, exploration_noise=True,
                           on_episode_done_hook=tap, on_step_hook=tap.on_step)
 
-Tianshou reads each finished episode back from the replay buffer, so every env's sub-buffer
-must hold a full episode (``buffer_size / num_envs >= max episode length``), or the record's
-actions, return and length cover only the episode's tail.
+The record's return and length are the collector's own: :meth:`EpisodeTap.on_step` sums each
+env's rewards (as the env gave them, unclipped) and counts its steps, so they are right however
+long the episode. Its sampled actions are read back from the replay buffer, which holds at most
+``buffer_size / num_envs`` steps per env: an episode longer than that is described by the
+actions of its newest steps.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -72,11 +75,44 @@ class EpisodeTap:
         self.errors = 0
         self.blocking_timeouts = 0
         self.last_record: EpisodeRecord | None = None
+        self._open: dict[int, list[float]] = {}  # env id -> [return so far, steps so far]
+        self._finished: deque[tuple[float, int]] = deque(maxlen=1024)  # ended, record not made yet
 
     # ------------------------------------------------------------------ collector hooks
     def on_step(self, action_batch: Any, rollout_batch: Any) -> None:
-        """``on_step_hook``: advance the env-step counter by the number of envs that stepped."""
-        self.counter.value += len(rollout_batch)
+        """``on_step_hook``: advance the env-step counter by the number of envs that stepped, and
+        add each env's reward to its episode in progress."""
+        n = len(rollout_batch)
+        self.counter.value += n
+        rewards = np.asarray(rollout_batch.rew, dtype=np.float64).reshape(n).tolist()
+        done = np.logical_or(np.asarray(rollout_batch.terminated), np.asarray(rollout_batch.truncated)).reshape(n)
+        info = rollout_batch.info if "info" in rollout_batch else None
+        ids = info.env_id if info is not None and "env_id" in info else np.arange(n)
+        for env_id, reward, ended in zip(np.asarray(ids).reshape(n).tolist(), rewards, done.tolist(), strict=True):
+            episode = self._open.setdefault(int(env_id), [0.0, 0])
+            episode[0] += reward
+            episode[1] += 1
+            if ended:  # the collector calls the episode hook for these next, in this order
+                self._finished.append(tuple(self._open.pop(int(env_id))))
+
+    def forget_open_episodes(self) -> None:
+        """The envs were reset: the episodes in progress will not finish."""
+        self._open.clear()
+        self._finished.clear()
+
+    def get_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: counts, the last record, and the episodes in progress."""
+        return {"episodes": self.episodes, "errors": self.errors, "blocking_timeouts": self.blocking_timeouts,
+                "last_record": self.last_record, "open": {k: list(v) for k, v in self._open.items()},
+                "finished": list(self._finished)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state`'s output."""
+        self.episodes, self.errors = state["episodes"], state["errors"]
+        self.blocking_timeouts, self.last_record = state["blocking_timeouts"], state["last_record"]
+        self._open = {int(k): list(v) for k, v in state["open"].items()}
+        self._finished = deque((float(r), int(n)) for r, n in state["finished"])
+        self._finished = deque(self._finished, maxlen=1024)
 
     def __call__(self, episode_batch: Any) -> None:
         """``on_episode_done_hook``. Returns None (adds nothing to the buffer)."""
@@ -112,6 +148,10 @@ class EpisodeTap:
         # a reward-clipping replay buffer (Atari) keeps the game's own rewards in ``raw_rew``
         raw = episode_batch.raw_rew if "raw_rew" in episode_batch else episode_batch.rew
         rewards = np.asarray(raw, dtype=np.float64)
+        if self._finished:  # the whole episode's sums from on_step; the buffer may hold only its newest steps
+            episode_return, length = self._finished.popleft()
+        else:  # used without on_step: what the buffer holds
+            episode_return, length = float(rewards.sum()), len(rewards)
         actions = np.asarray(episode_batch.act)
         if self.spec.is_discrete:
             action_tuple = tuple(actions.astype(np.int64).reshape(-1).tolist())
@@ -119,8 +159,8 @@ class EpisodeTap:
             flat = np.clip(actions.astype(np.float64).reshape(len(actions), -1), -1.0, 1.0)
             action_tuple = tuple(tuple(row) for row in flat.tolist())
         return EpisodeRecord(
-            episode_return=float(rewards.sum()),
-            length=len(rewards),
+            episode_return=episode_return,
+            length=length,
             env_id=self.env_id,
             episode_index=self.episodes,
             actions=action_tuple,
