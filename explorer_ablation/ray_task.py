@@ -31,6 +31,7 @@ __all__ = ["STOP_GRACE_S", "Mailbox", "RunLost", "preflight_task", "run_task"]
 STOP_GRACE_S = 120.0
 """How long a cancelled run may take to write its last checkpoint before it is killed."""
 POLL_S = 0.5
+LOCK_WAIT_S = 60.0
 
 
 class RunLost(RuntimeError):
@@ -80,6 +81,7 @@ def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: fl
     if run_is_complete(job.run_dir, job.steps):
         _post(mailbox, "skipped", job.run_id, host=_host(), node=details["node"])
         return Outcome(job.run_id, 0, 0.0, True, host=_host(), details={**details, "already_complete": True})
+    _wait_for_lock(job.run_dir)
     resume = job.run_dir.is_dir() and launch.resumable(job.run_dir)
     started = launch.start(job, {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)})
     _post(mailbox, "started", job.run_id, pid=started.process.pid, host=_host(), node=details["node"],
@@ -107,6 +109,25 @@ def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: fl
     return Outcome(outcome.run_id, rc, outcome.wall_s, outcome.complete, outcome.error,
                    moved_aside=outcome.moved_aside, host=outcome.host,
                    details={**details, "resumed": resume})
+
+
+def _wait_for_lock(run_dir: Path, timeout_s: float = LOCK_WAIT_S) -> None:
+    """Wait until no process holds the run directory's lock (``train`` holds it while it writes):
+    after a lost node the previous attempt's ``train`` may take a moment to die."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    lock = run_dir / ".lock"
+    deadline = time.monotonic() + timeout_s
+    while lock.exists() and time.monotonic() < deadline:
+        try:
+            with open(lock, "a") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            return
+        except OSError:
+            time.sleep(POLL_S)
 
 
 def preflight_task(study_dir: str, marker_name: str, token: str, gpus_expected: float,
