@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from explorer_pipeline import ActionSpec, EpisodeRecord, ExplorationUpdate, ExplorerConfig, open_explorer
@@ -104,3 +106,184 @@ def test_function_calling_answers_are_read(fault_server):
     outcome, _, _ = run(fault_server, "good", structured_output="function_calling")
     # the fault server answers with text, not a tool call: the text is still parsed
     assert isinstance(outcome, ExplorationUpdate)
+
+
+# ------------------------------------------------------------------------------ shared servers
+# The fault server runs in a process of its own here (fs.ServerProcess): its counters are read over HTTP.
+
+def submit_twice(config):
+    """Two requests through one explorer: each outcome, the stats, and the update in force."""
+    with open_explorer(config, "Acrobot-v1", SPEC) as explorer:
+        outcomes = [explorer.runtime.submit_and_wait(RECORD, timeout=60) for _ in range(2)]
+        return outcomes, explorer.stats(), explorer.cache.current()
+
+
+def config_for(url, model, **overrides):
+    options = {"preflight": "off", **overrides.pop("provider_options", {})}
+    return ExplorerConfig(provider="openai", base_url=url, model=model, provider_options=options,
+                          call_timeout_s=overrides.pop("call_timeout_s", 10), **overrides)
+
+
+@pytest.mark.parametrize("model", ["ratelimited", "ratelimited-date"])
+def test_retry_after_is_honoured(model):
+    # the server answers 429 for fs.RETRY_AFTER_S from its first request on, saying so in Retry-After
+    # (seconds, or an HTTP date); a client that came back sooner (the old 0.5 s) would get a second 429.
+    # run() allows 2 attempts: the one 429 and the answer
+    with fs.ServerProcess() as server:
+        outcome, stats, current = run(server, model, prompt_set="single-stage")
+        statuses = [status for name, status in server.counters()["statuses"] if name == model]
+    assert isinstance(outcome, ExplorationUpdate) and current is outcome
+    assert statuses == [429, 200]
+    assert outcome.provenance.attempts == 2 and "RateLimitError" in outcome.provenance.retry_reasons[0]
+    assert stats["failures"] == {}
+
+
+def test_retry_after_past_the_deadline_gives_up_at_once():
+    # Retry-After: 3600 with a 5 s deadline: no pointless wait, one call, a counted failure; the run goes on
+    with fs.ServerProcess() as server:
+        config = config_for(server.base_url, "ratelimited-long", max_attempts=5, prompt_set="single-stage",
+                            provider_options={"retry_deadline_s": 5})
+        outcomes, stats, current = submit_twice(config)
+        statuses = server.counters()["statuses"]
+    assert all(isinstance(o, RequestFailure) and o.reason == "provider_error" for o in outcomes)
+    assert "RateLimitError" in outcomes[0].detail and outcomes[0].attempts == 1
+    assert statuses == [["ratelimited-long", 429]] * 2
+    assert stats["failures"] == {"provider_error": 2} and current.source == "default"
+
+
+@pytest.mark.parametrize("model", ["huge", "huge-chunked"])
+def test_a_huge_reply_is_a_counted_bad_reply(tmp_path, model):
+    # 2 MiB replies against the default 1 MiB cap: announced (Content-Length) or counted as they arrive
+    log = tmp_path / "exchanges.jsonl"
+    with fs.ServerProcess() as server:
+        config = config_for(server.base_url, model, max_attempts=2, exchange_log=log)
+        outcomes, stats, current = submit_twice(config)
+    for outcome in outcomes:
+        assert isinstance(outcome, RequestFailure) and outcome.reason == "parse_error"
+        assert "reply refused (too_large)" in outcome.detail and "1048576" in outcome.detail
+    assert stats["failures"] == {"parse_error": 2} and current.source == "default"
+    assert log.stat().st_size < 100_000  # the refused replies are not in the log
+    assert "too_large" in log.read_text()
+
+
+def test_a_larger_cap_takes_the_huge_reply():
+    # the same 2 MiB answer (valid, padded with spaces) under a 4 MiB cap is read and published
+    with fs.ServerProcess() as server:
+        config = config_for(server.base_url, "huge", provider_options={"max_reply_bytes": 4 << 20})
+        outcomes, _, current = submit_twice(config)
+    assert all(isinstance(o, ExplorationUpdate) for o in outcomes) and current is outcomes[-1]
+
+
+def test_invalid_utf8_is_a_counted_bad_reply():
+    with fs.ServerProcess() as server:
+        outcomes, stats, current = submit_twice(config_for(server.base_url, "badutf8", max_attempts=2))
+    for outcome in outcomes:
+        assert isinstance(outcome, RequestFailure) and outcome.reason == "parse_error"
+        assert "invalid_utf8" in outcome.detail
+    assert stats["failures"] == {"parse_error": 2} and current.source == "default"
+
+
+def test_a_long_stage1_reply_is_cut_before_stage2_and_the_log(tmp_path):
+    log = tmp_path / "exchanges.jsonl"
+    with fs.ServerThread() as server:
+        config = config_for(server.base_url, "long-analysis", exchange_log=log,
+                            analyser={"name": "default", "options": {"max_chars": 500}})
+        outcomes, _, current = submit_twice(config)
+        bodies = server.app.state.counters["bodies"]
+    assert all(isinstance(o, ExplorationUpdate) for o in outcomes) and current is outcomes[-1]
+    kept = 500 - len("The agent should explore more. ")
+    proposal_prompt = " ".join(m["content"] for m in bodies[1]["messages"])
+    assert "A" * kept in proposal_prompt and "A" * (kept + 1) not in proposal_prompt
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    analysis_replies = [e["response"] for e in entries if e["stage"] == "analysis"]
+    assert len(analysis_replies) == 2 and all(len(r) == 500 for r in analysis_replies)
+    assert len(outcomes[0].provenance.analysis) <= 500
+
+
+def test_a_slow_drip_server_cannot_hold_the_preflight():
+    # /drip answers a byte every 0.2 s: each read is quick, the whole listing takes minutes
+    from explorer_pipeline import UsageError
+
+    with fs.ServerProcess() as server:
+        config = ExplorerConfig(provider="openai", base_url=server.url("drip"), model="good", call_timeout_s=30,
+                                provider_options={"preflight_deadline_s": 2})
+        with pytest.raises(UsageError, match=r"did not finish answering the preflight within 2 s"):
+            open_explorer(config, "Acrobot-v1", SPEC)
+
+
+def test_a_slow_drip_call_is_a_counted_timeout():
+    with fs.ServerProcess() as server:
+        outcomes, _, current = submit_twice(config_for(server.url("drip"), "good", call_timeout_s=1,
+                                                           max_attempts=1, prompt_set="single-stage"))
+    assert all(isinstance(o, RequestFailure) and o.reason == "provider_error" for o in outcomes)
+    assert "TimeoutError" in outcomes[0].detail
+    assert current.source == "default"
+
+
+def test_redirects_fail_the_preflight_naming_where_they_point():
+    from explorer_pipeline import UsageError
+
+    with fs.ServerProcess() as server:
+        config = ExplorerConfig(provider="openai", base_url=server.url("redirect"), model="good")
+        with pytest.raises(UsageError, match=rf"HTTP 307, a redirect to http://127.0.0.1:{server.port}/v1/models; "
+                                             "redirects are not followed"):
+            open_explorer(config, "Acrobot-v1", SPEC)
+
+
+def test_redirected_calls_are_counted_not_followed_nor_retried():
+    with fs.ServerProcess() as server:
+        outcomes, _, current = submit_twice(config_for(server.url("redirect"), "good", max_attempts=3))
+        requests = server.counters()["requests"]
+    for outcome in outcomes:
+        assert isinstance(outcome, RequestFailure) and outcome.reason == "provider_error"
+        assert "RedirectRefused" in outcome.detail and f"127.0.0.1:{server.port}/v1/chat/completions" in outcome.detail
+        assert outcome.attempts == 1
+    assert requests == 0 and current.source == "default"
+
+
+def test_the_key_never_goes_over_plain_http_to_another_host(monkeypatch):
+    from explorer_pipeline import UsageError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-supersecret-abcdef123456")
+    config = ExplorerConfig(provider="openai", base_url="http://10.11.12.13:8000/v1", model="m")
+    with pytest.raises(UsageError, match=r"refusing to send the API key in OPENAI_API_KEY over plain http to "
+                                         r"10\.11\.12\.13.*allow_insecure_http=true") as info:
+        open_explorer(config, "Acrobot-v1", SPEC)
+    assert "supersecret" not in str(info.value)
+    allowed = config.model_copy(update={"provider_options": {"allow_insecure_http": "true", "preflight": "off"}})
+    open_explorer(allowed, "Acrobot-v1", SPEC).close()
+
+
+def test_credentials_in_the_url_are_refused_and_not_repeated():
+    from explorer_pipeline import UsageError
+
+    config = ExplorerConfig(provider="openai", base_url="https://lab:tok-9f8e7d6c@llm.example.org/v1", model="m")
+    with pytest.raises(UsageError, match=r"carries credentials") as info:
+        open_explorer(config, "Acrobot-v1", SPEC)
+    assert "tok-9f8e7d6c" not in str(info.value) and "lab" not in str(info.value)
+
+
+def test_one_concurrency_limit_for_every_explorer_of_an_endpoint():
+    # four explorers, each on its own event loop thread, share max_concurrent=1: the server never sees two
+    # calls at once; without the limit it does (the test could fail)
+    import threading
+
+    def peak(options):
+        with fs.ServerProcess() as server:
+            config = config_for(server.base_url, "brief", prompt_set="single-stage", provider_options=options)
+            outcomes = []
+
+            def one():
+                with open_explorer(config, "Acrobot-v1", SPEC) as explorer:
+                    outcomes.append(explorer.runtime.submit_and_wait(RECORD, timeout=60))
+
+            threads = [threading.Thread(target=one) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            assert len(outcomes) == 4 and all(isinstance(o, ExplorationUpdate) for o in outcomes)
+            return server.counters()["peak_in_flight"]
+
+    assert peak({"max_concurrent": 1}) == 1
+    assert peak({}) > 1
