@@ -26,7 +26,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -51,15 +51,18 @@ class LocalLimiter:
     :param max_concurrent: slots; ``None``: no limit on calls in flight.
     :param requests_per_minute: ``None``: no limit on the rate.
     :param clock: a monotonic clock, seconds.
+    :param sleep: ``asyncio.sleep`` (tests pass one that only records).
     """
 
     def __init__(self, max_concurrent: int | None = None, requests_per_minute: float | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
         if requests_per_minute is not None and not requests_per_minute > 0:
             raise ValueError(f"requests_per_minute must be > 0, got {requests_per_minute}")
-        self.max_concurrent, self.requests_per_minute, self.clock = max_concurrent, requests_per_minute, clock
+        self.max_concurrent, self.requests_per_minute = max_concurrent, requests_per_minute
+        self.clock, self.sleep = clock, sleep
         self._lock = threading.Lock()
         self._in_use = 0
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
@@ -83,7 +86,7 @@ class LocalLimiter:
                 self._next_start = start + 60.0 / self.requests_per_minute
             if start > now:
                 try:
-                    await asyncio.sleep(start - now)
+                    await self.sleep(start - now)
                 except BaseException:
                     self.release()
                     raise
