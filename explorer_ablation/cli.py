@@ -21,7 +21,7 @@ from explorer_pipeline.errors import BadInput
 
 from .metrics import METRIC_NAMES
 
-__all__ = ["ablate", "report"]
+__all__ = ["ablate", "report", "status"]
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
@@ -52,7 +52,8 @@ def _stop_signals() -> Iterator[None]:
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: child processes on this machine; ray: one Ray task per run.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Runs at once [default: CPUs / --cpus-per-run, of this machine or the Ray cluster].")
+              help="Runs at once [default: local: CPUs / --cpus-per-run; ray: no cap, every run is submitted "
+                   "and Ray queues them by their resources].")
 @click.option("--cpus-per-run", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPUs (threads) one run may use; also Ray's num_cpus per task.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -66,9 +67,13 @@ def _stop_signals() -> Iterator[None]:
 @click.option("--dry-run", is_flag=True,
               help="Validate the spec and print every run's configuration and command; write and run nothing.")
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
+@click.option("--emit-jobs", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write the study directory's configurations and FILE, one command per run (FILE.jsonl: one JSON "
+                   "object per run), for a SLURM array or another scheduler; run nothing.")
 @click.pass_context
 def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cpus_per_run: int, out: Path | None,
-           resume: bool, ray_address: str | None, train_command: str | None, dry_run: bool, no_report: bool) -> None:
+           resume: bool, ray_address: str | None, train_command: str | None, dry_run: bool, no_report: bool,
+           emit_jobs: Path | None) -> None:
     """Run the ablation study SPEC (YAML): every arm x environment x seed, seeds paired across arms.
 
     Each run is an 'llm-explorer train --config OUT/configs/RUN.yaml' child process writing its
@@ -100,7 +105,17 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
             click.echo(command_line(job))
         click.echo(f"{len(runs)} runs; nothing written or run (--dry-run)", err=True)
         return
-    chosen = _backend(backend, workers, cpus_per_run, ray_address)
+    if emit_jobs is not None:
+        from .runner import emit_jobs as write_jobs
+
+        try:
+            count = write_jobs(study, out, emit_jobs, spec_path=spec, resume=resume, cpus=cpus_per_run)
+        except UsageError as exc:
+            raise BadInput.from_error(exc) from None
+        click.echo(f"{count} jobs: {emit_jobs} (configurations in {out / 'configs'}); "
+                   f"then: llm-explorer report {shlex.quote(str(out))}", err=True)
+        return
+    chosen = _backend(backend, workers, cpus_per_run, ray_address, study, spec)
     try:
         with _stop_signals():
             result = run_study(study, out, chosen, spec_path=spec, resume=resume, train_command=command,
@@ -119,11 +134,13 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
     ctx.exit(status)
 
 
-def _backend(name: str, workers: int | None, cpus_per_run: int, ray_address: str | None) -> object:
+def _backend(name: str, workers: int | None, cpus_per_run: int, ray_address: str | None, study: object,
+             spec: Path) -> object:
     from .backends import LocalBackend, RayBackend
 
     if name == "ray":
-        return RayBackend(address=ray_address, workers=workers, cpus_per_run=cpus_per_run)
+        return RayBackend(address=ray_address, workers=workers, cpus_per_run=cpus_per_run,
+                          runtime=study.runtime, base_dir=spec.parent)  # type: ignore[attr-defined]
     return LocalBackend(workers=workers, cpus_per_run=cpus_per_run)
 
 
@@ -161,3 +178,36 @@ def report(ctx: click.Context, directory: Path, metric: str | None) -> None:
     click.echo(f"summary: {files.summary_csv}")
     for path in files.figures:
         click.echo(f"figure: {path}")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def status(directory: Path) -> None:
+    """Show the ablation study in DIRECTORY: runs queued, running (env step, steps/s, LLM updates
+    and failures from each run's newest heartbeat), failed and done, and an ETA from steps/s.
+    Reads only the study's status.jsonl and study.json, so it works while a study runs."""
+    from .progress import format_duration, study_state
+
+    state = study_state(directory)
+    if not state.runs:
+        raise BadInput(f"{str(directory)!r} holds no ablation study (no study.json with runs)")
+    counts = state.counts()
+    eta = state.eta_s()
+    click.echo(f"{len(state.runs)} runs: " + ", ".join(f"{n} {name}" for name, n in counts.items())
+               + (f"; ETA {format_duration(eta)}" if eta is not None and state.active else "")
+               + ("" if state.active else " (no session running)"))
+    for run in state.runs.values():
+        if run.state == "running":
+            beat = run.beat
+            where = f" on {run.host}" if run.host else ""
+            again = f", attempt {run.attempt}" if run.attempt > 1 else ""
+            if beat:
+                speed = beat.get("steps_per_s")
+                click.echo(f"  running {run.run_id}{where}{again}: step {beat.get('step')}/{beat.get('steps') or '?'}, "
+                           f"{'?' if speed is None else speed} steps/s, {beat.get('updates', 0)} LLM updates, "
+                           f"{beat.get('llm_failures', 0)} LLM failures")
+            else:
+                click.echo(f"  running {run.run_id}{where}{again}: no heartbeat yet")
+        elif run.state == "failed":
+            last = run.error.strip().splitlines()[-1] if run.error.strip() else "no output"
+            click.echo(f"  failed {run.run_id}: {last}")

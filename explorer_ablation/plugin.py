@@ -1,4 +1,4 @@
-"""The ``ablation`` plugin: adds ``llm-explorer ablate`` and ``llm-explorer report``.
+"""The ``ablation`` plugin: adds ``llm-explorer ablate``, ``llm-explorer report`` and ``llm-explorer status``.
 
 Registered through the ``llm_explorer`` entry-point group, as the Tianshou side registers
 ``train``. Loading it imports click only; the runner, Ray and the statistics load when a
@@ -11,11 +11,12 @@ from typing import Any
 
 from explorer_pipeline import hookimpl
 
-from .cli import ablate, report
+from .cli import ablate, report, status
 
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    """Add ``ablate`` and ``report``."""
+    """Add ``ablate``, ``report`` and ``status``."""
     cli.add_command(ablate)
     cli.add_command(report)
+    cli.add_command(status)

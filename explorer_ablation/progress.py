@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explorer_pipeline.rundir_format import METRICS_FILE, UPDATES_FILE, read_json, read_jsonl
+from explorer_pipeline.rundir_format import METRICS_FILE, UPDATES_FILE, read_json, read_jsonl, run_is_complete
 
 __all__ = ["Progress", "RunState", "RunWatch", "StudyState", "format_duration", "study_state"]
 
@@ -257,4 +257,14 @@ def study_state(out: Path) -> StudyState:
             state.state, state.beat = "running", line
         elif event in ("done", "failed", "interrupted"):
             state.state, state.error = event, str(line.get("error") or "")
+    entries = study.get("runs", {}) if isinstance(study, dict) else {}
+    for run_id, state in runs.items():  # runs of --emit-jobs jobs (or of a lost driver) that finished
+        entry = entries.get(run_id) or {}
+        if state.state != "done" and entry.get("dir") and run_is_complete(out / entry["dir"], _steps(entry)):
+            state.state = "done"
     return StudyState(runs, active)
+
+
+def _steps(entry: dict[str, Any]) -> int | None:
+    steps = (entry.get("config") or {}).get("steps")
+    return steps if isinstance(steps, int) else None

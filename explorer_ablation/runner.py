@@ -30,7 +30,7 @@ from .progress import Progress, format_duration
 from .spec import StudySpec
 from .state import StatusLog, StudyLock
 
-__all__ = ["StudyResult", "jobs_for", "plan_study", "run_study", "write_configs"]
+__all__ = ["StudyResult", "emit_jobs", "job_command", "jobs_for", "plan_study", "run_study", "write_configs"]
 
 Echo = Callable[[str], None]
 PROGRESS_LINE_S = 300.0
@@ -150,6 +150,49 @@ def run_study(
         finally:
             backend.close()
         return result
+
+
+def job_command(job: Job, python: str | None = None) -> list[str]:
+    """The stand-alone command for one run (:mod:`.job`): resumes or starts it, leaves it alone
+    when complete."""
+    config = job.arguments[job.arguments.index("--config") + 1]
+    command = [python or sys.executable, "-m", "explorer_ablation.job", "--config", config, "--out", str(job.run_dir),
+               "--log", str(job.log_path), "--threads", str(job.cpus)]
+    if job.steps is not None:
+        command += ["--steps", str(job.steps)]
+    return command
+
+
+def emit_jobs(spec: StudySpec, out: Path, jobs_file: Path, *, spec_path: Path | None = None, resume: bool = False,
+              cpus: int = 1, python: str | None = None) -> int:
+    """Write the study directory's ``study.json`` and every run's configuration, and ``jobs_file``:
+    one run per line, for a SLURM array (line N is task N-1) or any other scheduler. A ``.jsonl``
+    file gets one JSON object per run (``run``, ``command``, ``config``, ``run_dir``,
+    ``resources``); any other name one shell command per line. Nothing runs. Returns the number
+    of runs."""
+    import json
+    import shlex
+    from types import SimpleNamespace
+
+    out = out.resolve()
+    runs = plan_study(spec, spec_path)
+    with StudyLock(out):
+        previous = read_json(out / "study.json")
+        _check_can_start(out, previous, runs, resume)
+        emitter = SimpleNamespace(name="emit-jobs", workers=0)
+        _write_study(out, spec, spec_path, runs, previous, emitter)  # type: ignore[arg-type]
+        write_configs(out, runs, spec.name)
+        lines = []
+        for run, job in zip(runs, jobs_for(runs, out, cpus=cpus), strict=True):
+            command = shlex.join(job_command(job, python))
+            if jobs_file.suffix == ".jsonl":
+                lines.append(json.dumps({"run": run.run_id, "command": command, "config": str(out / run.config_relpath),
+                                         "run_dir": str(job.run_dir), "resources": run.resources}))
+            else:
+                lines.append(command)
+        write_text_atomic(jobs_file, "".join(line + "\n" for line in lines))
+        StatusLog(out / "status.jsonl").append("emitted", jobs_file=str(jobs_file.resolve()), runs=len(runs))
+    return len(runs)
 
 
 def _to_stderr(line: str) -> None:
