@@ -6,6 +6,10 @@ tokens it spent; once a limit is reached the runtime asks no more (:class:`~expl
 the update in force stays, and :attr:`Budget.stop` records once when and why. A request already
 running when the limit is crossed finishes and is applied, so a run may exceed its limit by at
 most that one request.
+
+A study's runs can also share one account (``explorer.budget.ledger``, a
+:class:`~explorer_pipeline.ledger.Ledger`): every finished request is charged to it too, and its
+limits stop every run of the study (stop reasons ``study_tokens``, ``study_cost``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .errors import UsageError
+from .ledger import FileLedger, Ledger, exhausted_reason
 from .types import EpisodeRecord, StageUsage
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,10 @@ class BudgetConfig(BaseModel):
     price: Price | None = None
     """USD per million tokens, ``{input: ..., output: ...}``, as in an ablation spec's ``prices:``
     table; also gives the run's cost in its summary."""
+    ledger: Path | None = None
+    """A study's ledger file (:class:`~explorer_pipeline.ledger.FileLedger`, created by the study
+    with the study's limits): every request of this run is charged to it too, and its limits stop
+    this run like its own; None: the run's budget is its own."""
 
     @model_validator(mode="after")
     def _cost_needs_a_price(self) -> BudgetConfig:
@@ -76,8 +87,18 @@ class Budget:
     """The accounting of one run against a :class:`BudgetConfig`. Used on one thread (the runtime's
     loop thread); :attr:`stop` may be read from any thread."""
 
-    def __init__(self, config: BudgetConfig | None = None) -> None:
+    def __init__(self, config: BudgetConfig | None = None, ledger: Ledger | None = None) -> None:
         self.config = config or BudgetConfig()
+        if ledger is None and self.config.ledger is not None:
+            try:
+                ledger = FileLedger(self.config.ledger)
+            except ValueError as exc:
+                raise UsageError(f"explorer.budget.ledger: {exc}") from None
+        self.ledger = ledger
+        """The study-wide ledger this run charges too (None: none)."""
+        if ledger is not None and ledger.totals().get("max_cost_usd") is not None and self.config.price is None:
+            raise UsageError("the study's ledger limits cost (max_cost_usd), but this run has no price: set "
+                             "explorer.budget.price.input and .output (USD per million tokens)")
         self.input_tokens = 0
         self.output_tokens = 0
         self.stop: dict[str, Any] | None = None
@@ -97,20 +118,25 @@ class Budget:
         return None if price is None else price.cost_usd(self.input_tokens, self.output_tokens)
 
     def add(self, tokens: Mapping[str, StageUsage]) -> None:
-        """Add one finished request's tokens (by stage)."""
-        for usage in tokens.values():
-            self.input_tokens += usage.input_tokens
-            self.output_tokens += usage.output_tokens
+        """Add one finished request's tokens (by stage), and charge them to the ledger."""
+        spent_in = sum(usage.input_tokens for usage in tokens.values())
+        spent_out = sum(usage.output_tokens for usage in tokens.values())
+        self.input_tokens += spent_in
+        self.output_tokens += spent_out
+        if self.ledger is not None:
+            price = self.config.price
+            self.ledger.charge(spent_in, spent_out, None if price is None else price.cost_usd(spent_in, spent_out))
 
     def exhausted(self) -> str | None:
-        """``tokens`` or ``cost`` when that limit is reached, else None."""
+        """``tokens`` or ``cost`` when this run's limit is reached, ``study_tokens`` or
+        ``study_cost`` when the ledger's is, else None."""
         c = self.config
         if c.max_tokens is not None and self.spent_tokens >= c.max_tokens:
             return "tokens"
         cost = self.spent_cost_usd
         if c.max_cost_usd is not None and cost is not None and cost >= c.max_cost_usd:
             return "cost"
-        return None
+        return exhausted_reason(self.ledger.totals()) if self.ledger is not None else None
 
     def check(self, at: EpisodeRecord | None) -> bool:
         """True when no more requests may start. The first time a limit is found reached, record
@@ -121,9 +147,13 @@ class Budget:
         if reason is None:
             return False
         cost = self.spent_cost_usd
+        limits = {"tokens": self.config.max_tokens, "cost": self.config.max_cost_usd}
+        if reason.startswith("study_") and self.ledger is not None:
+            study = self.ledger.totals()
+            limits = {"study_tokens": study.get("max_tokens"), "study_cost": study.get("max_cost_usd")}
         self.stop = {
             "reason": reason,
-            "limit": self.config.max_tokens if reason == "tokens" else self.config.max_cost_usd,
+            "limit": limits[reason],
             "spent_tokens": self.spent_tokens,
             "spent_cost_usd": None if cost is None else round(cost, 6),
             "episode": at.episode_index if at is not None else None,
@@ -159,6 +189,7 @@ class Budget:
             "spent_output_tokens": self.output_tokens,
             "spent_cost_usd": None if cost is None else round(cost, 6),
             "stop": dict(self.stop) if self.stop is not None else None,
+            **({"study": self.ledger.totals()} if self.ledger is not None else {}),
         }
 
 
@@ -174,6 +205,8 @@ def stop_message(budget: Mapping[str, Any] | None) -> str | None:
     if stop.get("env_step") is not None:
         where.append(f"env step {stop['env_step']}")
     at = f" at {', '.join(where)}" if where else ""
+    if stop.get("reason") in ("study_tokens", "study_cost"):
+        return f"the study's LLM budget reached{at} ({stop['reason'].removeprefix('study_')} limit {stop.get('limit')})"
     if stop.get("reason") == "cost":
         spent = f"${stop.get('spent_cost_usd') or 0:.4g}/${stop.get('limit'):.4g}"
         return f"LLM budget reached{at} (cost {spent})"

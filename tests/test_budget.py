@@ -68,7 +68,8 @@ def test_bad_budgets_are_rejected(budget):
 def test_the_default_budget_has_no_limit_and_is_in_the_dumped_config():
     config = ExplorerConfig()
     assert not config.budget.limited
-    assert config.model_dump(mode="json")["budget"] == {"max_tokens": None, "max_cost_usd": None, "price": None}
+    assert config.model_dump(mode="json")["budget"] == {"max_tokens": None, "max_cost_usd": None, "price": None,
+                                                        "ledger": None}
     limited = ExplorerConfig(budget={"max_cost_usd": 0.5, "price": {"input": 3, "output": 15}})
     assert limited.budget.limited and limited.budget.price.output == 15
 
