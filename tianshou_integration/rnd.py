@@ -13,7 +13,7 @@ been trained on and large on new ones: that error is the intrinsic reward. As in
   collected trajectories, so its scale does not depend on the environment.
 
 How it fits an off-policy learner (the RND paper used PPO): the running statistics are updated
-while collecting for training (:class:`RNDDQNPolicy` hands every collected observation to
+while collecting for training (:class:`RNDDQNPolicy` hands every observation it acts on to
 :meth:`RandomNetworkDistillation.observe`; greedy evaluation does not), and at each gradient step
 the sampled transitions get the predictor's *current* error on their next observation, scaled as
 above, as intrinsic reward. The learning target is the n-step return of
@@ -218,17 +218,21 @@ def build_rnd(obs_shape: Sequence[int], *, atari: bool, hidden_sizes: Sequence[i
 
 
 class RNDDQNPolicy(GuidedDQNPolicy):
-    """The guided DQN policy that hands every observation it sees while collecting for training
-    to ``observer`` (RND's running statistics). Evaluation and gradient steps do not."""
+    """The guided DQN policy that hands every observation it acts on while collecting for training
+    to ``observer`` (RND's running statistics). Evaluation and gradient steps do not.
+
+    The hook is ``add_exploration_noise``, which Tianshou's collector calls once per vector step
+    with the observations acted on, and only there (not in gradient steps, whatever the modules'
+    train/eval mode); outside a training step (evaluation) nothing is observed.
+    """
 
     observer: Callable[[Any], None] | None = None
 
-    def forward(self, batch: Any, state: Any = None, model: Any = None, **kwargs: Any) -> Any:
-        """The guided policy's forward; while collecting for training, ``observer(batch.obs)`` first."""
-        collecting = not self.training and self.is_within_training_step and (model is None or model is self.model)
-        if collecting and self.observer is not None:
+    def add_exploration_noise(self, act: Any, batch: Any) -> Any:
+        """``observer(batch.obs)`` while collecting for training, then the guided ε-greedy."""
+        if self.is_within_training_step and self.observer is not None:
             self.observer(batch.obs)
-        return super().forward(batch, state, model, **kwargs)
+        return super().add_exploration_noise(act, batch)
 
 
 class RNDDQN(DQN):
