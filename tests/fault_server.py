@@ -228,9 +228,9 @@ class ServerProcess:
     its memory and its event loop are not the client's. ``counters()`` reads the server's counters
     (``GET /counters``)."""
 
-    def __init__(self, huge_bytes: int = HUGE_BYTES) -> None:
+    def __init__(self, huge_bytes: int = HUGE_BYTES, retry_after_s: float = RETRY_AFTER_S) -> None:
         self.port = _free_port()
-        self.huge_bytes = huge_bytes
+        self.huge_bytes, self.retry_after_s = huge_bytes, retry_after_s
         self.process: subprocess.Popen | None = None
 
     @property
@@ -249,7 +249,8 @@ class ServerProcess:
         root = Path(__file__).resolve().parent.parent
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.fault_server", "--port", str(self.port),
-             "--huge-bytes", str(self.huge_bytes)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+             "--huge-bytes", str(self.huge_bytes), "--retry-after", str(self.retry_after_s)],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -275,7 +276,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The fault-injecting OpenAI-compatible server (127.0.0.1 only).")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--huge-bytes", type=int, default=HUGE_BYTES)
+    parser.add_argument("--retry-after", type=float, default=RETRY_AFTER_S,
+                        help="seconds the ratelimited models ask for")
     args = parser.parse_args()
+    globals()["RETRY_AFTER_S"] = args.retry_after  # read by the app's handlers
     app = make_app(args.huge_bytes)
 
     @app.get("/counters")

@@ -84,14 +84,15 @@ class Number:
     def read(self, name: str, value: str | None) -> Any:
         """The option's value from its text (UsageError naming the option and the bounds)."""
         if value is None:
-            return self.default
+            return None if self.default is None else self.kind(self.default)
         what = "a whole number" if self.kind is int else "a number"
         try:
             number = self.kind(value.strip())
         except ValueError:
             number = None
         if number is None or not math.isfinite(number) or not self.low <= number <= self.high:
-            raise UsageError(f"openai provider option {name} must be {what} from {self.low:g} to {self.high:g} "
+            low, high = (f"{int(b)}" if self.kind is int else f"{b:g}" for b in (self.low, self.high))
+            raise UsageError(f"openai provider option {name} must be {what} from {low} to {high} "
                              f"({self.help}), got {value!r}")
         return number
 
@@ -240,6 +241,7 @@ class OpenAIProvider(Provider):
         self.logprobs_unsupported(settings)
         self._preflight_on(settings)
         numbers = {name: self._number(settings, name) for name in NUMBERS}
+        self._switch(settings, "allow_insecure_http", False)
         key_env = self._key_env(settings)
         api_key = os.environ.get(key_env)
         if not api_key:
