@@ -12,6 +12,7 @@ from typing import Any
 from explorer_pipeline import hookimpl
 
 from .cli import ablate, report, status
+from .offline.cli import eval_advice, scenarios
 
 
 @hookimpl
@@ -20,3 +21,5 @@ def register_commands(cli: Any) -> None:
     cli.add_command(ablate)
     cli.add_command(report)
     cli.add_command(status)
+    cli.add_command(scenarios)
+    cli.add_command(eval_advice)
