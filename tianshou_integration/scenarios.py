@@ -26,7 +26,7 @@ from explorer_pipeline.rundir_format import CONFIG_FILE, METRICS_FILE, write_jso
 from explorer_pipeline.types import EpisodeRecord
 
 from .algorithms import AlgoSetup, build_setup, noise_sigma
-from .checkpoint import STATE_FILE, StoredCheckpoint, _restore_algorithm, complete_checkpoints
+from .checkpoint import STATE_FILE, StoredCheckpoint, complete_checkpoints
 from .config import RunConfig, resolve
 from .envs import EnvInfo, describe_env, env_factory
 
@@ -45,7 +45,7 @@ def _setup(config: RunConfig, env: EnvInfo) -> AlgoSetup:
 
 def _load_algorithm(setup: AlgoSetup, stored: StoredCheckpoint) -> dict[str, Any]:
     state = torch.load(stored.path / STATE_FILE, map_location="cpu", weights_only=False)
-    _restore_algorithm(setup.algorithm, state["algorithm"])
+    setup.algorithm.load_state_dict(dict(state["algorithm"]["state_dict"]))  # networks only: no optimiser or counter
     setup.algorithm.eval()
     return state
 
