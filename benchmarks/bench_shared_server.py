@@ -9,7 +9,10 @@ that retries sooner hits the busy window again.
 ``rss``: the server answers with a reply of N MiB (a valid answer padded with spaces). The peak RSS
 of this process (``ru_maxrss``) before and after one request shows what the reply cost in memory.
 
-Both only use the public API, so the same command measures an older checkout (put it first on
+``preflight``: the server sends every answer one byte every 0.2 s (``/drip/v1``); the time
+``open_explorer`` (which runs the provider's preflight) takes to give up, with default options.
+
+All three only use the public API, so the same command measures an older checkout (put it first on
 ``PYTHONPATH``). Prints one JSON line.
 """
 
@@ -78,6 +81,23 @@ def rss(args: argparse.Namespace) -> dict:
             "added_mib": round(after - before, 1), "seconds": round(took, 2)}
 
 
+def preflight(args: argparse.Namespace) -> dict:
+    from explorer_pipeline import UsageError
+
+    with ServerProcess() as server:
+        config = ExplorerConfig(provider="openai", base_url=server.url("drip"), model="good")
+        warm = config.model_copy(update={"provider_options": {"preflight": "off"}})
+        open_explorer(warm, "Acrobot-v1", SPEC).close()  # imports and plugins loaded: only the preflight is timed
+        started = time.perf_counter()
+        try:
+            open_explorer(config, "Acrobot-v1", SPEC).close()
+            what = "passed"
+        except UsageError as exc:
+            what = f"UsageError: {str(exc)[:120]}"
+        took = time.perf_counter() - started
+    return {"bench": "preflight", "outcome": what, "seconds": round(took, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -88,8 +108,9 @@ def main() -> None:
     m = sub.add_parser("rss", help="memory of one huge reply")
     m.add_argument("--mib", type=int, default=100)
     m.add_argument("--model", choices=("huge", "huge-chunked"), default="huge")
+    sub.add_parser("preflight", help="the preflight against a slow-drip server")
     args = parser.parse_args()
-    print(json.dumps(retry(args) if args.bench == "retry" else rss(args)))
+    print(json.dumps({"retry": retry, "rss": rss, "preflight": preflight}[args.bench](args)))
 
 
 if __name__ == "__main__":
