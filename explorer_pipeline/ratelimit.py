@@ -14,6 +14,9 @@ Where the limit lives is a choice of :func:`set_limiter_factory`:
 - a study spread over processes or machines installs its own factory before opening explorers,
   e.g. one whose ``acquire`` awaits a Ray actor that holds the count for the whole cluster. The
   factory gets the endpoint key and the two limits and returns any object with the two methods.
+  The factory is per process: install it in every process that opens explorers (at the start of
+  each Ray task, say), not only in the driver. ``release`` must not block (it runs in a
+  ``finally`` on the explorer's event loop): send it and move on.
 
 Keys are :func:`endpoint_key` of the base URL (scheme, host, port and path; never user info)
 together with the limits, so runs that ask for different limits on one server do not silently
