@@ -62,7 +62,9 @@ class BudgetConfig(BaseModel):
     price: Price | None = None
     """USD per million tokens, ``{input: ..., output: ...}``, as in an ablation spec's ``prices:``
     table; also gives the run's cost in its summary."""
-    ledger: Path | None = None
+    # left out of the dumped configuration while unset, so that configurations and checkpoints
+    # written before the ledger existed keep their identity
+    ledger: Path | None = Field(None, exclude_if=lambda value: value is None)
     """A study's ledger file (:class:`~explorer_pipeline.ledger.FileLedger`, created by the study
     with the study's limits): every request of this run is charged to it too, and its limits stop
     this run like its own; None: the run's budget is its own."""

@@ -68,8 +68,7 @@ def test_bad_budgets_are_rejected(budget):
 def test_the_default_budget_has_no_limit_and_is_in_the_dumped_config():
     config = ExplorerConfig()
     assert not config.budget.limited
-    assert config.model_dump(mode="json")["budget"] == {"max_tokens": None, "max_cost_usd": None, "price": None,
-                                                        "ledger": None}
+    assert config.model_dump(mode="json")["budget"] == {"max_tokens": None, "max_cost_usd": None, "price": None}
     limited = ExplorerConfig(budget={"max_cost_usd": 0.5, "price": {"input": 3, "output": 15}})
     assert limited.budget.limited and limited.budget.price.output == 15
 
@@ -187,16 +186,6 @@ def test_budget_state_survives_a_snapshot_and_the_run_goes_on_with_what_is_left(
         again.submit_and_wait(record(5), timeout=10)
     assert again.handler.served == [] and again.stats.skipped_budget == 3  # 2 before the snapshot, 1 now
     assert again.budget.stop == resumed_budget.stop
-
-
-def test_a_snapshot_without_a_budget_counts_its_tokens_as_spent():
-    with ExplorerRuntime(SpendingHandler(), ExplorationCache(SPEC)) as runtime:
-        runtime.submit_and_wait(record(0), timeout=10)
-        state = runtime.get_state()
-    del state["budget"]  # as written before the budget existed
-    resumed = ExplorerRuntime(SpendingHandler(), ExplorationCache(SPEC), budget=Budget(BudgetConfig(max_tokens=50)))
-    resumed.set_state(state)
-    assert resumed.budget.spent_tokens == 40
 
 
 # --------------------------------------------------------------------------- through open_explorer
