@@ -42,10 +42,11 @@ import asyncio
 import ipaddress
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -121,19 +122,29 @@ PREFLIGHT_TIMEOUT_S = 10.0
 #: model names an unknown-model error lists, and the manifest records
 LISTED_MODELS = 10
 RECORDED_MODELS = 50
+#: query parameters of a --base-url that carry a credential (refused like user:token@)
+_SECRET_QUERY = re.compile(r"key|token|secret|password|passwd|signature|sig$|auth", re.IGNORECASE)
 #: statuses of a server without a model listing (a one-token call checks the model instead)
 _NO_LISTING = (404, 405, 501)
 
 
 def check_base_url(url: str | None) -> None:
     """UsageError unless ``url`` (``--base-url``) is an absolute http(s) URL with a host and
-    without credentials (``user:token@host``: refused, and the message does not repeat them)."""
+    without credentials (``user:token@host``, or a query parameter such as ``api_key=``: refused,
+    and the message does not repeat them)."""
     if url is None:
         return
     if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
         raise UsageError(f"--base-url {redact_url(url)!r} carries credentials (user:token@host), which would be "
                          "recorded with the run; remove them and put the key in an environment variable "
                          "(OPENAI_API_KEY, or --option api_key_env=NAME)")
+    query = url.split("?", 1)[1] if "?" in url else ""
+    secret = sorted({name for name, _ in parse_qsl(query.split("#")[0], keep_blank_values=True)
+                     if _SECRET_QUERY.search(name)})
+    if secret:
+        raise UsageError(f"--base-url {redact_url(url)!r} carries a credential in its query ({', '.join(secret)}), "
+                         "which would be recorded with the run; remove it and put the key in an environment "
+                         "variable (OPENAI_API_KEY, or --option api_key_env=NAME)")
     try:
         parts = urlsplit(url)
         valid = (parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0

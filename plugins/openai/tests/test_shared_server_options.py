@@ -60,6 +60,15 @@ def test_credentials_in_the_base_url_are_refused_without_repeating_them(url):
     assert "tok-123456" not in str(info.value)
 
 
+@pytest.mark.parametrize("url", ["https://llm.example.org/v1?api_key=tok-123456",
+                                 "https://llm.example.org/v1?api-version=2&access_token=tok-123456"])
+def test_credentials_in_the_query_are_refused_without_repeating_them(url):
+    with pytest.raises(UsageError, match="carries a credential in its query") as info:
+        check_base_url(url)
+    assert "tok-123456" not in str(info.value)
+    check_base_url("https://llm.example.org/v1?api-version=2024-06-01")  # a query without a credential is fine
+
+
 @pytest.mark.parametrize(("host", "loopback"), [
     ("127.0.0.1", True), ("127.3.4.5", True), ("localhost", True), ("::1", True), ("[::1]", True),
     ("10.0.0.7", False), ("gpu-box", False), ("", False), (None, False), ("localhost.example.org", False),
