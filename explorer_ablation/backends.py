@@ -282,9 +282,11 @@ class RayBackend:
         self.setup()
         ray = self._ray
         env = self.passed_env()
-        here = ray.get_runtime_context().get_node_id()
-        mailbox = ray.remote(Mailbox).options(
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+        options: dict[str, Any] = {"num_cpus": 0}
+        with contextlib.suppress(Exception):  # the driver's node (not known through a ray:// client)
+            here = ray.get_runtime_context().get_node_id()
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=True)
+        mailbox = ray.remote(Mailbox).options(**options).remote()
         task = ray.remote(run_task)
         queue = deque(jobs)
         pending: dict[Any, Job] = {}

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from explorer_pipeline.rundir_format import run_is_complete
+from explorer_pipeline.rundir_format import SUMMARY_FILE, read_json, run_is_complete
 
 from . import launch
 from .launch import Job, Outcome
@@ -106,9 +106,19 @@ def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: fl
     if rc is not None and rc < 0 and not outcome.complete:
         raise RunLost(f"{job.run_id}: train was killed by {signal.Signals(-rc).name} on {_host()}; "
                       "retrying from its newest checkpoint")
+    if not outcome.complete and _stopped_by_signal(job.run_dir):
+        raise RunLost(f"{job.run_id}: train was stopped by a signal from outside (a preemption?) on {_host()}; "
+                      "retrying from the checkpoint it wrote")
     return Outcome(outcome.run_id, rc, outcome.wall_s, outcome.complete, outcome.error,
                    moved_aside=outcome.moved_aside, host=outcome.host,
                    details={**details, "resumed": resume})
+
+
+def _stopped_by_signal(run_dir: Path) -> bool:
+    """``train`` wrote an interrupted summary: SIGTERM or SIGINT reached it from outside this task
+    (a preemption stops every process of a node or container), and it wrote a checkpoint first."""
+    summary = read_json(run_dir / SUMMARY_FILE)
+    return isinstance(summary, dict) and summary.get("interrupted") is True
 
 
 def _wait_for_lock(run_dir: Path, timeout_s: float = LOCK_WAIT_S) -> None:
