@@ -287,3 +287,24 @@ def test_one_concurrency_limit_for_every_explorer_of_an_endpoint():
 
     assert peak({"max_concurrent": 1}) == 1
     assert peak({}) > 1
+
+
+@pytest.mark.parametrize(("base_url", "expected"), [
+    ("http://lab:tok-9f8e7d6c@127.0.0.1:9/v1", "carries credentials (user:token@host)"),
+    ("http://10.11.12.13:8000/v1", "refusing to send the API key in OPENAI_API_KEY over plain http to 10.11.12.13"),
+])
+def test_train_refuses_an_unsafe_base_url_with_one_line_and_exit_2(tmp_path, base_url, expected):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "explorer_pipeline", "train", "--env", "CartPole-v1", "--algo", "dqn",
+           "--provider", "openai", "--base-url", base_url, "--model", "good", "--steps", "200", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OPENAI_API_KEY": "sk-supersecret-abcdef123456", "TQDM_DISABLE": "1"})
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.stderr
+    assert "tok-9f8e7d6c" not in result.stderr + result.stdout and "supersecret" not in result.stderr + result.stdout
+    assert not out.exists()  # nothing written, the URL recorded nowhere
