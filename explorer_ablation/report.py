@@ -68,6 +68,8 @@ class Analysis:
     normalised: dict[str, list[list[float]]] = field(default_factory=dict)  # normalised[arm][env index]
     iqm: dict[str, Estimate] = field(default_factory=dict)
     poi: dict[str, Estimate] = field(default_factory=dict)
+    pairs: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    """LLM arm -> {its plain twin, each exploration-baseline arm} -> P(LLM arm > that arm) (:func:`pairings`)."""
     taus: np.ndarray = field(default_factory=lambda: np.zeros(0))
     profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     cost: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -109,6 +111,9 @@ def analyse(study: Study, *, seed: int = 0, metric: str | None = None) -> Analys
             if arm != baseline:
                 a.poi[arm] = poi_estimate([a.raw[env][arm] for env in study.envs],
                                           [a.raw[env][baseline] for env in study.envs], seed=seed)
+    for arm, others in pairings(study).items():
+        a.pairs[arm] = {other: poi_estimate([a.raw[env][arm] for env in study.envs],
+                                            [a.raw[env][other] for env in study.envs], seed=seed) for other in others}
     every = [v for arm in study.arms for env_scores in a.normalised[arm] for v in env_scores]
     if every:
         lo, hi = min(0.0, min(every)), max(1.0, max(every))
@@ -119,6 +124,37 @@ def analyse(study: Study, *, seed: int = 0, metric: str | None = None) -> Analys
     a.guidance = {arm: _guidance(study, arm) for arm in study.arms}
     a.warnings = _warnings(a)
     return a
+
+
+def _arm_settings(study: Study) -> dict[str, dict]:
+    """Each arm's shortcut settings (``algo``, ``provider`` ...), from its first planned run."""
+    out: dict[str, dict] = {}
+    for run in study.runs:
+        out.setdefault(run.arm, run.settings)
+    return out
+
+
+def pairings(study: Study) -> dict[str, list[str]]:
+    """What each LLM arm (a provider other than ``none``) is compared with, besides the study's
+    baseline: its *plain twin* (the one arm without an LLM that runs the same algorithm, when there
+    is exactly one), then every arm without an LLM that runs an exploration baseline (noisy-dqn,
+    rnd-dqn: ``tianshou_integration.names.EXPLORATION_BASELINES``). Arms with nothing to compare
+    with are left out. Baseline arms are ordinary arms otherwise (IQM, profiles, the baseline table)."""
+    from tianshou_integration.names import EXPLORATION_BASELINES  # light: no torch
+
+    settings = _arm_settings(study)
+    plain = [arm for arm in study.arms if settings.get(arm, {}).get("provider") == "none"]
+    baselines = [arm for arm in plain if settings[arm].get("algo") in EXPLORATION_BASELINES]
+    out: dict[str, list[str]] = {}
+    for arm in study.arms:
+        mine = settings.get(arm, {})
+        if arm in plain or not mine:
+            continue
+        twins = [p for p in plain if p not in baselines and settings[p].get("algo") == mine.get("algo")]
+        others = (twins if len(twins) == 1 else []) + [b for b in baselines if b != arm]
+        if others:
+            out[arm] = others
+    return out
 
 
 def _normaliser(study: Study, env: str, scores: dict[str, list[float]]) -> Normaliser:
@@ -375,6 +411,35 @@ def _guidance_section(a: Analysis) -> list[str]:
     return lines
 
 
+def _pairs_section(a: Analysis) -> list[str]:
+    """Each LLM arm against its plain twin and the exploration baselines: shown when that says more
+    than the baseline table (a twin that is not the baseline, or any exploration-baseline arm)."""
+    baseline = a.study.baseline
+    if not any(other != baseline for others in a.pairs.values() for other in others):
+        return []
+    settings = _arm_settings(a.study)
+    from tianshou_integration.names import EXPLORATION_BASELINES
+
+    columns: list[str] = []
+    for others in a.pairs.values():
+        columns += [o for o in others if o not in columns and settings[o].get("algo") in EXPLORATION_BASELINES]
+    rows = []
+    for arm, others in a.pairs.items():
+        twin = next((o for o in others if o not in columns), None)
+        cells = ["–" if twin is None else f"{_est(a.pairs[arm][twin])} vs `{twin}`"]
+        cells += [_est(a.pairs[arm][c]) if c in a.pairs[arm] else "–" for c in columns]
+        rows.append([arm, *cells])
+    lines = ["## LLM arms against their plain twins and the exploration baselines", "",
+             f"Probability of improvement on the {a.metric.noun} (as above, 95% stratified-bootstrap interval) of "
+             "each arm that asks an LLM over its *plain twin* (the arm without an LLM that runs the same algorithm) "
+             "and over each exploration-baseline arm (NoisyNet-DQN, RND-DQN: DQN with another way to explore). "
+             "Above 0.5: the LLM arm tends to score higher.", ""]
+    lines += _table(["arm", f"P(arm > plain twin), {a.metric.short}",
+                     *(f"P(arm > {c}) ({settings[c].get('algo')})" for c in columns)], rows)
+    lines.append("")
+    return lines
+
+
 def _budget_section(a: Analysis) -> list[str]:
     """Per arm whose runs had an LLM budget (``explorer.budget``): how many reached it, and when."""
     arms = [arm for arm in a.study.arms if (a.cost.get(arm) or {}).get("budget_limited_runs")]
@@ -437,6 +502,7 @@ def _markdown(a: Analysis, figure_paths: Sequence[Path]) -> str:
                         [[arm, _est(est), verdict(est)] for arm, est in a.poi.items()])
         lines.append("")
 
+    lines += _pairs_section(a)
     lines += [f"## {m.title}", "",
               f"Interquartile mean (IQM) of the normalised {m.noun} over every run of every environment, "
               "with a 95% stratified-bootstrap interval (runs resampled within each environment).", ""]

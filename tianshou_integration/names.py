@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-DISCRETE_ALGOS = ("dqn", "double-dqn", "dueling-dqn", "c51", "qrdqn", "rainbow")
+DISCRETE_ALGOS = ("dqn", "double-dqn", "dueling-dqn", "c51", "qrdqn", "rainbow", "curl", "noisy-dqn", "rnd-dqn")
 """DQN family: LLM-guided epsilon-greedy (a distribution over actions)."""
+
+EXPLORATION_BASELINES = ("noisy-dqn", "rnd-dqn")
+"""DQN with another exploration method (NoisyNet, random network distillation): the paper's
+baselines. noisy-dqn has no epsilon-random draw, so an LLM cannot guide it."""
+
+PIXEL_ALGOS = ("curl",)
+"""Algorithms that learn only from stacked frames (Atari): CURL's augmentation crops images."""
 
 CONTINUOUS_ALGOS = ("ddpg", "td3", "sac")
 """Actor-critic: LLM-guided Gaussian noise (a bias per action dimension)."""

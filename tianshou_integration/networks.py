@@ -7,6 +7,8 @@
 algo                output                                policy
 ==================  ====================================  =====================================
 dqn, double-dqn     Q values ``(B, n)``                   ``DiscreteQLearningPolicy``
+rnd-dqn             Q values ``(B, n)``                   ``DiscreteQLearningPolicy``
+noisy-dqn           Q values, noisy head                  ``DiscreteQLearningPolicy``
 dueling-dqn         Q = V + A - mean(A), ``(B, n)``       ``DiscreteQLearningPolicy``
 c51                 probabilities ``(B, n, atoms)``       ``C51Policy``
 qrdqn               quantiles ``(B, n, N)``               ``QRDQNPolicy``
@@ -39,7 +41,7 @@ __all__ = [
     "build_atari_q_network",
 ]
 
-ATARI_Q_ALGOS = ("dqn", "double-dqn", "dueling-dqn", "c51", "qrdqn", "rainbow")
+ATARI_Q_ALGOS = ("dqn", "double-dqn", "dueling-dqn", "c51", "qrdqn", "rainbow", "noisy-dqn", "rnd-dqn")
 
 
 class ResampledNoisyLinear(NoisyLinear):
@@ -163,12 +165,14 @@ def build_atari_q_network(
 
     :param num_atoms: atoms of the C51/Rainbow support (the policy needs the same number).
     :param num_quantiles: quantiles of QRDQN (the algorithm needs the same number).
-    :param noisy_std: sigma0 of Rainbow's noisy layers.
+    :param noisy_std: sigma0 of the noisy layers of Rainbow and noisy-dqn.
     :param features: hidden width of the head.
     """
     kwargs: dict[str, Any]
-    if algo in ("dqn", "double-dqn"):
+    if algo in ("dqn", "double-dqn", "rnd-dqn"):
         kwargs = {}
+    elif algo == "noisy-dqn":
+        kwargs = {"noisy_std": noisy_std}
     elif algo == "dueling-dqn":
         kwargs = {"dueling": True}
     elif algo == "c51":

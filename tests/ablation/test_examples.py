@@ -18,6 +18,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("ablation-*.yaml"))
 def test_the_issue_asks_for_the_prompt_ablation_the_control_arms_and_the_paper_setting():
     names = {path.name for path in EXAMPLES}
     assert {"ablation-prompts.yaml", "ablation-controls.yaml", "ablation-paper-atari.yaml"} <= names
+    assert {"ablation-paper-atari-full.yaml", "ablation-paper-atari-small.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -74,3 +75,37 @@ def test_the_guidance_controls_advise_towards_and_away_from_the_goal():
         favoured[arm] = {i for i, p in enumerate(probs) if p == max(probs)}
     assert favoured["good-advice"] == {frozen_lake.DOWN, frozen_lake.RIGHT}
     assert favoured["bad-advice"] == {frozen_lake.LEFT, frozen_lake.UP}
+
+
+ATARI_100K = {"Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout",
+              "ChopperCommand", "CrazyClimber", "DemonAttack", "Freeway", "Frostbite", "Gopher", "Hero", "Jamesbond",
+              "Kangaroo", "Krull", "KungFuMaster", "MsPacman", "Pong", "PrivateEye", "Qbert", "RoadRunner", "Seaquest",
+              "UpNDown"}
+
+
+@pytest.mark.parametrize("name", ["ablation-paper-atari-full.yaml", "ablation-paper-atari-small.yaml"])
+def test_the_paper_comparison_has_every_algorithm_with_and_without_the_llm_and_both_baselines(name):
+    from explorer_pipeline.resources import prompts_dir
+    from explorer_pipeline.tasks import load_task_file
+    from tianshou_integration.config import resolve
+
+    path = ROOT / "examples" / name
+    spec = load_spec(path)
+    arms = {(spec.settings(arm)["algo"], spec.settings(arm)["provider"] != "none") for arm in spec.arms}
+    assert arms == {(algo, llm) for algo in ("dqn", "dueling-dqn", "rainbow", "curl") for llm in (False, True)} | {
+        ("noisy-dqn", False), ("rnd-dqn", False)}
+    assert spec.baseline_arm == "dqn" and spec.metric == "train"  # the paper reports training returns
+    games = {env.id.removeprefix("ALE/").removesuffix("-v5") for env in spec.environments}
+    described = {t.env_id for t in load_task_file(prompts_dir() / "tasks" / "atari.yaml")}
+    assert all(f"ALE/{game}-v5" in described for game in games)  # every LLM arm has its game's description
+    assert all(env.min_score is not None and env.max_score > env.min_score for env in spec.environments)
+    if name.endswith("full.yaml"):
+        assert games == ATARI_100K and len(spec.seeds) == 5 and len(expand(spec, path.parent)) == 10 * 26 * 5
+    resolved = {}
+    for arm in ("dqn-llm", "noisy-dqn", "rnd-dqn", "dueling-dqn"):
+        document = run_document(spec, spec.arm(arm), 0, 0, path.parent).data
+        resolved[arm] = resolve(overrides=[((key,), value, "") for key, value in document.items()])
+    assert resolved["noisy-dqn"].algorithm.epsilon.start == 0.0 and resolved["noisy-dqn"].algorithm.noisy_std == 1.0
+    assert resolved["rnd-dqn"].algorithm.rnd.coef == 0.1 and resolved["rnd-dqn"].algorithm.epsilon.start == 1.0
+    assert resolved["dqn-llm"].explorer.mode == "blocking" and not resolved["dqn-llm"].baseline
+    assert resolved["dqn-llm"].episodes == 500 and resolved["dueling-dqn"].episodes == 800
