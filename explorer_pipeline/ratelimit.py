@@ -69,6 +69,7 @@ class LocalLimiter:
         self._lock = threading.Lock()
         self._in_use = 0
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
+        self._granting: set[asyncio.Future] = set()  # handed a slot, not yet told (on their own loop)
         self._next_start = 0.0
         self.peak_in_use = 0
         """The most calls ever in flight at once (for tests and diagnostics)."""
@@ -106,10 +107,13 @@ class LocalLimiter:
             await future
         except asyncio.CancelledError:
             with self._lock:
-                try:
+                if (loop, future) in self._waiters:  # still waiting: nothing was taken
                     self._waiters.remove((loop, future))
                     return_slot = False
-                except ValueError:  # already granted: the slot is ours to give back
+                elif future in self._granting:  # handed a slot that never arrived: pass it on
+                    self._granting.discard(future)
+                    return_slot = True
+                else:  # the slot arrived just before the cancellation: ours to give back
                     return_slot = future.done() and not future.cancelled()
             if return_slot:
                 self.release()
@@ -126,19 +130,26 @@ class LocalLimiter:
         with self._lock:
             while self._waiters:
                 loop, future = self._waiters.popleft()
+                self._granting.add(future)
                 try:
                     # the slot passes straight on: _in_use stays the same
                     loop.call_soon_threadsafe(self._grant, future)
                     return
                 except RuntimeError:  # that loop is closed: try the next waiter
+                    self._granting.discard(future)
                     continue
             self._in_use = max(0, self._in_use - 1)
 
     def _grant(self, future: asyncio.Future) -> None:
-        if future.done():  # the waiter was cancelled meanwhile: pass the slot on
-            self.release()
-        else:
-            future.set_result(None)
+        """On the waiter's loop: deliver the slot, or pass it on when the waiter is gone."""
+        with self._lock:
+            if future not in self._granting:  # its waiter was cancelled and passed the slot on
+                return
+            self._granting.discard(future)
+            if not future.done():
+                future.set_result(None)
+                return
+        self.release()  # cancelled meanwhile: pass the slot on
 
 
 LimiterFactory = Callable[[str, "int | None", "float | None"], Limiter]
