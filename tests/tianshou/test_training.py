@@ -45,7 +45,8 @@ def params_of(module: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
 
 
-@pytest.mark.parametrize("algo", ALGORITHMS)
+# noisy-dqn has no epsilon-random draw to guide (test_baselines checks that it leaves the updates unused)
+@pytest.mark.parametrize("algo", [a for a in ALGORITHMS if a != "noisy-dqn"])
 def test_algorithm_trains_with_guided_exploration(algo):
     env_id = "CartPole-v1" if algo in DISCRETE_ALGOS else "Pendulum-v1"
     info = describe_env(env_id)
