@@ -32,6 +32,7 @@ from tianshou.utils.net.discrete import NoisyLinear
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.errors import UsageError
 
+from . import fast
 from .config import AlgorithmConfig, RunConfig
 from .continuous import ClippedContinuousDeterministicPolicy, GuidedGaussianNoise, GuidedSACPolicy
 from .counter import EnvStepCounter
@@ -192,8 +193,10 @@ def build_setup(
     train_envs.seed(seed)
     test_envs.seed(seed + 10_000)
 
+    fast.enable_numba_cache()  # before the policy and the buffer compile Tianshou's kernels
     builder: Callable[..., tuple[OffPolicyAlgorithm, Any]] = _BUILDERS[algo]
     algorithm, noise = builder(config, env, train_envs.action_space[0], cache, rng, counter, device)
+    fast.accelerate(algorithm)
     algorithm.to(device)
     buffer = _make_buffer(config, env, len(train_envs))
     # Tianshou samples uniform replay from the buffer's own RandomState(42) whatever the seed: seed it
@@ -206,7 +209,7 @@ def build_setup(
 
 
 def _adam(lr: float, hp: AlgorithmConfig) -> AdamOptimizerFactory:
-    return AdamOptimizerFactory(lr=lr, eps=hp.adam_eps)
+    return fast.adam(lr, hp.adam_eps)
 
 
 # --------------------------------------------------------------------------- discrete builders

@@ -35,6 +35,7 @@ from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.data import Collector
 from tianshou.utils.torch_utils import policy_within_training_step
 
+from . import fast
 from .algorithms import AlgoSetup
 from .continuous import store_executed_actions
 from .counter import EnvStepCounter
@@ -136,7 +137,7 @@ def evaluate(setup: AlgoSetup, collector: Collector, episodes: int) -> float:
     """Mean return of ``episodes`` greedy episodes (no exploration noise, eps_inference, and the
     mean weights of noisy layers: evaluation runs outside a training step)."""
     collector.reset(reset_stats=False)
-    with policy_within_training_step(setup.policy, enabled=False):
+    with policy_within_training_step(setup.policy, enabled=False), fast.acting():
         stats = collector.collect(n_episode=episodes)
     return float(np.mean(stats.returns)) if len(stats.returns) else float("nan")
 
@@ -240,7 +241,7 @@ def train(
             counter.value = 0
             if hp.random_warmup_steps > 0:
                 warm = _round_up(min(hp.random_warmup_steps, steps), n_envs)
-                with policy_within_training_step(setup.policy):
+                with policy_within_training_step(setup.policy), fast.acting():
                     stats = train_collector.collect(n_step=warm, random=True)
                 env_step = counter.value = int(stats.n_collected_steps)
         else:
@@ -266,7 +267,7 @@ def train(
                 break
             setup.on_env_step(env_step)
             n = _round_up(min(hp.collect_per_step, steps - env_step), n_envs)
-            with policy_within_training_step(setup.policy):
+            with policy_within_training_step(setup.policy), fast.acting():
                 stats = train_collector.collect(n_step=n)
             collected = int(stats.n_collected_steps)
             env_step += collected

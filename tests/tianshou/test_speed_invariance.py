@@ -1,0 +1,161 @@
+"""The pure-speed paths (tianshou_integration.fast) compute what the plain path computes.
+
+A seeded run in blocking mode with the scripted provider writes the same metrics.csv, updates.jsonl
+and exchanges.jsonl with the fast paths on as with them off (``LLM_EXPLORER_FAST=0``), for DQN, C51,
+Rainbow, TD3 and SAC; and each fast piece gives the same numbers as the code it stands in for.
+Nothing here times anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tianshou.algorithm import DQN
+from tianshou.algorithm.algorithm_base import _nstep_return
+from tianshou.data import Collector
+from tianshou.utils.torch_utils import policy_within_training_step
+
+from tianshou_integration import fast
+from tianshou_integration.algorithms import build_setup
+from tianshou_integration.config import resolve
+from tianshou_integration.envs import describe_env
+
+ROOT = Path(__file__).resolve().parents[2]
+LLM_EXPLORER = Path(sysconfig.get_path("scripts")) / "llm-explorer"
+WALL_CLOCK = {"t_s", "latency_s", "time"}
+
+RUNS = {
+    "dqn": ["--env", "CartPole-v1", "--steps", "1200"],
+    "c51": ["--env", "CartPole-v1", "--steps", "1200"],
+    "rainbow": ["--env", "CartPole-v1", "--steps", "1200"],
+    "td3": ["--env", "Pendulum-v1", "--steps", "1000", "--set", "train_envs=2",
+            "--set", "algorithm.random_warmup_steps=200"],
+    "sac": ["--env", "Pendulum-v1", "--steps", "1000", "--set", "train_envs=2",
+            "--set", "algorithm.random_warmup_steps=200"],
+}
+COMMON = ["--seed", "5", "--provider", "scripted", "--mode", "blocking", "--k", "2", "--eval-episodes", "2",
+          "--set", "eval.every=500", "--set", "algorithm.learning_starts=200", "--set", "network.hidden_sizes=[64,64]",
+          "--set", "checkpoint.enabled=false"]
+
+
+def train(out: Path, algo: str, fast_paths: bool) -> Path:
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
+           fast.ENV_VAR: "1" if fast_paths else "0"}
+    result = subprocess.run([str(LLM_EXPLORER), "train", "--algo", algo, *RUNS[algo], *COMMON, "--out", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in WALL_CLOCK}
+            for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("algo", list(RUNS))
+def test_fast_paths_leave_a_seeded_run_unchanged(tmp_path, algo):
+    plain = train(tmp_path / "plain", algo, fast_paths=False)
+    quick = train(tmp_path / "fast", algo, fast_paths=True)
+    metrics = (plain / "metrics.csv").read_bytes()
+    assert len(metrics.splitlines()) > 5  # episodes and evaluations were written
+    assert (quick / "metrics.csv").read_bytes() == metrics
+    assert jsonl(quick / "updates.jsonl") == jsonl(plain / "updates.jsonl")
+    assert jsonl(quick / "exchanges.jsonl") == jsonl(plain / "exchanges.jsonl")
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (plain, quick)]
+    assert summaries[0]["updates_applied"] >= 1
+    assert summaries[0]["gradient_steps"] == summaries[1]["gradient_steps"] > 0
+
+
+# --------------------------------------------------------------------------- the pieces
+def setup_for(algo: str, env_id: str, monkeypatch, *, fast_paths: bool):
+    monkeypatch.setenv(fast.ENV_VAR, "1" if fast_paths else "0")
+    config = resolve(overrides=[(("env",), env_id, "test"), (("algo",), algo, "test"),
+                                (("network", "hidden_sizes"), [32, 32], "test")])
+    return build_setup(config, describe_env(env_id), cache=None)
+
+
+def filled(setup, steps: int = 400):
+    collector = Collector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True)
+    collector.reset()
+    with policy_within_training_step(setup.policy):
+        collector.collect(n_step=steps, random=True)
+    return setup.buffer
+
+
+def test_plain_dqn_target_skips_only_the_unused_forward_pass(monkeypatch):
+    setup = setup_for("dqn", "CartPole-v1", monkeypatch, fast_paths=True)
+    algorithm = setup.algorithm
+    assert isinstance(algorithm, DQN) and not algorithm.is_double and algorithm.use_target_network
+    assert type(algorithm)._target_q is not DQN._target_q
+    buffer = filled(setup)
+    torch.nn.init.normal_(next(algorithm.policy.model.parameters()))  # online and target nets now differ
+    indices = buffer.sample_indices(64)
+    with torch.no_grad():
+        assert torch.equal(algorithm._target_q(buffer, indices), DQN._target_q(algorithm, buffer, indices))
+
+
+def test_double_dqn_keeps_the_stock_target(monkeypatch):
+    setup = setup_for("double-dqn", "CartPole-v1", monkeypatch, fast_paths=True)
+    buffer = filled(setup)
+    indices = buffer.sample_indices(64)
+    with torch.no_grad():
+        assert torch.equal(setup.algorithm._target_q(buffer, indices), DQN._target_q(setup.algorithm, buffer, indices))
+
+
+def test_mode_switches_are_skipped_only_for_mode_insensitive_networks(monkeypatch):
+    dqn = setup_for("dqn", "CartPole-v1", monkeypatch, fast_paths=True)
+    assert not fast.mode_sensitive(dqn.algorithm)
+    dqn.algorithm.train(False)
+    dqn.policy.train(False)
+    assert all(m.training for m in dqn.policy.model.modules())  # nothing was switched
+    rainbow = setup_for("rainbow", "CartPole-v1", monkeypatch, fast_paths=True)  # noisy layers
+    assert fast.mode_sensitive(rainbow.algorithm)
+    rainbow.algorithm.train(False)
+    assert not any(m.training for m in rainbow.policy.model.modules())  # Tianshou's own switch
+    plain = setup_for("dqn", "CartPole-v1", monkeypatch, fast_paths=False)
+    plain.algorithm.train(False)
+    assert not any(m.training for m in plain.policy.model.modules())
+
+
+def test_foreach_adam_only_on_the_fast_path(monkeypatch):
+    quick = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=True)
+    plain = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=False)
+    assert quick.algorithm.policy_optim._optim.defaults["foreach"] is True
+    assert plain.algorithm.policy_optim._optim.defaults["foreach"] is None
+
+
+def test_foreach_adam_steps_are_bit_identical_to_the_loop():
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    optims = [torch.optim.Adam(nets[0].parameters(), lr=1e-3, eps=1e-8),
+              fast.ForeachAdamOptimizerFactory(lr=1e-3, eps=1e-8)._create_optimizer_for_params(nets[1].parameters())]
+    for _ in range(50):
+        x, y = torch.randn(16, 3), torch.randn(16, 2)
+        for net, optim in zip(nets, optims, strict=True):
+            optim.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+            optim.step()
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True))
+
+
+def test_numba_cached_n_step_return_equals_the_numpy_code():
+    assert fast.enable_numba_cache()
+    rng = np.random.default_rng(0)
+    size, batch = 500, 64
+    rew = rng.normal(size=size)
+    done = rng.random(size) < 0.05
+    target_q = rng.normal(size=(batch, 1)).astype(np.float32)
+    first = rng.integers(0, size, batch)
+    for n in (1, 3):
+        stacked = np.stack([(first + k) % size for k in range(n)])
+        compiled = _nstep_return(rew, done, target_q, stacked, 0.99, n)
+        python = _nstep_return.py_func(rew, done, target_q, stacked, 0.99, n)
+        np.testing.assert_array_equal(compiled, python)

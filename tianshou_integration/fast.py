@@ -1,0 +1,197 @@
+"""Pure-speed paths for training: the same computation as Tianshou's stock path, with less overhead.
+
+Each of these leaves what a run computes unchanged (``metrics.csv`` of a seeded run is the same
+byte for byte; ``tests/tianshou/test_speed_invariance.py`` checks it against the plain path):
+
+* :func:`enable_numba_cache`: Tianshou compiles its numba kernels (n-step return, GAE, the
+  vector buffer's index walks, the sum tree) in every process, several seconds of LLVM before the
+  first step. Their dispatchers get numba's on-disk cache, so only the first run on a machine
+  compiles; later ones load the machine code.
+* :func:`accelerate`: the algorithm and its policy skip ``nn.Module.train()`` mode switches when
+  no module in them behaves differently in train and eval mode (no dropout, batch norm or noisy
+  layers): Tianshou switches the whole module tree twice per gradient step and twice per collect.
+  Plain DQN (no double Q) also stops computing the online network's forward pass on
+  ``s_{t+n}`` that only double Q-learning reads, and reads ``obs_next`` alone from the buffer
+  instead of a whole transition batch.
+* :func:`adam`: Adam's ``foreach`` implementation (one multi-tensor kernel per step
+  instead of a Python loop over parameters); bit-identical to the loop on CPU.
+* :func:`acting`: forward passes for acting run under ``torch.no_grad()``: no autograd graph
+  is built for actions that are never differentiated.
+
+Set the environment variable ``LLM_EXPLORER_FAST=0`` to run the plain path instead (what the
+invariance test compares against).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.data import Batch, ReplayBuffer
+from tianshou.utils.net.discrete import NoisyLinear
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ENV_VAR",
+    "ForeachAdamOptimizerFactory",
+    "accelerate",
+    "acting",
+    "adam",
+    "enable_numba_cache",
+    "enabled",
+    "mode_sensitive",
+]
+
+ENV_VAR = "LLM_EXPLORER_FAST"
+"""``0``: run every pure-speed path the plain way (for comparisons); anything else or unset: fast."""
+
+#: modules whose forward pass depends on ``training``
+_MODE_SENSITIVE: tuple[type[nn.Module], ...] = (
+    nn.modules.dropout._DropoutNd,
+    nn.modules.batchnorm._NormBase,  # batch and instance norm
+    nn.RNNBase,  # dropout between layers
+    nn.MultiheadAttention,
+    NoisyLinear,
+)
+
+
+def enabled() -> bool:
+    """Whether the pure-speed paths are on (``LLM_EXPLORER_FAST`` is not ``0``)."""
+    return os.environ.get(ENV_VAR, "1").strip() not in ("0", "false", "no", "off")
+
+
+# --------------------------------------------------------------------------- numba
+_numba_cache_done = False
+
+
+def enable_numba_cache() -> bool:
+    """Give Tianshou's numba kernels numba's on-disk cache (in ``__pycache__`` beside Tianshou, or
+    numba's user cache directory when that is not writable; ``NUMBA_CACHE_DIR`` overrides both).
+
+    Must run before the first kernel is compiled in this process (kernels already compiled keep
+    their in-memory code and are left alone). Returns whether caching is on.
+    """
+    global _numba_cache_done
+    if _numba_cache_done:
+        return True
+    if not enabled():
+        return False
+    from numba.core.dispatcher import Dispatcher
+    from tianshou.algorithm import algorithm_base
+    from tianshou.data.buffer import manager
+    from tianshou.data.utils import segtree
+
+    for module in (algorithm_base, manager, segtree):
+        for name, value in vars(module).items():
+            if isinstance(value, Dispatcher) and not value.signatures:
+                try:
+                    value.enable_caching()
+                except Exception:  # an unwritable cache only costs the compile
+                    log.debug("numba cache not enabled for %s.%s", module.__name__, name, exc_info=True)
+    _numba_cache_done = True
+    return True
+
+
+# --------------------------------------------------------------------------- optimiser
+class ForeachAdamOptimizerFactory(AdamOptimizerFactory):
+    """Tianshou's Adam factory with ``foreach=True``: the same arithmetic as the per-parameter
+    loop torch picks on CPU (bit-identical results), in one multi-tensor kernel per operation."""
+
+    def _create_optimizer_for_params(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps,
+                                weight_decay=self.weight_decay, foreach=True)
+
+
+def adam(lr: float, eps: float) -> AdamOptimizerFactory:
+    """Adam for the algorithms: :class:`ForeachAdamOptimizerFactory` on the fast path."""
+    return (ForeachAdamOptimizerFactory if enabled() else AdamOptimizerFactory)(lr=lr, eps=eps)
+
+
+# --------------------------------------------------------------------------- acting
+@contextlib.contextmanager
+def acting() -> Iterator[None]:
+    """Context for collecting: no autograd graph for the actions (plain path: unchanged)."""
+    if not enabled():
+        yield
+        return
+    with torch.no_grad():
+        yield
+
+
+# --------------------------------------------------------------------------- mode switches
+def mode_sensitive(module: nn.Module) -> bool:
+    """Whether some submodule of ``module`` computes differently in train and eval mode."""
+    return any(isinstance(m, _MODE_SENSITIVE) for m in module.modules())
+
+
+class _NoModeSwitch:
+    """Put before an ``nn.Module`` class: ``train(mode)`` leaves every mode as it is.
+
+    Only for module trees that :func:`mode_sensitive` finds insensitive, where a switch changes
+    nothing that is computed (it costs a walk over the tree setting an attribute on every module).
+    """
+
+    def train(self, mode: bool = True) -> Any:
+        return self
+
+
+class _FastDQNTargetMixin:
+    """Plain DQN's target ``max_a Q_target(s_{t+n}, a)`` without the online network's forward pass
+    on ``s_{t+n}`` (Tianshou's ``DQN._target_q`` computes it for double Q-learning, and discards it
+    otherwise), reading ``obs_next`` alone from the buffer."""
+
+    def _target_q(self, buffer: ReplayBuffer, indices: np.ndarray) -> torch.Tensor:
+        if self.is_double or not self.use_target_network:  # type: ignore[attr-defined]
+            return super()._target_q(buffer, indices)  # type: ignore[misc]
+        obs_next_batch = Batch(obs=_obs_next(buffer, indices), info=[None] * len(indices))
+        target_q = self.policy(obs_next_batch, model=self.model_old).logits  # type: ignore[attr-defined]
+        return target_q.max(dim=1)[0]
+
+
+def _obs_next(buffer: ReplayBuffer, indices: np.ndarray) -> Any:
+    """``buffer[indices].obs_next`` without building the rest of the batch (stock buffers only)."""
+    if type(buffer).__getitem__ is not ReplayBuffer.__getitem__:
+        return buffer[indices].obs_next
+    if buffer._save_obs_next:
+        return buffer.get(indices, "obs_next", Batch())
+    return buffer.get(buffer.next(indices), "obs", Batch())
+
+
+_CLASSES: dict[tuple[type, ...], type] = {}
+
+
+def _subclass(cls: type, *mixins: type) -> type:
+    key = (cls, *mixins)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(cls.__name__, (*mixins, cls), {"__module__": cls.__module__,
+                                                             "__qualname__": cls.__qualname__})
+    return _CLASSES[key]
+
+
+def accelerate(algorithm: nn.Module) -> bool:
+    """Switch ``algorithm`` (and its ``policy``) to the fast subclasses of their own classes where
+    that computes the same thing: no mode switches for mode-insensitive networks, and plain DQN's
+    target without the unused online forward pass. Returns whether anything changed.
+
+    Done once, right after the algorithm is built; the objects keep their state and their
+    ``isinstance`` relations (the new classes derive from the old ones).
+    """
+    if not enabled() or mode_sensitive(algorithm):
+        return False
+    from tianshou.algorithm import DQN
+
+    policy = algorithm.policy  # type: ignore[attr-defined]
+    mixins: list[type] = [_NoModeSwitch]
+    if type(algorithm) is DQN:  # subclasses may compute their targets differently
+        mixins.insert(0, _FastDQNTargetMixin)
+    algorithm.__class__ = _subclass(type(algorithm), *mixins)
+    policy.__class__ = _subclass(type(policy), _NoModeSwitch)
+    return True
