@@ -6,7 +6,7 @@
       study.json        the spec (normalised), every planned run, its configuration and fingerprint
       spec.yaml         the spec file as given
       configs/          each run's configuration (``train --config``), ARM__ENV__seed-S.yaml
-      status.jsonl      one line per event (started, done, failed, interrupted, moved-aside)
+      status.jsonl      one line per event (session, started, heartbeat, done, failed, interrupted, end)
       runs/ARM/ENV/seed-S/   each run directory, exactly as ``llm-explorer train --out`` writes it
       logs/             each run's stdout and stderr
       summary.csv, report.md, figures/   written by ``llm-explorer report``
@@ -67,10 +67,11 @@ class StatusLog:
         yield from read_jsonl(self.path)
 
     def last_per_run(self) -> dict[str, dict[str, Any]]:
-        """The last event other than ``started`` of each run."""
+        """The last event of each run other than ``started`` and ``heartbeat`` (those say it is
+        running, not how it ended)."""
         last: dict[str, dict[str, Any]] = {}
         for line in self.events():
-            if "run" in line and line.get("event") != "started":
+            if "run" in line and line.get("event") not in ("started", "heartbeat"):
                 last[line["run"]] = line
         return last
 
