@@ -256,9 +256,10 @@ class Runtime(_Strict):
     @field_validator("env_vars")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        bad = [name for name in value if not ENV_VAR_NAME.match(name)]
-        if bad:
-            raise ValueError(f"not environment variable names (letters, digits, '_'; values never go here): {bad}")
+        bad = [i for i, name in enumerate(value) if not ENV_VAR_NAME.match(name)]
+        if bad:  # the entries themselves are not repeated: one may be a secret pasted by mistake
+            raise ValueError(f"entries {bad} are not environment variable names (letters, digits, '_'); "
+                             "list names only, the values are read from the driver's environment")
         return value
 
 
