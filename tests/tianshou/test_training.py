@@ -20,6 +20,7 @@ from tianshou_integration import (
 )
 from tianshou_integration.algorithms import FastPrioritizedVectorReplayBuffer, FastVectorReplayBuffer
 from tianshou_integration.config import ConfigError, make_config
+from tianshou_integration.names import PIXEL_ALGOS
 from tianshou_integration.training import train
 
 from . import envs
@@ -46,7 +47,7 @@ def params_of(module: torch.nn.Module) -> torch.Tensor:
 
 
 # noisy-dqn has no epsilon-random draw to guide (test_baselines checks that it leaves the updates unused)
-@pytest.mark.parametrize("algo", [a for a in ALGORITHMS if a != "noisy-dqn"])
+@pytest.mark.parametrize("algo", [a for a in ALGORITHMS if a != "noisy-dqn" and a not in PIXEL_ALGOS])
 def test_algorithm_trains_with_guided_exploration(algo):
     env_id = "CartPole-v1" if algo in DISCRETE_ALGOS else "Pendulum-v1"
     info = describe_env(env_id)
