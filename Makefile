@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml plugins/openai/pyproject.toml plugins/llamacpp/pyprojec
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
 		$(PIP) wheel --no-deps llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELS)
 	$(PIP) install -c constraints.txt --find-links $(WHEELS) \
-		-e '.[dev,box2d,atari,mujoco,ablation-ray]' -e plugins/openai -e 'plugins/llamacpp[server]'
+		-e '.[dev,box2d,atari,mujoco,ablation-ray]' -e plugins/openai -e plugins/llamacpp
 	touch $(STAMP)
 
 test: setup
@@ -27,6 +27,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check explorer_pipeline explorer_ablation tianshou_integration plugins tests benchmarks
+	$(VENV)/bin/mypy
 
 demo: setup
 	$(VENV)/bin/llm-explorer train --env CartPole-v1 --algo dqn --provider local --out runs/demo

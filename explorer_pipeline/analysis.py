@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from .models import retrying, to_messages
 from .parsing import clean_reply
 from .stages import Request, StageContext
+from .state import Stateless
 
 #: the longest stage-1 reply (characters) that reaches stage 2, the exchange log and the provenance
 DEFAULT_MAX_CHARS = 4000
 
 
-class ChainAnalyser:
+class ChainAnalyser(Stateless):
     """Renders the prompt set's ``analysis`` template, asks the model, and returns the reply
     without ``<think>`` blocks or code fences. Transient provider errors (timeouts, connection
     resets) are retried under the run's retry policy; any other error propagates.

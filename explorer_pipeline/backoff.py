@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from tenacity import RetryCallState
 from tenacity.stop import stop_base
@@ -57,7 +58,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def _headers_of(error: BaseException):
+def _headers_of(error: BaseException) -> Any:
     response = getattr(error, "response", None)
     return getattr(response, "headers", None)
 

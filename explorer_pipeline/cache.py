@@ -79,5 +79,5 @@ class ExplorationCache:
             self._current = current
             self._applied_at = {int(v): int(s) for v, s in state["applied_at"].items()}
 
-    def __deepcopy__(self, memo: dict) -> ExplorationCache:
+    def __deepcopy__(self, memo: dict[int, Any]) -> ExplorationCache:
         return self

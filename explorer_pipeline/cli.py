@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,7 +16,7 @@ from .stages import STAGES, describe, option_names
 class ExplorerGroup(click.Group):
     """Turns a :class:`UsageError` any subcommand lets through into :class:`BadInput`."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand; bad input ends as :class:`BadInput` (exit status 2)."""
         try:
             return super().invoke(ctx)
@@ -119,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -37,7 +38,8 @@ def entropy_matched(logits: np.ndarray, target: float) -> np.ndarray:
     def softmax(t: float) -> np.ndarray:
         z = logits / t
         z = np.exp(z - z.max())
-        return z / z.sum()
+        out: np.ndarray = z / z.sum()
+        return out
 
     t = brentq(lambda t: entropy(softmax(t)) - target, 1e-4, 1e4)
     return softmax(t)
@@ -58,6 +60,16 @@ class Control:
             perm = self.rng.permutation(n)
             if not np.any(perm == np.arange(n)):
                 return perm
+
+    def get_state(self) -> dict[str, Any]:
+        """The generator's state and the frozen answer (:class:`~explorer_pipeline.state.Stateful`);
+        the permutation is drawn at construction, from the run's seed."""
+        return {"rng": self.rng.bit_generator.state, "frozen": self.frozen}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state`'s result."""
+        self.rng.bit_generator.state = state["rng"]
+        self.frozen = tuple(state["frozen"]) if state["frozen"] is not None else None
 
     def skip_llm(self) -> bool:
         """True when this request needs no LLM call (``random``, or ``frozen`` once it has an answer)."""

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from langchain_core.messages import BaseMessage
 
@@ -45,7 +46,7 @@ class ExchangeLog:
         self._file = self.path.open("a", encoding="utf-8")
 
     def record(self, *, stage: str, attempt: int, episode: int, messages: list[BaseMessage],
-               reply: str | None, error: str | None, latency_s: float, usage: dict | None) -> None:
+               reply: str | None, error: str | None, latency_s: float, usage: dict[str, Any] | None) -> None:
         """Append one LLM call (request messages, reply or error, latency, token usage), redacted."""
         entry = {
             "time": round(time.time(), 3),

@@ -97,7 +97,8 @@ def _probabilities(values: Sequence[float]) -> np.ndarray:
     p = np.asarray(values, dtype=np.float64).reshape(-1)
     if p.size == 0 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
         raise ValueError(f"not a probability distribution: {list(values)!r}")
-    return p / p.sum()
+    out: np.ndarray = p / p.sum()
+    return out
 
 
 def normalised_entropy(values: Sequence[float]) -> float:

@@ -280,7 +280,17 @@ class TokenProbabilityProposer:
         self.min_valid_mass, self.average = float(min_valid_mass), average
         self.top_logprobs, self.concurrency = int(top_logprobs), int(concurrency)
         self.text_fallback, self.unavailable = text_fallback, unavailable
-        self._runnable: Runnable | None = None
+        self._runnable: Runnable[Any, Any] | None = None
+
+    # ------------------------------------------------------------------ state (checkpoints)
+    def get_state(self) -> dict[str, Any]:
+        """Why the provider gives no log-probabilities, once a request found out (from then on
+        every request takes the fallback): :class:`~explorer_pipeline.state.Stateful`."""
+        return {"unavailable": self.unavailable}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state`'s result."""
+        self.unavailable = state["unavailable"]
 
     # ------------------------------------------------------------------ stage 2
     async def propose(self, variables: Mapping[str, str], request: Request) -> list[float]:
@@ -350,7 +360,7 @@ class TokenProbabilityProposer:
                              f"(min_valid_mass {self.min_valid_mass:g}): the model was not answering the question")
 
     # ------------------------------------------------------------------ model calls
-    def _model(self, models: StageModels) -> Runnable:
+    def _model(self, models: StageModels) -> Runnable[Any, Any]:
         if self._runnable is None:
             spec = self.context.spec
             if models.provider_impl is not None and models.chat_model is not None:

@@ -70,8 +70,9 @@ def retrying(policy: RetryPolicy, errors: tuple[type[BaseException], ...], reque
     """
 
     def note(state: RetryCallState) -> None:
-        if state.outcome is not None and state.outcome.failed:
-            request.note_retry(stage, state.outcome.exception())
+        error = state.outcome.exception() if state.outcome is not None and state.outcome.failed else None
+        if error is not None:
+            request.note_retry(stage, error)
 
     stop: Any = stop_after_attempt(policy.max_attempts)
     if policy.deadline_s is not None:
@@ -149,7 +150,7 @@ class StageModels:
 
     def __init__(
         self,
-        runnables: Mapping[str, Runnable],
+        runnables: Mapping[str, Runnable[Any, Any]],
         *,
         provider: str = "",
         model: str = "",
@@ -170,10 +171,11 @@ class StageModels:
         self.exchange_log = exchange_log
         self.chat_model, self.provider_impl, self.settings = chat_model, provider_impl, settings
         self.provider_check: dict[str, Any] = dict(provider_check or {})
-        known = provider_impl is not None and settings is not None
-        self.max_reply_bytes: int = (provider_impl.max_reply_bytes(settings) if known  # type: ignore[union-attr]
-                                     else DEFAULT_MAX_REPLY_BYTES)
-        self.limiter: Limiter | None = provider_impl.limiter(settings) if known else None  # type: ignore[union-attr]
+        self.max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+        self.limiter: Limiter | None = None
+        if provider_impl is not None and settings is not None:
+            self.max_reply_bytes = provider_impl.max_reply_bytes(settings)
+            self.limiter = provider_impl.limiter(settings)
 
     def retry_policy(self, max_attempts: int) -> RetryPolicy:
         """The provider's retry policy for ``max_attempts`` calls per stage (the default one without a provider)."""
@@ -181,7 +183,7 @@ class StageModels:
             return self.provider_impl.retry_policy(self.settings, max_attempts)
         return RetryPolicy(max_attempts=max_attempts)
 
-    def runnable(self, stage: str) -> Runnable:
+    def runnable(self, stage: str) -> Runnable[Any, Any]:
         """The runnable of ``stage``; ``KeyError`` naming the stages there are."""
         try:
             return self._runnables[stage]
@@ -189,7 +191,7 @@ class StageModels:
             raise KeyError(f"no model for stage {stage!r}; have: {', '.join(sorted(self._runnables))}") from None
 
     async def invoke(self, stage: str, messages: list[BaseMessage], request: Request, *,
-                     runnable: Runnable | None = None, max_chars: int | None = None) -> BaseMessage:
+                     runnable: Runnable[Any, Any] | None = None, max_chars: int | None = None) -> BaseMessage:
         """Call the model of ``stage`` (or ``runnable``) once: limiter, timeout, tally, reply
         checks, exchange log. A reply's text longer than ``max_chars`` is cut to that length
         before anyone (the exchange log included) sees it."""
@@ -201,7 +203,7 @@ class StageModels:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.call_timeout_s):
-                reply = await runnable.ainvoke(messages)
+                reply: BaseMessage = await runnable.ainvoke(messages)
             usage = usage_of(reply)
             request.add_tokens(stage, usage)  # spent even when the reply is refused
             text = message_text(reply)
@@ -229,7 +231,7 @@ class StageModels:
         return message_text(await self.invoke(stage, messages, request, max_chars=max_chars))
 
     def _log(self, stage: str, attempt: int, request: Request, messages: list[BaseMessage], reply: str | None,
-             error: str | None, started: float, usage: dict | None) -> None:
+             error: str | None, started: float, usage: dict[str, Any] | None) -> None:
         if self.exchange_log is not None:
             self.exchange_log.record(stage=stage, attempt=attempt, episode=request.record.episode_index,
                                      messages=messages, reply=reply, error=error,

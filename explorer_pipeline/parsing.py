@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
+from typing import Any
 
 from .errors import ParseError
 from .types import ActionSpec
@@ -127,20 +129,22 @@ def _scalar(item: object) -> float | None:
     except ValueError:
         return None
     except OverflowError:  # an integer beyond float range: let the validator reject it
-        return math.inf if item > 0 else -math.inf
+        return math.inf if item > 0 else -math.inf  # type: ignore[operator]  # an int here, never a str
 
 
-def _numbers(items: list) -> list[float] | None:
+def _numbers(items: list[Any]) -> list[float] | None:
     numbers = [_scalar(item) for item in items]
-    return None if any(n is None for n in numbers) else numbers  # type: ignore[return-value]
+    found = [n for n in numbers if n is not None]
+    return None if len(found) != len(numbers) else found
 
 
 def _one_per_action(groups: list[tuple[str, list[object]]]) -> list[float] | None:
     """One number per key (a key may repeat, with the same number); ``None`` when one is not a number."""
     numbers = []
     for key, values in groups:
-        readings = [_scalar(value) for value in values]
-        if any(r is None for r in readings):
+        scalars = [_scalar(value) for value in values]
+        readings = [r for r in scalars if r is not None]
+        if len(readings) != len(scalars):
             return None
         for r in readings[1:]:
             if not _same([readings[0]], [r]):
@@ -248,7 +252,7 @@ def _from_object(obj: _Object, spec: ActionSpec) -> list[float] | None:
     return answers[0][1] if answers else None
 
 
-def _json_candidates(text: str):
+def _json_candidates(text: str) -> Iterator[tuple[int, int, Any]]:
     """Top-level JSON values in ``text``: ``(start, end, value)``. Positions inside a decoded value
     are not tried again, so a list nested under some key is only ever read through its key."""
     position = 0

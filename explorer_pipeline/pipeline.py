@@ -14,14 +14,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import controls
 from .errors import ParseError, PromptError, ValidationRejected
 from .models import RetryPolicy
-from .stages import Analyser, Proposer, Request, StageContext, Summariser, Validator
-from .types import ActionSpec, EpisodeRecord, ExplorationUpdate, Provenance, RequestFailure
+from .stages import STAGES, Analyser, Proposer, Request, StageContext, Summariser, Validator
+from .state import Stateful, state_of
+from .types import ActionSpec, EpisodeRecord, ExplorationUpdate, Provenance, RequestFailure, UpdateSource
 
 __all__ = ["ExplorationPipeline", "RetryPolicy", "output_format"]
 
@@ -71,8 +73,43 @@ class ExplorationPipeline:
         self.template_hash = self.prompt_set.template_hash()
         self.control = controls.make_control(self.prompt_set, self.spec, np.random.default_rng(context.seed))
 
+    # ------------------------------------------------------------------ state (checkpoints)
+    def get_state(self) -> dict[str, Any]:
+        """What the pipeline carries from one request to the next (:mod:`explorer_pipeline.state`):
+        ``stages``, the state of each stage that implements :class:`~explorer_pipeline.state.Stateful`
+        (by stage key; the others are stateless), ``control``, the control arm's, and ``model``,
+        the chat model's (when it implements the protocol: the scripted model counts its calls)."""
+        stages = {kind.key: getattr(self, kind.key) for kind in STAGES}
+        models = self.context.models
+        return {"stages": {key: stage.get_state() for key, stage in stages.items() if isinstance(stage, Stateful)},
+                "control": self.control.get_state() if self.control is not None else None,
+                "model": state_of(models.chat_model) if models is not None else None}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state`'s result into a freshly built pipeline of the same configuration.
+        A saved part this pipeline has no stateful counterpart for is logged and left out."""
+        missing = []
+        for key, saved in state["stages"].items():
+            stage = getattr(self, key, None)
+            if isinstance(stage, Stateful):
+                stage.set_state(saved)
+            else:
+                missing.append(key)
+        for name, target, saved in (("control", self.control, state["control"]),
+                                    ("model", self.context.models.chat_model if self.context.models else None,
+                                     state["model"])):
+            if saved is None:
+                continue
+            if isinstance(target, Stateful):
+                target.set_state(saved)
+            else:
+                missing.append(name)
+        if missing:
+            log.warning("the explorer pipeline has changed; not restored: %s", ", ".join(missing))
+
     # ------------------------------------------------------------------ RequestHandler
-    async def handle(self, record: EpisodeRecord, history: Sequence[EpisodeRecord], version: int):
+    async def handle(self, record: EpisodeRecord, history: Sequence[EpisodeRecord],
+                     version: int) -> ExplorationUpdate | RequestFailure | None:
         """Run the stages for ``record``: an update, a failure with its reason, or ``None`` (frozen)."""
         started = time.perf_counter()
         request = Request(record, tuple(history))
@@ -101,7 +138,7 @@ class ExplorationPipeline:
             raise
         except Exception as exc:  # provider errors: HTTP, connection, auth, replay miss ...
             return self._failure("provider_error", f"{type(exc).__name__}: {exc}", request, started)
-        source = "llm"
+        source: UpdateSource = "llm"
         if self.control is not None:
             values = self.control.transform(tuple(values))
             source = "control"
@@ -136,7 +173,7 @@ class ExplorationPipeline:
             notes=dict(request.notes),
         )
 
-    def _update(self, version: int, values, source: str, request: Request, started: float,
+    def _update(self, version: int, values: Sequence[float], source: UpdateSource, request: Request, started: float,
                 analysis: str) -> ExplorationUpdate:
         return ExplorationUpdate(version=version, kind=self.spec.update_kind, values=tuple(values),
                                  source=source, provenance=self._provenance(request, started, analysis))

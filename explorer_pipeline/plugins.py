@@ -25,7 +25,7 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -83,12 +83,13 @@ def make_plugin_manager(
     return pm
 
 
-def _trace_before(name: str, impls: list[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:
+def _trace_before(name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
     arguments = ", ".join(f"{key}={_short(value)}" for key, value in kwargs.items())
     log.debug("hook %s(%s) -> %s", name, arguments, [impl.plugin_name for impl in impls])
 
 
-def _trace_after(outcome: pluggy.Result, name: str, impls: list[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:
+def _trace_after(outcome: pluggy.Result[Any], name: str, impls: Sequence[pluggy.HookImpl],
+                 kwargs: Mapping[str, Any]) -> None:
     if outcome.exception is not None:
         log.debug("hook %s raised %s: %s", name, type(outcome.exception).__name__, outcome.exception)
     else:

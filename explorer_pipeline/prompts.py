@@ -14,7 +14,7 @@ import json
 import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -150,7 +150,7 @@ class PromptSet(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path) -> dict[str, Any]:
     """The prompt-set file as a mapping, read strictly (:func:`~explorer_pipeline.yamlio.read_yaml`:
     a duplicate key is an error naming ``file:line:column``, not a silently dropped template)."""
     try:

@@ -9,9 +9,10 @@ from langchain_core.messages import AIMessage, HumanMessage
 from .errors import ParseError
 from .models import retrying, to_messages
 from .stages import Parser, Request, StageContext
+from .state import Stateless
 
 
-class ParsingProposer:
+class ParsingProposer(Stateless):
     """Renders the prompt set's stage-2 template for the update kind, asks the model (with the
     provider's structured-output constraint), and reads the numbers with ``parser``. A reply
     that does not parse is retried, the model seeing its answer and the parse error

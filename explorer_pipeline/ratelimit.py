@@ -68,8 +68,8 @@ class LocalLimiter:
         self.clock, self.sleep = clock, sleep
         self._lock = threading.Lock()
         self._in_use = 0
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
-        self._granting: set[asyncio.Future] = set()  # handed a slot, not yet told (on their own loop)
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self._granting: set[asyncio.Future[None]] = set()  # handed a slot, not yet told (on their own loop)
         self._next_start = 0.0
         self.peak_in_use = 0
         """The most calls ever in flight at once (for tests and diagnostics)."""
@@ -97,11 +97,12 @@ class LocalLimiter:
 
     async def _slot(self) -> None:
         loop = asyncio.get_running_loop()
+        assert self.max_concurrent is not None  # acquire() waits for a slot only with a limit
         with self._lock:
             if self._in_use < self.max_concurrent and not self._waiters:
                 self._take()
                 return
-            future: asyncio.Future = loop.create_future()
+            future: asyncio.Future[None] = loop.create_future()
             self._waiters.append((loop, future))
         try:
             await future
@@ -140,7 +141,7 @@ class LocalLimiter:
                     continue
             self._in_use = max(0, self._in_use - 1)
 
-    def _grant(self, future: asyncio.Future) -> None:
+    def _grant(self, future: asyncio.Future[None]) -> None:
         """On the waiter's loop: deliver the slot, or pass it on when the waiter is gone."""
         with self._lock:
             if future not in self._granting:  # its waiter was cancelled and passed the slot on

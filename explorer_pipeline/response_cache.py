@@ -68,7 +68,8 @@ class SQLiteResponseCache(BaseCache):
 
     def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            count: int = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        return count
 
     def close(self) -> None:
         """Close the database."""
@@ -76,7 +77,7 @@ class SQLiteResponseCache(BaseCache):
             self._db.close()
 
 
-def _encode(generation: Generation) -> dict:
+def _encode(generation: Generation) -> dict[str, Any]:
     message = getattr(generation, "message", None)
     if message is None:
         return {"text": generation.text}
@@ -90,7 +91,7 @@ def _encode(generation: Generation) -> dict:
     }
 
 
-def _decode(item: dict) -> Generation:
+def _decode(item: dict[str, Any]) -> Generation:
     if "text" in item:
         return Generation(text=item["text"])
     message = AIMessage(content=item["content"], tool_calls=item["tool_calls"],

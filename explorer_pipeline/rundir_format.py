@@ -128,7 +128,10 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (line endings as given)."""
-    _write_atomic(Path(path), lambda f: f.write(text))
+    def write(f: IO[str]) -> None:
+        f.write(text)
+
+    _write_atomic(Path(path), write)
 
 
 def pyplot() -> Any:

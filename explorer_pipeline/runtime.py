@@ -23,15 +23,17 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .budget import Budget
 from .cache import ExplorationCache
+from .state import Stateful, state_of
 from .types import EpisodeRecord, ExplorationUpdate, RequestFailure, StageUsage
 
 log = logging.getLogger(__name__)
 
 Outcome = ExplorationUpdate | RequestFailure
+_Waiter = concurrent.futures.Future["Outcome | None"]
 
 
 class RequestHandler(Protocol):
@@ -54,7 +56,7 @@ class RuntimeStats:
     requests: int = 0
     dropped_stale: int = 0
     updates_published: int = 0
-    failures: Counter = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
     tokens: dict[str, StageUsage] = field(default_factory=dict)
     timeouts: int = 0
     skipped: int = 0
@@ -66,7 +68,7 @@ class RuntimeStats:
         for stage, usage in tokens.items():
             self.tokens[stage] = self.tokens.get(stage, StageUsage()) + usage
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The counters as plain data (for ``explorer.stats()`` and the run summary)."""
         return {
             "episodes_seen": self.episodes_seen,
@@ -130,13 +132,13 @@ class ExplorerRuntime:
         self._on_failure = list(on_failure)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._pending: tuple[EpisodeRecord, concurrent.futures.Future | None] | None = None
+        self._pending: tuple[EpisodeRecord, _Waiter | None] | None = None
         self._wakeup: asyncio.Event | None = None
-        self._workers: list[asyncio.Task] = []
+        self._workers: list[asyncio.Task[None]] = []
         self._closed = False
         self._submitted = 0  # episodes handed over, counted on the training thread
         # intake: the training thread appends here and wakes the loop only when no drain is due
-        self._inbox: deque[tuple[EpisodeRecord, bool, concurrent.futures.Future | None]] = deque()
+        self._inbox: deque[tuple[EpisodeRecord, bool, _Waiter | None]] = deque()
         self._drain_scheduled = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -145,15 +147,15 @@ class ExplorerRuntime:
         if self._thread is not None:
             raise RuntimeError("ExplorerRuntime already started")
         ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
 
         def run() -> None:
-            asyncio.set_event_loop(self._loop)
+            asyncio.set_event_loop(loop)
             self._wakeup = asyncio.Event()
-            self._workers = [self._loop.create_task(self._worker(), name=f"explorer-worker-{i}")
+            self._workers = [loop.create_task(self._worker(), name=f"explorer-worker-{i}")
                              for i in range(self.max_in_flight)]
-            self._loop.call_soon(ready.set)
-            self._loop.run_forever()
+            loop.call_soon(ready.set)
+            loop.run_forever()
 
         self._thread = threading.Thread(target=run, name="explorer-runtime", daemon=False)
         self._thread.start()
@@ -200,7 +202,7 @@ class ExplorerRuntime:
         return self._thread is not None and self._thread.is_alive() and not self._closed
 
     # ------------------------------------------------------------------ checkpoints
-    def get_state(self, extra: Callable[[], object] | None = None, timeout: float = 60.0) -> dict:
+    def get_state(self, extra: Callable[[], object] | None = None, timeout: float = 60.0) -> dict[str, Any]:
         """A consistent snapshot of what the runtime carries from one episode to the next.
 
         Call from the training thread. While the runtime runs, the snapshot is taken on the loop
@@ -213,10 +215,12 @@ class ExplorerRuntime:
         Returns ``stats`` (a copy of :class:`RuntimeStats`), ``history`` (the recent episodes the
         summariser sees), ``submitted`` (episodes counted towards every K-th), ``cache`` (the
         cache's :meth:`~explorer_pipeline.cache.ExplorationCache.get_state`), ``budget`` (the
-        budget's spent counters and stop record) and ``waiting``: the episode of a request not
-        started yet, or None. A request already running is not part of the snapshot.
+        budget's spent counters and stop record), ``handler`` (the request handler's state when
+        it implements :class:`~explorer_pipeline.state.Stateful`, as the pipeline does; else None)
+        and ``waiting``: the episode of a request not started yet, or None. A request already
+        running is not part of the snapshot.
         """
-        def snapshot() -> dict:
+        def snapshot() -> dict[str, Any]:
             self._drain()
             return {
                 "stats": copy.deepcopy(self.stats),
@@ -224,6 +228,7 @@ class ExplorerRuntime:
                 "submitted": self._submitted,
                 "cache": self.cache.get_state(),
                 "budget": self.budget.get_state(),
+                "handler": state_of(self.handler),
                 "waiting": self._pending[0] if self._pending is not None else None,
                 "extra": extra() if extra is not None else None,
             }
@@ -231,7 +236,7 @@ class ExplorerRuntime:
         loop = self._loop
         if loop is None or not self.running:
             return snapshot()
-        done: concurrent.futures.Future = concurrent.futures.Future()
+        done: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
 
         def run() -> None:
             try:
@@ -242,12 +247,11 @@ class ExplorerRuntime:
         loop.call_soon_threadsafe(run)
         return done.result(timeout=timeout)
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state`'s snapshot into a runtime that has not started yet.
 
-        The cache's and the budget's state are restored too (a snapshot without a budget, from an
-        older version, counts the tokens in its stats as spent). A request that was waiting in the
-        snapshot is not asked again: the next K-th episode asks for a new update.
+        The cache's, the budget's and the handler's state are restored too. A request that was
+        waiting in the snapshot is not asked again: the next K-th episode asks for a new update.
         """
         if self._thread is not None:
             raise RuntimeError("set_state needs a runtime that has not started")
@@ -257,13 +261,14 @@ class ExplorerRuntime:
         self._submitted = int(state["submitted"])
         if state.get("cache") is not None:
             self.cache.set_state(state["cache"])
-        budget = state.get("budget")
-        if budget is None:
-            budget = {"input_tokens": sum(u.input_tokens for u in self.stats.tokens.values()),
-                      "output_tokens": sum(u.output_tokens for u in self.stats.tokens.values())}
-        self.budget.set_state(budget)
+        self.budget.set_state(state["budget"])
+        if state.get("handler") is not None:
+            if not isinstance(self.handler, Stateful):
+                raise ValueError(f"the snapshot holds request-handler state, but {type(self.handler).__name__} "
+                                 "does not implement get_state/set_state")
+            self.handler.set_state(state["handler"])
 
-    def budget_summary(self) -> dict:
+    def budget_summary(self) -> dict[str, Any]:
         """The run summary's ``budget`` entry (:meth:`Budget.summary`) with ``skipped_requests``:
         the requests not asked because the budget was spent."""
         return {**self.budget.summary(), "skipped_requests": self.stats.skipped_budget}
@@ -300,7 +305,7 @@ class ExplorerRuntime:
         if self.budget.stop is not None:  # spent: the loop counts the skipped request
             self._hand_over(loop, record, True, None)
             return self.cache.current()
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: _Waiter = concurrent.futures.Future()
         if not self._hand_over(loop, record, True, future):
             return None
         try:
@@ -309,7 +314,7 @@ class ExplorerRuntime:
             return None
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop, record: EpisodeRecord, request: bool,
-                   waiter: concurrent.futures.Future | None) -> bool:
+                   waiter: _Waiter | None) -> bool:
         # deque.append and the flag are atomic under the GIL; waking the loop costs a syscall and a
         # GIL hand-off, so it happens once per drain, not once per episode
         self._inbox.append((record, request, waiter))
@@ -328,7 +333,7 @@ class ExplorerRuntime:
         while self._inbox:
             self._intake(*self._inbox.popleft())
 
-    def _intake(self, record: EpisodeRecord, request: bool, waiter: concurrent.futures.Future | None) -> None:
+    def _intake(self, record: EpisodeRecord, request: bool, waiter: _Waiter | None) -> None:
         self.stats.episodes_seen += 1
         self._history.append(record)
         if not request:
@@ -367,7 +372,7 @@ class ExplorerRuntime:
             if waiter is not None and not waiter.done():
                 waiter.set_result(outcome)
 
-    def _skip_for_budget(self, waiter: concurrent.futures.Future | None) -> None:
+    def _skip_for_budget(self, waiter: _Waiter | None) -> None:
         self.stats.skipped_budget += 1
         if waiter is not None and not waiter.done():
             waiter.set_result(self.cache.current())  # a blocked submit_and_wait gets the update in force
@@ -417,7 +422,7 @@ class ExplorerRuntime:
         return outcome
 
     @staticmethod
-    def _notify(callbacks: Sequence[Callable], value: object) -> None:
+    def _notify(callbacks: Sequence[Callable[[Any], None]], value: object) -> None:
         for callback in callbacks:
             try:
                 callback(value)

@@ -55,6 +55,14 @@ class ScriptedChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"reply": self.reply, "replies": self.replies, "analysis": self.analysis}
 
+    def get_state(self) -> dict[str, Any]:
+        """The call counters, which decide the next rotating reply (:class:`~explorer_pipeline.state.Stateful`)."""
+        return {"calls": self.calls, "proposals": self.proposals}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state`'s result."""
+        self.calls, self.proposals = int(state["calls"]), int(state["proposals"])
+
     def _answer(self, stage: str, n: int, kind: str) -> str:
         self.calls += 1
         if stage != "proposal":
@@ -82,7 +90,7 @@ class ScriptedChatModel(BaseChatModel):
             probs[NON_LABEL_TOKEN] = rest
         ranked = sorted(probs.items(), key=lambda item: -item[1])
         top = [{"token": token, "logprob": math.log(p), "bytes": None} for token, p in ranked[:max(top_logprobs, 1)]]
-        token, logprob = top[0]["token"], top[0]["logprob"]
+        token, logprob = str(top[0]["token"]), top[0]["logprob"]
         prompt_tokens = sum(len(str(m.content).split()) for m in messages)
         usage = {"input_tokens": prompt_tokens, "output_tokens": 1, "total_tokens": prompt_tokens + 1}
         metadata = {"model_name": "scripted",
@@ -97,19 +105,22 @@ class ScriptedChatModel(BaseChatModel):
         message = AIMessage(content=text, usage_metadata=usage, response_metadata={"model_name": "scripted"})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _reply(self, messages, stage: str, n: int, kind: str, logprobs: bool, top_logprobs: int) -> ChatResult:
+    def _reply(self, messages: list[BaseMessage], stage: str, n: int, kind: str, logprobs: bool,
+               top_logprobs: int) -> ChatResult:
         if logprobs and self.label_probs:
             return self._logprob_result(messages, top_logprobs)
         return self._result(messages, self._answer(stage, n, kind))
 
-    def _generate(self, messages, stop=None, run_manager=None, *, stage: str = "proposal",
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, *,
+                  stage: str = "proposal",
                   n: int = 1, kind: str = "distribution", logprobs: bool = False, top_logprobs: int = 0,
                   **kwargs: Any) -> ChatResult:
         if self.latency_s:
             time.sleep(self.latency_s)
         return self._reply(messages, stage, n, kind, logprobs, top_logprobs)
 
-    async def _agenerate(self, messages, stop=None, run_manager=None, *, stage: str = "proposal",
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                         *, stage: str = "proposal",
                          n: int = 1, kind: str = "distribution", logprobs: bool = False, top_logprobs: int = 0,
                          **kwargs: Any) -> ChatResult:
         if self.latency_s:
@@ -179,7 +190,7 @@ class ScriptedProvider(Provider):
         return "scripted"
 
     def stage_model(self, model: BaseChatModel, stage: str, settings: ProviderSettings,
-                    spec: ActionSpec) -> Runnable:
+                    spec: ActionSpec) -> Runnable[Any, Any]:
         """The model bound to the stage and the action spec, so it answers in the right shape."""
         return model.bind(stage=stage, n=spec.n, kind=spec.update_kind)
 
@@ -196,6 +207,6 @@ class ScriptedProvider(Provider):
                 "(first-token probabilities of the labels by position)")
 
     def logprob_model(self, model: BaseChatModel, settings: ProviderSettings, spec: ActionSpec,
-                      top_logprobs: int) -> Runnable:
+                      top_logprobs: int) -> Runnable[Any, Any]:
         """The model bound for one-token answers with the top log-probabilities."""
         return model.bind(stage="proposal", n=spec.n, kind=spec.update_kind, logprobs=True, top_logprobs=top_logprobs)

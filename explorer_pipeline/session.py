@@ -157,9 +157,6 @@ class ExplorerConfig(BaseModel):
         """False for the baseline (``provider: none``)."""
         return self.provider != NO_PROVIDER
 
-    def check(self) -> None:
-        """Kept for callers of the dataclass version: construction already validated everything."""
-
 
 class Catalogues:
     """The catalogues of one plugin manager, read once."""
@@ -184,17 +181,18 @@ class Catalogues:
 class Explorer:
     """A configured explorer: the runtime, its cache, and what a run manifest needs to know."""
 
-    def __init__(self, runtime: ExplorerRuntime, manifest: dict, closers: Sequence[Callable[[], None]]) -> None:
+    def __init__(self, runtime: ExplorerRuntime, manifest: dict[str, Any],
+                 closers: Sequence[Callable[[], None]]) -> None:
         self.runtime = runtime
         self.cache = runtime.cache
         self._manifest = manifest
         self._closers = list(closers)
 
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
         """What a run manifest records about the explorer (a copy)."""
         return dict(self._manifest)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """The runtime's counters (requests, updates, failures by reason, tokens) and, under
         ``budget``, the LLM budget: limits, what was spent, and when a limit was reached."""
         return {**self.runtime.stats.as_dict(), "budget": self.runtime.budget_summary()}
@@ -288,7 +286,8 @@ def resolve_task(catalogues: Catalogues, env_id: str, prompt_set: PromptSet, tex
     if text:
         return custom_task(env_id, text, spec.labels)
     if env_id in catalogues.tasks:
-        return catalogues.tasks.get(env_id)
+        task: TaskDescription = catalogues.tasks.get(env_id)
+        return task
     if prompt_set.task_view == "name" or not prompt_set.calls_llm:
         return custom_task(env_id, f"The task is {env_id}.", spec.labels)
     raise UsageError(
@@ -371,7 +370,6 @@ def open_explorer(
     raises :class:`UsageError` for a setup that cannot work: unreachable server, unknown model,
     missing or rejected key.
     """
-    config.check()
     pm = plugin_manager or make_plugin_manager()
     cat = Catalogues(pm)
     chosen = choose_stages(cat, config)

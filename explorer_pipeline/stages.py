@@ -159,7 +159,7 @@ class Request:
     history: Sequence[EpisodeRecord] = ()
     calls: int = 0
     """Model calls so far, all stages together (the update's ``attempts``)."""
-    per_stage: Counter = field(default_factory=Counter)
+    per_stage: Counter[str] = field(default_factory=Counter)
     tokens: dict[str, StageUsage] = field(default_factory=dict)
     retry_reasons: list[str] = field(default_factory=list)
     """Why attempts were retried, in order (``proposal: ParseError: ...``)."""
@@ -219,7 +219,7 @@ class StageContext:
             raise RuntimeError("this context has no parser catalogue")
         factory = self.parsers.get(name)
         check_options(PARSER, name, self.parsers.owner(name), factory, options or {})
-        parser = factory(self, **dict(options or {}))
+        parser: Parser = factory(self, **dict(options or {}))
         check_stage(PARSER, parser, name, self.parsers.owner(name))
         return parser
 

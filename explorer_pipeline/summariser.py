@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from .state import Stateless
 from .types import ActionSpec, EpisodeRecord
 
 
-def sample_evenly(actions: Sequence, m: int) -> list:
+def sample_evenly(actions: Sequence[Any], m: int) -> list[Any]:
     """``m`` actions at even intervals over the episode (all of them when it is shorter)."""
     if m < 1:
         raise ValueError(f"the number of sampled actions must be >= 1, got {m}")
@@ -20,7 +22,7 @@ def sample_evenly(actions: Sequence, m: int) -> list:
     return [actions[i] for i in idx]
 
 
-def _format_action(action: object) -> str:
+def _format_action(action: Any) -> str:
     if isinstance(action, (tuple, list)):
         return "[" + ", ".join(f"{float(a):.2f}" for a in action) + "]"
     return str(int(action)) if isinstance(action, (int, np.integer)) else f"{float(action):.2f}"
@@ -36,7 +38,7 @@ def describe_trend(returns: Sequence[float]) -> str:
     return f"{word} ({slope:+.2f} per episode over the last {len(returns)} episodes)"
 
 
-class DefaultSummariser:
+class DefaultSummariser(Stateless):
     """Episode reward, ``m`` evenly spaced actions, recent returns and trend, action histogram.
 
     :param m: number of sampled actions (paper default 100).
@@ -66,7 +68,7 @@ class DefaultSummariser:
         }
 
     @staticmethod
-    def _histogram(actions: Sequence, spec: ActionSpec) -> str:
+    def _histogram(actions: Sequence[Any], spec: ActionSpec) -> str:
         if not actions:
             return "no actions recorded"
         if spec.is_discrete:

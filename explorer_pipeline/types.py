@@ -35,7 +35,7 @@ class EpisodeRecord:
     length: int
     env_id: str
     episode_index: int
-    actions: tuple = ()
+    actions: tuple[Any, ...] = ()
     env_step: int = 0
 
     def __post_init__(self) -> None:
@@ -180,7 +180,8 @@ class ExplorationUpdate:
     @property
     def array(self) -> np.ndarray:
         """The values as a read-only float64 array."""
-        return self._array  # type: ignore[attr-defined]
+        array: np.ndarray = self._array  # type: ignore[attr-defined]
+        return array
 
     @classmethod
     def default_for(cls, spec: ActionSpec) -> ExplorationUpdate:
@@ -189,7 +190,7 @@ class ExplorationUpdate:
             return cls(0, "distribution", (1.0 / spec.n,) * spec.n, source="default")
         return cls(0, "bias", (0.0,) * spec.n, source="default")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (used by ``updates.jsonl`` and the exchange log). ``reason`` is always
         ``None`` here: it is the key that fallback lines (failed requests) fill in the same file."""
         p = self.provenance

@@ -6,10 +6,11 @@ import math
 from collections.abc import Sequence
 
 from .errors import ValidationRejected
+from .state import Stateless
 from .types import ActionSpec
 
 
-class DefaultValidator:
+class DefaultValidator(Stateless):
     """Discrete: finite, non-negative, one per action; masked actions get 0; renormalised and mixed
     with a uniform floor over legal actions. Continuous: finite, one per dimension, in normalised
     units (1 = half the action range, from its middle to its upper bound), clipped to ``±max_bias``, sign kept.

@@ -40,6 +40,7 @@ from .discrete import GuidedC51Policy, GuidedDQNPolicy, GuidedEpsGreedyMixin, Gu
 from .envs import EnvInfo, env_factory
 from .frame_buffer import set_buffer_beta
 from .names import CONTINUOUS_ALGOS, DISCRETE_ALGOS
+from .tianshou_state import seed_sampler
 
 
 # --------------------------------------------------------------------------- replay buffers
@@ -200,7 +201,7 @@ def build_setup(
     algorithm.to(device)
     buffer = _make_buffer(config, env, len(train_envs))
     # Tianshou samples uniform replay from the buffer's own RandomState(42) whatever the seed: seed it
-    buffer._random_state = np.random.RandomState(seed)
+    seed_sampler(buffer, seed)
     setup = AlgoSetup(config, env, algorithm, algorithm.policy, train_envs, test_envs, buffer, noise, device)
     if setup.is_discrete:
         setup.policy.set_eps_inference(config.algorithm.epsilon.eval)  # type: ignore[attr-defined]

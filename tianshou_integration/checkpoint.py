@@ -8,8 +8,9 @@ A checkpoint is a directory ``RUN_DIR/checkpoints/step-<env step, 12 digits>/``:
                  any optimiser Tianshou does not list, every random generator (Python, numpy's
                  global one, torch, the guided-draw generator, the replay buffer's sampler),
                  the episode tap, the exploration noise, the exploration cache, the explorer
-                 runtime (counters, recent episodes, the pipeline's generators and scripted
-                 replies) and where the run directory's files stood
+                 runtime (counters, recent episodes, and the pipeline's state: each stage's,
+                 the control arm's and the chat model's ``get_state``, see
+                 :mod:`explorer_pipeline.state`) and where the run directory's files stood
 ``envs.pkl``     the training and evaluation environments, pickled wrapper by wrapper; bases
                  that pickling would rebuild from scratch (ALE, MuJoCo) also save their
                  emulator / simulator state
@@ -26,6 +27,9 @@ skipped in favour of the previous one.
 
 The files are pickles: load only checkpoints you wrote yourself, with the same version of the
 code and packages.
+
+Tianshou's private attributes (the buffer's sampler, the collector's episodes in progress, the
+algorithms' counters) are read and written in :mod:`tianshou_integration.tianshou_state` only.
 
 Restoring is exact (a resumed run computes what an uninterrupted one would) when the buffer was
 saved, every environment could be saved (gymnasium's pure-Python environments, ALE, MuJoCo),
@@ -45,7 +49,7 @@ import pickle
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +60,19 @@ import yaml
 from pydantic import BaseModel
 
 from explorer_pipeline.errors import UsageError
+from explorer_pipeline.state import state_of
 
 from .config import CheckpointConfig, RunConfig
+from .tianshou_state import (
+    algorithm_state,
+    buffer_nbytes,
+    children_detached,
+    cut_open_episodes,
+    link_children,
+    restore_algorithm,
+    restore_sampler,
+    sampler_state,
+)
 from .training import LoopState
 
 log = logging.getLogger(__name__)
@@ -82,7 +97,7 @@ __all__ = [
 
 CHECKPOINTS_DIR = "checkpoints"
 """The run directory's sub-directory that holds the checkpoints."""
-FORMAT = 1
+FORMAT = 3
 STATE_FILE, ENVS_FILE, BUFFER_FILE, META_FILE = "state.pt", "envs.pkl", "buffer.pkl", "meta.json"
 _PARTIAL = ".partial-"
 _MIB = 1024 * 1024
@@ -203,101 +218,6 @@ def _restore_rngs(state: dict[str, Any], rng: np.random.Generator) -> None:
     rng.bit_generator.state = state["guided"]
 
 
-# --------------------------------------------------------------------------- the algorithm
-_SCALARS = (int, float, bool)
-
-
-def _capture_algorithm(algorithm: torch.nn.Module) -> dict[str, Any]:
-    """``state_dict`` (networks, target networks, the optimisers Tianshou lists) plus every
-    module's plain counters (``_iter`` of DQN, ``_cnt`` of TD3, ...) and optimisers kept in a
-    module's attributes (SAC's automatic α)."""
-    scalars: dict[str, dict[str, Any]] = {}
-    optimizers: dict[str, Any] = {}
-    for name, module in algorithm.named_modules():
-        values = {k: v for k, v in vars(module).items() if type(v) in _SCALARS}
-        if values:
-            scalars[name] = values
-        for attr, value in vars(module).items():
-            if isinstance(value, torch.optim.Optimizer):
-                optimizers[f"{name}:{attr}"] = value.state_dict()
-    return {"state_dict": algorithm.state_dict(), "scalars": scalars, "optimizers": optimizers}
-
-
-def _restore_algorithm(algorithm: torch.nn.Module, state: dict[str, Any]) -> None:
-    algorithm.load_state_dict(dict(state["state_dict"]))
-    modules = dict(algorithm.named_modules())
-    for name, values in state["scalars"].items():
-        module = modules.get(name)
-        if module is None:
-            raise ValueError(f"the checkpoint has counters of module {name!r}, which this algorithm lacks")
-        for attr, value in values.items():
-            setattr(module, attr, value)
-    for key, optim_state in state["optimizers"].items():
-        name, attr = key.rsplit(":", 1)
-        getattr(modules[name], attr).load_state_dict(optim_state)
-
-
-# --------------------------------------------------------------------------- replay buffer
-def buffer_nbytes(buffer: Any) -> int:
-    """Bytes held by the replay buffer's arrays (sub-buffers' views of them not counted twice)."""
-    seen: set[int] = set()
-
-    def size(value: Any, depth: int) -> int:
-        if id(value) in seen or depth > 6:
-            return 0
-        seen.add(id(value))
-        if isinstance(value, np.ndarray):
-            return int(value.nbytes) if value.dtype != object else sum(size(v, depth + 1) for v in value.flat)
-        if isinstance(value, dict):
-            return sum(size(v, depth + 1) for v in value.values())
-        if isinstance(value, list | tuple):
-            return sum(size(v, depth + 1) for v in value)
-        if hasattr(value, "__dict__") and type(value).__module__.startswith(("tianshou", "tianshou_integration")):
-            return sum(size(v, depth + 1) for k, v in vars(value).items() if k != "buffers")
-        return 0
-
-    return size(buffer, 0)
-
-
-@contextlib.contextmanager
-def _children_detached(buffer: Any) -> Iterator[None]:
-    """A vector buffer's sub-buffers hold views of its storage; pickling them would store every
-    transition twice. They are detached while pickling and linked again on load."""
-    children = list(getattr(buffer, "buffers", ()))
-    saved = [child._meta for child in children]
-    try:
-        if children:
-            from tianshou.data import Batch
-
-            for child in children:
-                child._meta = Batch()
-        yield
-    finally:
-        for child, meta in zip(children, saved, strict=True):
-            child._meta = meta
-
-
-def _link_children(buffer: Any) -> None:
-    if getattr(buffer, "buffers", None) is not None and len(buffer._meta.get_keys()) > 0:
-        buffer._set_batch_for_children()
-
-
-def _cut_open_episodes(buffer: Any) -> None:
-    """After fresh env resets: end each sub-buffer's unfinished episode at its last transition
-    (truncated), so no return or n-step target runs across the reset."""
-    children = getattr(buffer, "buffers", None)
-    if children is None or len(buffer._meta.get_keys()) == 0:
-        return
-    for offset, child in zip(buffer._offset, children, strict=True):
-        if len(child) == 0:
-            continue
-        last = int(offset + (child._insertion_idx - 1) % child.maxsize)
-        if not buffer._meta.done[last]:
-            buffer._meta.truncated[last] = True
-            buffer._meta.done[last] = True
-        child._ep_return, child._ep_len, child._ep_start_idx = 0.0, 0, child._insertion_idx
-
-
 # --------------------------------------------------------------------------- environments
 class EnvNotSaved(Exception):
     """An environment whose state cannot be saved exactly."""
@@ -365,87 +285,6 @@ def restore_env_states(venv: Any, states: list[dict[str, Any]]) -> None:
         worker.action_space.np_random.bit_generator.state = state["space_rng"]
         with contextlib.suppress(Exception):
             old.close()
-
-
-# --------------------------------------------------------------------------- the explorer's handler
-_WALK_MODULES = ("explorer_pipeline", "llm_explorer", "langchain_core.runnables", "tianshou_integration")
-
-
-def _known_attributes(obj: Any) -> tuple[str, ...]:
-    """Attributes of built-in pipeline parts that change from request to request."""
-    from explorer_pipeline.controls import Control
-    from explorer_pipeline.scripted import ScriptedChatModel
-
-    if isinstance(obj, ScriptedChatModel):
-        return ("calls", "proposals")
-    if isinstance(obj, Control):
-        return ("frozen",)
-    return ()
-
-
-def _stateful_parts(root: Any) -> dict[str, Any]:
-    """Path -> object for everything reachable from ``root`` whose state matters from one request
-    to the next: numpy generators, objects with ``get_state``/``set_state``, and the built-in
-    parts :func:`_known_attributes` names. Walks only into the pipeline's own objects."""
-    from explorer_pipeline.cache import ExplorationCache
-
-    found: dict[str, Any] = {}
-    seen: set[int] = set()
-
-    def visit(obj: Any, path: str, depth: int) -> None:
-        if obj is None or isinstance(obj, str | bytes | int | float | bool) or id(obj) in seen or depth > 8:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, np.random.Generator) or _known_attributes(obj) or (
-                callable(getattr(obj, "get_state", None)) and callable(getattr(obj, "set_state", None))
-                and not isinstance(obj, ExplorationCache)):
-            found[path] = obj
-            if not _known_attributes(obj):
-                return
-        if isinstance(obj, dict):
-            for key, value in obj.items():
-                visit(value, f"{path}[{key!r}]", depth + 1)
-        elif isinstance(obj, list | tuple):
-            for i, value in enumerate(obj):
-                visit(value, f"{path}[{i}]", depth + 1)
-        elif hasattr(obj, "__dict__") and type(obj).__module__.startswith(_WALK_MODULES) \
-                and not isinstance(obj, ExplorationCache):
-            for key, value in vars(obj).items():
-                visit(value, f"{path}.{key}", depth + 1)
-
-    visit(root, "handler", 0)
-    return found
-
-
-def handler_state(handler: Any) -> dict[str, Any]:
-    """The request handler's state that carries over between requests (see :func:`_stateful_parts`)."""
-    state: dict[str, Any] = {}
-    for path, obj in _stateful_parts(handler).items():
-        if isinstance(obj, np.random.Generator):
-            state[path] = ("generator", obj.bit_generator.state)
-        elif _known_attributes(obj):
-            state[path] = ("attributes", {a: getattr(obj, a) for a in _known_attributes(obj)})
-        else:
-            state[path] = ("protocol", obj.get_state())
-    return state
-
-
-def restore_handler_state(handler: Any, state: dict[str, Any]) -> list[str]:
-    """Restore :func:`handler_state`; returns the saved paths this handler does not have."""
-    parts = _stateful_parts(handler)
-    missing = []
-    for path, (kind, value) in state.items():
-        obj = parts.get(path)
-        if obj is None:
-            missing.append(path)
-        elif kind == "generator":
-            obj.bit_generator.state = value
-        elif kind == "attributes":
-            for attr, item in value.items():
-                setattr(obj, attr, item)
-        else:
-            obj.set_state(value)
-    return missing
 
 
 # --------------------------------------------------------------------------- on disk
@@ -528,7 +367,7 @@ def _load(stored: StoredCheckpoint, device: str) -> LoadedCheckpoint:
     if BUFFER_FILE in stored.meta["files"]:
         with open(stored.path / BUFFER_FILE, "rb") as f:
             buffer = pickle.load(f)
-        _link_children(buffer)
+        link_children(buffer)
     return LoadedCheckpoint(stored, state, envs, buffer)
 
 
@@ -640,12 +479,12 @@ class Checkpointer:
             "format": FORMAT,
             "step": step,
             "loop": loop,
-            "algorithm": _capture_algorithm(setup.algorithm),
+            "algorithm": algorithm_state(setup.algorithm),
             "rngs": _capture_rngs(parts.rng),
-            "buffer_sampler": setup.buffer._random_state.get_state(),
+            "buffer_sampler": sampler_state(setup.buffer),
             "tap": {"episodes": parts.tap.episodes, "errors": parts.tap.errors,
                     "blocking_timeouts": parts.tap.blocking_timeouts, "last_record": parts.tap.last_record},
-            "noise_last_version": getattr(setup.noise, "_last_version", None),
+            "noise": state_of(setup.noise),
             "explorer": explorer,
         }
         if parts.runtime is not None and self.config.explorer.mode == "async":
@@ -674,7 +513,7 @@ class Checkpointer:
                                                lambda f: pickle.dump(envs, f, protocol=pickle.HIGHEST_PROTOCOL))
             if with_buffer:
                 def dump_buffer(f: Any) -> None:
-                    with _children_detached(setup.buffer):
+                    with children_detached(setup.buffer):
                         pickle.dump(setup.buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
 
                 files[BUFFER_FILE] = _write_file(partial / BUFFER_FILE, dump_buffer)
@@ -722,8 +561,7 @@ class Checkpointer:
         rundir = parts.rundir
 
         def owned_by_loop() -> dict[str, Any]:
-            return {"rundir": rundir.checkpoint_state(),
-                    "handler": handler_state(parts.runtime.handler) if parts.runtime is not None else {}}
+            return {"rundir": rundir.checkpoint_state()}
 
         if parts.runtime is None:
             return {"runtime": None, "cache": parts.cache.get_state(), "waiting": None, **owned_by_loop()}
@@ -756,7 +594,7 @@ def restore_run(parts: RunParts, loaded: LoadedCheckpoint) -> LoopState:
     """
     state = loaded.state
     setup = parts.setup
-    _restore_algorithm(setup.algorithm, state["algorithm"])
+    restore_algorithm(setup.algorithm, state["algorithm"])
     fresh_episodes = False
     if loaded.buffer is not None:
         if type(loaded.buffer) is not type(setup.buffer):
@@ -764,7 +602,7 @@ def restore_run(parts: RunParts, loaded: LoadedCheckpoint) -> LoopState:
                                   f"uses a {type(setup.buffer).__name__}")
         setup.buffer = loaded.buffer
     else:
-        setup.buffer._random_state.set_state(state["buffer_sampler"])
+        restore_sampler(setup.buffer, state["buffer_sampler"])
         fresh_episodes = True
     if loaded.envs is not None:
         restore_env_states(setup.train_envs, loaded.envs["train"])
@@ -775,19 +613,16 @@ def restore_run(parts: RunParts, loaded: LoadedCheckpoint) -> LoopState:
     parts.tap.episodes, parts.tap.errors = tap["episodes"], tap["errors"]
     parts.tap.blocking_timeouts, parts.tap.last_record = tap["blocking_timeouts"], tap["last_record"]
     parts.tap.counter.value = loaded.step
-    if setup.noise is not None and state["noise_last_version"] is not None and hasattr(setup.noise, "_last_version"):
-        setup.noise._last_version = state["noise_last_version"]
+    if state["noise"] is not None:
+        setup.noise.set_state(state["noise"])
     explorer = state["explorer"]
     if parts.runtime is not None and explorer["runtime"] is not None:
-        parts.runtime.set_state(explorer["runtime"])
-        missing = restore_handler_state(parts.runtime.handler, explorer.get("handler", {}))
-        if missing:
-            log.warning("the explorer pipeline has changed; not restored: %s", ", ".join(missing))
+        parts.runtime.set_state(explorer["runtime"])  # the pipeline's state with it
     else:
         parts.cache.set_state(explorer["cache"])
     loop: LoopState = state["loop"]
     if fresh_episodes:
-        _cut_open_episodes(setup.buffer)
+        cut_open_episodes(setup.buffer)
         loop.collector = None
     _restore_rngs(state["rngs"], parts.rng)  # last: nothing above may draw from them
     return loop

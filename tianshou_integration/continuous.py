@@ -99,6 +99,15 @@ class GuidedGaussianNoise(BaseNoise):
         self.counter = counter if counter is not None else EnvStepCounter()
         self._last_version = -1
 
+    def get_state(self) -> dict[str, Any]:
+        """The version last applied (:class:`~explorer_pipeline.state.Stateful`); the generator
+        is the run's guided-draw generator, which the checkpoint saves with the others."""
+        return {"last_version": self._last_version}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state`'s result."""
+        self._last_version = int(state["last_version"])
+
     def __call__(self, size: Sequence[int]) -> np.ndarray:
         """Noise of shape ``size``: ``N(bias, sigma)`` for the rows that get the bias, ``N(0, sigma)`` otherwise."""
         update = self.cache.current()  # read once per batch

@@ -41,6 +41,7 @@ from .continuous import store_executed_actions
 from .counter import EnvStepCounter
 from .discrete import enable_noisy_collection
 from .tap import EpisodeTap
+from .tianshou_state import collector_state, restore_collector
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +104,6 @@ class CheckpointHook(Protocol):
     def save(self, state: LoopState) -> None:
         """Write a checkpoint of the run at ``state``."""
         ...
-
-
-_COLLECTOR_FIELDS = ("_pre_collect_obs_RO", "_pre_collect_info_R", "_pre_collect_hidden_state_RH")
-
-
-def collector_state(collector: Collector) -> dict[str, Any]:
-    """The collector's view of the episodes in progress (their last observations and infos)."""
-    return {name: getattr(collector, name) for name in _COLLECTOR_FIELDS}
-
-
-def restore_collector(collector: Collector, state: dict[str, Any]) -> None:
-    """Continue the episodes in progress that :func:`collector_state` saved."""
-    for name in _COLLECTOR_FIELDS:
-        setattr(collector, name, state[name])
 
 
 def prepare_policy(policy: Policy) -> Policy:

@@ -8,7 +8,7 @@ Exactly what a third-party plugin does: one catalogue hook per stage, each regis
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..analysis import DEFAULT_MAX_CHARS, ChainAnalyser
@@ -87,19 +87,19 @@ def default_parser(context: StageContext) -> DefaultParser:
 
 
 @hookimpl
-def register_summarisers(register):
+def register_summarisers(register: Callable[..., None]) -> None:
     """Register the built-in summariser as ``default``."""
     register("default", default_summariser)
 
 
 @hookimpl
-def register_analysers(register):
+def register_analysers(register: Callable[..., None]) -> None:
     """Register the built-in analyser as ``default``."""
     register("default", default_analyser)
 
 
 @hookimpl
-def register_proposers(register):
+def register_proposers(register: Callable[..., None]) -> None:
     """Register the built-in text proposer as ``default``, and ``token-probabilities`` and ``auto``."""
     register("default", default_proposer)
     register("token-probabilities", token_probabilities_proposer)
@@ -107,12 +107,12 @@ def register_proposers(register):
 
 
 @hookimpl
-def register_validators(register):
+def register_validators(register: Callable[..., None]) -> None:
     """Register the built-in validator as ``default``."""
     register("default", default_validator)
 
 
 @hookimpl
-def register_parsers(register):
+def register_parsers(register: Callable[..., None]) -> None:
     """Register the built-in parser as ``default``."""
     register("default", default_parser)
