@@ -85,7 +85,8 @@ def table(summary: dict[str, Any]) -> str:
 def _figure(summary: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     sets = list(dict.fromkeys(r["set"] for r in summary["arms"]))
-    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.0 * len(sets), 3.8), squeeze=False)
+    fig.subplots_adjust(wspace=0.45)
     for ax, set_name in zip(axes[0], sets, strict=True):
         rows = [r for r in summary["arms"] if r["set"] == set_name and r["score"] is not None]
         y = np.arange(len(rows))
