@@ -1,6 +1,7 @@
-"""The exploration baselines noisy-dqn (NoisyNet-DQN) and rnd-dqn (RND-DQN) on real environments:
-RND's intrinsic reward, NoisyNet's noise while collecting and in evaluation, a real ALE game end to
-end with the scripted provider (and the guided draw where there is one), and resume of a killed run.
+"""The exploration baselines noisy-dqn (NoisyNet-DQN), rnd-dqn (RND-DQN) and icm-dqn (ICM-DQN) on
+real environments: RND's intrinsic reward, NoisyNet's noise while collecting and in evaluation, the
+intrinsic rewards reaching the n-step targets, a real ALE game end to end with the scripted provider
+(and the guided draw where there is one), and resume of a killed run.
 """
 
 from __future__ import annotations
@@ -127,6 +128,42 @@ def test_rnd_dqn_learns_from_the_intrinsic_n_step_return():
     setup.close()
 
 
+# --------------------------------------------------------------------------- ICM
+def test_icm_dqn_curiosity_reward_reaches_the_n_step_targets_where_tianshous_wrapper_drops_it():
+    from tianshou.algorithm.modelbased.icm import ICMOffPolicyWrapper
+
+    info = describe_env("CartPole-v1")
+    config = make_config("CartPole-v1", "icm-dqn", {"network.hidden_sizes": [32, 32], "algorithm.n_step": 3,
+                                                    "algorithm.icm.reward_scale": 1.0, "train_envs": 2})
+    setup = build_setup(config, info, cache=None)
+    algorithm = setup.algorithm
+    dqn = algorithm.wrapped_algorithm
+    collector = Collector(algorithm, setup.train_envs, setup.buffer, exploration_noise=True)
+    collector.reset()
+    with policy_within_training_step(setup.policy):
+        collector.collect(n_step=300)
+    batch, indices = setup.buffer.sample(64)
+    with policy_within_training_step(setup.policy):
+        plain = dqn.compute_nstep_return(batch=copy.deepcopy(batch), buffer=setup.buffer, indices=indices,
+                                         target_q_fn=dqn._target_q, gamma=dqn.gamma, n_step=3)
+        stock = ICMOffPolicyWrapper._preprocess_batch(algorithm, copy.deepcopy(batch), setup.buffer, indices)
+        mixed = algorithm._preprocess_batch(copy.deepcopy(batch), setup.buffer, indices)
+    # Tianshou's wrapper adds the curiosity reward to batch.rew, which the n-step return never reads
+    assert (stock.rew > batch.rew).all()
+    assert torch.allclose(stock.returns, plain.returns)
+    with torch.no_grad():
+        first = algorithm.model(batch.obs, batch.act, batch.obs_next)[0].numpy()
+    intrinsic = algorithm.intrinsic_nstep_return(first.astype(np.float64), setup.buffer, indices)
+    assert (intrinsic > 0).all()
+    assert np.allclose(mixed.returns.flatten().numpy(), plain.returns.flatten().numpy() + intrinsic, atol=1e-4)
+    assert set(np.unique(setup.buffer.rew[setup.buffer.sample_indices(0)])) == {1.0}  # the game's rewards kept
+    weights = [p.detach().clone() for p in algorithm.model.parameters()]
+    with policy_within_training_step(setup.policy):
+        algorithm.update(buffer=setup.buffer, sample_size=64)
+    assert any(not torch.equal(a, b) for a, b in zip(weights, algorithm.model.parameters(), strict=True))
+    setup.close()
+
+
 # --------------------------------------------------------------------------- NoisyNet
 def test_noisy_dqn_noise_differs_between_collection_steps_and_is_off_in_evaluation():
     info = describe_env("CartPole-v1")
@@ -165,7 +202,7 @@ def test_noisy_dqn_noise_differs_between_collection_steps_and_is_off_in_evaluati
 
 
 # --------------------------------------------------------------------------- a real ALE game
-@pytest.mark.parametrize("algo", ["noisy-dqn", "rnd-dqn"])
+@pytest.mark.parametrize("algo", ["noisy-dqn", "rnd-dqn", "icm-dqn"])
 def test_each_baseline_trains_on_breakout_with_the_scripted_provider(algo, tmp_path):
     out = tmp_path / algo
     sets = [a for key, value in {**SMALL_ATARI, "algorithm.learning_starts": 500}.items()
@@ -181,7 +218,7 @@ def test_each_baseline_trains_on_breakout_with_the_scripted_provider(algo, tmp_p
         assert config["noisy_std"] == 1.0 and config["epsilon"]["start"] == 0.0
         assert summary["updates_applied"] == 0  # the LLM answered, and nothing used it
     else:
-        assert config["rnd"]["coef"] == 0.1
+        assert config["rnd"]["coef"] == 0.1 if algo == "rnd-dqn" else config["icm"]["reward_scale"] == 0.01
         assert summary["updates_applied"] >= 1
         assert [u for u in read_jsonl(out / "updates.jsonl") if u["source"] == "llm"]
 
@@ -219,7 +256,7 @@ def run_args(algo: str) -> list[str]:
             "--set", "network.hidden_sizes=[32,32]", "--set", "checkpoint.every_steps=400"]
 
 
-@pytest.mark.parametrize("algo", ["noisy-dqn", "rnd-dqn"])
+@pytest.mark.parametrize("algo", ["noisy-dqn", "rnd-dqn", "icm-dqn"])
 def test_a_killed_run_resumes_to_the_uninterrupted_runs_results(algo, tmp_path):
     reference = tmp_path / "reference"
     done = run(*run_args(algo), "--out", str(reference))
