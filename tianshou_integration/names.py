@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-DISCRETE_ALGOS = ("dqn", "double-dqn", "dueling-dqn", "c51", "qrdqn", "rainbow", "curl", "noisy-dqn", "rnd-dqn")
+DISCRETE_ALGOS = ("dqn", "double-dqn", "dueling-dqn", "c51", "qrdqn", "rainbow", "curl", "noisy-dqn", "rnd-dqn",
+                  "icm-dqn")
 """DQN family: LLM-guided epsilon-greedy (a distribution over actions)."""
 
-EXPLORATION_BASELINES = ("noisy-dqn", "rnd-dqn")
-"""DQN with another exploration method (NoisyNet, random network distillation): the paper's
-baselines. noisy-dqn has no epsilon-random draw, so an LLM cannot guide it."""
+EXPLORATION_BASELINES = ("noisy-dqn", "rnd-dqn", "icm-dqn")
+"""DQN with another exploration method (NoisyNet, random network distillation, the intrinsic
+curiosity module): noisy-dqn and rnd-dqn are the paper's baselines. noisy-dqn has no
+epsilon-random draw, so an LLM cannot guide it."""
 
 PIXEL_ALGOS = ("curl",)
 """Algorithms that learn only from stacked frames (Atari): CURL's augmentation crops images."""

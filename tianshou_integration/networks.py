@@ -7,7 +7,7 @@
 algo                output                                policy
 ==================  ====================================  =====================================
 dqn, double-dqn     Q values ``(B, n)``                   ``DiscreteQLearningPolicy``
-rnd-dqn             Q values ``(B, n)``                   ``DiscreteQLearningPolicy``
+rnd-dqn, icm-dqn    Q values ``(B, n)``                   ``DiscreteQLearningPolicy``
 noisy-dqn           Q values, noisy head                  ``DiscreteQLearningPolicy``
 dueling-dqn         Q = V + A - mean(A), ``(B, n)``       ``DiscreteQLearningPolicy``
 c51                 probabilities ``(B, n, atoms)``       ``C51Policy``
@@ -41,7 +41,8 @@ __all__ = [
     "build_atari_q_network",
 ]
 
-ATARI_Q_ALGOS = ("dqn", "double-dqn", "dueling-dqn", "c51", "qrdqn", "rainbow", "noisy-dqn", "rnd-dqn")
+ATARI_Q_ALGOS = ("dqn", "double-dqn", "dueling-dqn", "c51", "qrdqn", "rainbow", "noisy-dqn", "rnd-dqn",
+                 "icm-dqn")
 
 
 class ResampledNoisyLinear(NoisyLinear):
@@ -169,7 +170,7 @@ def build_atari_q_network(
     :param features: hidden width of the head.
     """
     kwargs: dict[str, Any]
-    if algo in ("dqn", "double-dqn", "rnd-dqn"):
+    if algo in ("dqn", "double-dqn", "rnd-dqn", "icm-dqn"):
         kwargs = {}
     elif algo == "noisy-dqn":
         kwargs = {"noisy_std": noisy_std}
