@@ -11,7 +11,6 @@ by SIGKILL, its children die with it instead of finishing unobserved and racing 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import signal
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from explorer_pipeline import child_process
 from explorer_pipeline.rundir_format import CONFIG_FILE, run_is_complete
 
 from .state import move_aside
@@ -109,15 +109,6 @@ class Started:
     moved_aside: str | None
 
 
-def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 def _child_env(job: Job, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra or {})
@@ -145,8 +136,8 @@ def resumable(run_dir: Path) -> bool:
 def start(job: Job, env: dict[str, str] | None = None) -> Started:
     """Start ``job`` (the caller has checked it is not complete). A half-finished run with a
     checkpoint is resumed (``train --resume DIR``); any other half-written one is moved aside and
-    started again. ``env`` is added to the child's environment (never logged). Call from the
-    main thread: the parent-death signal follows the thread that forked the child."""
+    started again. ``env`` is added to the child's environment (never logged). The child runs in a
+    session of its own and dies with this process (:func:`explorer_pipeline.child_process.spawn`)."""
     resume = job.run_dir.is_dir() and resumable(job.run_dir)
     moved = None if resume else prepare(job)
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,10 +146,9 @@ def start(job: Job, env: dict[str, str] | None = None) -> Started:
     log = open(job.log_path, "ab")  # noqa: SIM115 -- closed by finish()
     log.write(f"$ {shlex.join(command)}\n".encode())
     log.flush()
-    preexec = _set_parent_death_signal if sys.platform.startswith("linux") else None
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   env=_child_env(job, env), start_new_session=True, preexec_fn=preexec)
+        process = child_process.spawn(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                      env=_child_env(job, env))
     except OSError as exc:
         log.close()
         raise RuntimeError(f"cannot start {command[0]!r}: {exc}") from exc
@@ -168,14 +158,7 @@ def start(job: Job, env: dict[str, str] | None = None) -> Started:
 def stop(started: Started, grace_s: float = STOP_GRACE_S, sig: int = signal.SIGINT) -> None:
     """Ask a child to stop (``sig``: SIGINT like Ctrl-C, or SIGTERM like a scheduler; ``train``
     writes a checkpoint on either), then SIGKILL after ``grace_s``."""
-    if started.process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            started.process.send_signal(sig)
-    try:
-        started.process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        started.process.kill()
-        started.process.wait()
+    child_process.stop(started.process, grace_s, sig=sig, group=False)
 
 
 def finish(started: Started, *, interrupted: bool = False) -> Outcome:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import time
 import urllib.request
 
 import pytest
+
+from explorer_pipeline import child_process
 
 from ..fault_server import ServerThread
 
@@ -22,36 +23,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _parent_death_signal():
-    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only).
-
-    libc is loaded here, in the parent: between fork and exec the child only makes two calls (no
-    imports, which could deadlock on a lock another thread held at the fork). If the parent died
-    before the child asked, the child exits at once instead of running orphaned.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 class LlamaServer:
     """``python -m llama_cpp.server`` with the embedded SmolLM2 model, one thread.
 
     The server runs in a session of its own (a Ctrl-C in the terminal reaches pytest, which stops
     it, rather than the server directly) and, on Linux, gets SIGKILL when the process that started
-    it dies, so a SIGKILLed pytest leaves no server behind. :meth:`start` stops the server on
-    every path out of it that does not return a ready server (a failure, a timeout, a Ctrl-C).
+    it dies, so a SIGKILLed pytest leaves no server behind (``explorer_pipeline.child_process``).
+    :meth:`start` stops the server on every path out of it that does not return a ready server (a
+    failure, a timeout, a Ctrl-C).
     """
 
     def __init__(self, log_path) -> None:
@@ -73,9 +52,8 @@ class LlamaServer:
         """Start the process (not yet serving)."""
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         try:
-            self.proc = subprocess.Popen(
-                self.cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_parent_death_signal())
+            self.proc = child_process.spawn(self.cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                            stderr=subprocess.STDOUT)
         except BaseException:
             self.stop()
             raise
@@ -105,21 +83,10 @@ class LlamaServer:
 
     def stop(self) -> None:
         """Stop the server's whole process group: SIGTERM, then SIGKILL after 15 s. Idempotent."""
-        proc = self.proc
         try:
-            if proc is not None and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            if self.proc is not None:
+                child_process.stop(self.proc, 15)
         finally:
-            if proc is not None and proc.poll() is None:  # interrupted while waiting above
-                proc.kill()
-                proc.wait()
             if self._log is not None:
                 self._log.close()
 

@@ -7,8 +7,7 @@ training for the training process's GIL. The provider owns the process:
 - it runs in a session of its own, so a Ctrl-C in the terminal reaches the training process
   (which then stops the server) rather than the server;
 - on Linux it gets SIGKILL when the process that started it dies (``PR_SET_PDEATHSIG``), so it
-  never outlives a killed training process. The signal follows the *thread* that forked the
-  child, so every server is forked by one daemon thread that lives as long as the process;
+  never outlives a killed training process (:mod:`explorer_pipeline.child_process` starts it);
 - :meth:`LlamaServer.stop` ends it (SIGTERM to its process group, SIGKILL after a short grace);
   the chat model that owns it calls ``stop`` from ``close()``, when it is garbage-collected and
   at interpreter exit.
@@ -18,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +26,6 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,24 +34,7 @@ import httpx
 from langchain_openai import ChatOpenAI
 from pydantic import PrivateAttr
 
-from explorer_pipeline import UsageError
-
-#: Runs in the child before it becomes the server (argv: parent pid, niceness, the server's
-#: arguments): lower its CPU priority if asked; on Linux ask for SIGKILL when the parent dies and
-#: make sure the parent is still the one that started us (it may have died before the request);
-#: then exec. Nothing runs between fork and exec in the parent's image, so forking from a process
-#: with many threads (torch, the explorer's loop) is safe.
-_LAUNCHER = (
-    "import os, sys\n"
-    "if int(sys.argv[2]):\n"
-    "    os.nice(int(sys.argv[2]))\n"
-    "if sys.platform.startswith('linux'):\n"
-    "    import ctypes\n"
-    "    ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
-    "    if os.getppid() != int(sys.argv[1]):\n"
-    "        os._exit(70)\n"
-    "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])\n"
-)
+from explorer_pipeline import UsageError, child_process
 
 
 def server_environment() -> dict[str, str]:
@@ -78,36 +57,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class _Forker:
-    """Forks child processes from one daemon thread that lives as long as this process, so a
-    parent-death signal fires when the process dies, not when the thread that asked ends."""
-
-    _lock = threading.Lock()
-    _queue: queue.SimpleQueue | None = None
-    _pid = 0
-
-    @classmethod
-    def popen(cls, args: list[str], **kwargs: Any) -> subprocess.Popen:
-        with cls._lock:
-            if cls._queue is None or cls._pid != os.getpid():  # none yet, or we are a fork's child
-                cls._queue, cls._pid = queue.SimpleQueue(), os.getpid()
-                threading.Thread(target=cls._serve, args=(cls._queue,), name="llama-server-forker",
-                                 daemon=True).start()
-            requests = cls._queue
-        done: Future[subprocess.Popen] = Future()
-        requests.put((done, args, kwargs))
-        return done.result()
-
-    @staticmethod
-    def _serve(requests: queue.SimpleQueue) -> None:
-        while True:
-            done, args, kwargs = requests.get()
-            try:
-                done.set_result(subprocess.Popen(args, **kwargs))
-            except BaseException as exc:  # handed to the caller
-                done.set_exception(exc)
 
 
 @dataclass(frozen=True)
@@ -161,6 +110,10 @@ class LlamaServer:
 
     def command(self) -> list[str]:
         """The command line that starts the server (through the launcher on POSIX)."""
+        return child_process.launcher_command(self.server_command(), self.options.nice)
+
+    def server_command(self) -> list[str]:
+        """The server's own command line: ``python -m llama_cpp.server`` and its arguments."""
         o = self.options
         server = ["-m", "llama_cpp.server", "--model", str(o.model_path), "--model_alias", o.alias,
                   "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(o.n_ctx),
@@ -168,8 +121,6 @@ class LlamaServer:
                   "--seed", str(o.seed)]
         if o.cache_bytes:
             server += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(o.cache_bytes)]
-        if os.name == "posix":
-            return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), str(o.nice), *server]
         return [sys.executable, *server]
 
     def start(self) -> LlamaServer:
@@ -199,8 +150,9 @@ class LlamaServer:
             self._log = open(self.log_path, "ab+")  # noqa: SIM115 - closed in stop()
         else:
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 - unnamed: nothing is ever left behind
-        self.proc = _Forker.popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                  env=server_environment(), start_new_session=True, close_fds=True)
+        self.proc = child_process.spawn(self.server_command(), nice=self.options.nice, stdin=subprocess.DEVNULL,
+                                        stdout=self._log, stderr=subprocess.STDOUT, env=server_environment(),
+                                        close_fds=True)
 
     def _wait_ready(self) -> bool:
         """Poll ``/v1/models`` until it answers 200 (True), the process exits or the time is up."""
@@ -259,21 +211,10 @@ class LlamaServer:
         if os.getpid() != self._owner:
             return
         with self._lock:
-            proc = self.proc
             try:
-                if proc is not None and proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(grace_s)
-                    except subprocess.TimeoutExpired:
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
+                if self.proc is not None:
+                    child_process.stop(self.proc, grace_s)
             finally:
-                if proc is not None and proc.poll() is None:  # interrupted while waiting above
-                    proc.kill()
-                    proc.wait()
                 self._close_log()
 
     def _close_log(self) -> None:
