@@ -15,7 +15,9 @@ Both end with the same single random evaluation episode, so the learning phase's
 Peak RSS is the kernel's count for the *learn* process (``os.wait4``). It already covers a full
 replay buffer: Tianshou allocates the 100 000 frames (706 MB) with ``np.full`` at the first
 transition, so every page is written from the start. The projected wall time of a 100k run is
-``1 600 / collect rate + 98 400 / learning rate`` (evaluations not counted).
+``1 600 / collect rate + 98 400 / learning rate`` (evaluations not counted). On a shared machine
+the wall-clock rates fall with the load; the processes' CPU time (``os.wait4``) does not, and gives
+what one idle core would do: ``learning_phase_cpu_ms_per_step`` and ``projected_100k_cpu_h``.
 Prints one JSON object.
 """
 
@@ -50,6 +52,7 @@ def run(out: Path, game: str, *args: str) -> dict:
         raise SystemExit(f"train failed ({code}): {' '.join(cmd)}; see {out.with_suffix('.log')}")
     summary = json.loads((out / "summary.json").read_text())
     summary["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
+    summary["cpu_s"] = usage.ru_utime + usage.ru_stime
     summary["process_wall_s"] = round(time.perf_counter() - started, 2)
     return summary
 
@@ -67,11 +70,16 @@ def main() -> None:
     learn_steps = learn["env_steps"] - collect["env_steps"]
     learn_rate = learn_steps / (learn["train_wall_s"] - collect["train_wall_s"])
     projected_s = WARMUP / collect_rate + (RUN_STEPS - WARMUP) / learn_rate
+    cpu_per_step = (learn["cpu_s"] - collect["cpu_s"]) / learn_steps  # load-independent: one idle core's rate
+    collect_cpu_per_step = collect["cpu_s"] / collect["env_steps"]  # an upper bound: includes start-up
     report = {
         "benchmark": "curl", "game": args.game, "preset": "default", "device": "cpu", "torch_threads": 1,
         "collect_only_steps_per_s": round(collect_rate, 1),
         "learning_phase_steps_per_s": round(learn_rate, 2),
         "learning_phase_env_steps": learn_steps, "gradient_steps": learn["gradient_steps"],
+        "learning_phase_cpu_ms_per_step": round(1000 * cpu_per_step, 1),
+        "learning_phase_steps_per_cpu_s": round(1 / cpu_per_step, 2),
+        "projected_100k_cpu_h": round((WARMUP * collect_cpu_per_step + (RUN_STEPS - WARMUP) * cpu_per_step) / 3600, 2),
         "peak_rss_mb": learn["peak_rss_mb"],
         "projected_100k_wall_h": round(projected_s / 3600, 2),
         "load_average": [round(x, 2) for x in os.getloadavg()],
