@@ -262,6 +262,9 @@ class RayBackend:
         for ref, where in refs.items():
             try:
                 report = ray.get(ref, timeout=PREFLIGHT_TIMEOUT_S)
+            except ray.exceptions.TaskUnschedulableError:  # the node left after it was listed: no run goes there
+                log.warning("node %s left the cluster during the preflight", where)
+                continue
             except Exception as exc:
                 problems.append(f"node {where}: the preflight task failed: {type(exc).__name__}: {exc}")
                 continue
