@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -74,6 +74,14 @@ from .tianshou_state import (
     sampler_state,
 )
 from .training import LoopState
+
+if TYPE_CHECKING:
+    from explorer_pipeline.cache import ExplorationCache
+    from explorer_pipeline.runtime import ExplorerRuntime
+
+    from .algorithms import AlgoSetup
+    from .rundir import RunDir
+    from .tap import EpisodeTap
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +200,12 @@ class RunParts:
     :param runtime: the explorer runtime, or None without an LLM.
     """
 
-    setup: Any
+    setup: AlgoSetup
     rng: np.random.Generator
-    tap: Any
-    cache: Any
-    rundir: Any
-    runtime: Any = None
+    tap: EpisodeTap
+    cache: ExplorationCache
+    rundir: RunDir
+    runtime: ExplorerRuntime | None = None
 
 
 # --------------------------------------------------------------------------- random generators

@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from explorer_pipeline.types import ActionSpec, EpisodeRecord
+from explorer_pipeline.types import ActionSpec, EpisodeRecord, ExplorationUpdate, RequestFailure
 
 from .counter import EnvStepCounter
 
@@ -32,11 +32,24 @@ log = logging.getLogger(__name__)
 __all__ = ["EpisodeTap"]
 
 
+class EpisodeSink(Protocol):
+    """Where the tap hands finished episodes: an :class:`~explorer_pipeline.runtime.ExplorerRuntime`."""
+
+    def submit(self, record: EpisodeRecord) -> None:
+        """Hand over an episode without waiting (async mode)."""
+        ...
+
+    def submit_and_wait(self, record: EpisodeRecord,
+                        timeout: float | None = None) -> ExplorationUpdate | RequestFailure | None:
+        """Hand over an episode and wait for the update it asks for (blocking mode)."""
+        ...
+
+
 class EpisodeTap:
     """An ``on_episode_done_hook`` that hands each finished episode to the explorer.
 
     :param runtime: an :class:`~explorer_pipeline.runtime.ExplorerRuntime` (anything with
-        ``submit`` and ``submit_and_wait``), or None to only count episodes and steps.
+        ``submit`` and ``submit_and_wait``: :class:`EpisodeSink`), or None to only count episodes and steps.
     :param env_id: the gymnasium id written into every record.
     :param spec: the action spec; decides how actions are converted (ints or float tuples).
     :param mode: ``"async"`` (``submit``: never blocks) or ``"blocking"`` (paper parity:
@@ -53,7 +66,7 @@ class EpisodeTap:
 
     def __init__(
         self,
-        runtime: Any | None,
+        runtime: EpisodeSink | None,
         env_id: str,
         spec: ActionSpec,
         *,
