@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
-from tianshou.algorithm.optim import AdamOptimizerFactory, OptimizerFactory
+from tianshou.algorithm.optim import OptimizerFactory
 from tianshou.data import to_torch_as
 from tianshou.data.types import RolloutBatchProtocol
 from tianshou.utils.net.common import ActionReprNetWithVectorOutput
@@ -55,6 +55,7 @@ from torch import nn
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.errors import UsageError
 
+from . import fast
 from .counter import EnvStepCounter
 from .discrete import GuidedC51Policy
 from .distributional import NStepRainbowDQN
@@ -356,7 +357,7 @@ def build_curl(config: Any, env: Any, space: Any, cache: ExplorationCache | None
                              v_max=hp.v_max, eps_training=hp.epsilon.start, eps_inference=hp.epsilon.eval)
     if cache is not None:
         policy.attach_explorer(cache, rng, counter)
-    algorithm = CURL(policy=policy, optim=AdamOptimizerFactory(lr=hp.lr, eps=hp.adam_eps), gamma=hp.gamma,
+    algorithm = CURL(policy=policy, optim=fast.adam(hp.lr, hp.adam_eps), gamma=hp.gamma,
                      n_step_return_horizon=hp.n_step, target_update_freq=hp.target_update_freq,
                      momentum=hp.curl.momentum, contrastive_coef=hp.curl.loss_coef,
                      max_grad_norm=hp.curl.max_grad_norm)
