@@ -26,7 +26,9 @@ dqn-atari     DQN, ALE/Breakout-v5, the ``paper`` preset's Nature-CNN and batch 
 Per run: env steps/s of training (ours: ``steps / train_wall_s`` from summary.json, i.e. the
 training loop; SB3: ``steps / (time of model.learn)``), process wall time, gradient steps, final
 greedy return (one episode; ours: the final evaluation, SB3: ``evaluate_policy(deterministic=True)``
-after the timed part). Prints a table per row and one JSON object at the end.
+after the timed part), and the CPU seconds (user + system) of the whole process, start-up included:
+on a machine shared with other work, env steps per CPU second hardly depend on the load, while env
+steps/s do. Prints a table per row and one JSON object at the end.
 
 What differs unavoidably: SB3's DQN clips gradients (max norm 10) and skips the forward pass when it
 explores; it syncs the target net every N env steps where we sync every N gradient steps (the same
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -71,12 +74,12 @@ def run_ours(row: str, seed: int, steps: int, workdir: Path, *, plain: bool = Fa
     env = {**os.environ, "TQDM_DISABLE": "1", "LLM_EXPLORER_FAST": "0" if plain else "1"}
     cmd = [CLI, "train", "--env", spec["env"], "--algo", spec["algo"], "--preset", spec["preset"],
            "--steps", str(steps), "--seed", str(seed), "--out", str(out), *OURS_COMMON, *spec["ours_extra"]]
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), children_cpu_s()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
-    process_s = time.perf_counter() - started
+    process_s, cpu_s = time.perf_counter() - started, children_cpu_s() - cpu_before
     summary = json.loads((out / "summary.json").read_text())
     return {"peer": "ours-plain" if plain else "ours", "seed": seed, "env_steps": summary["env_steps"],
-            "steps_per_s": summary["env_steps"] / summary["train_wall_s"], "process_s": process_s,
+            "steps_per_s": summary["env_steps"] / summary["train_wall_s"], "process_s": process_s, "cpu_s": cpu_s,
             "gradient_steps": summary["gradient_steps"], "final_return": summary["final_eval_return"]}
 
 
@@ -149,12 +152,18 @@ def sb3_worker(row: str, seed: int, steps: int) -> dict:
             "final_return": float(mean)}
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of the child processes that have ended so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_sb3(row: str, seed: int, steps: int) -> dict:
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), children_cpu_s()
     proc = subprocess.run([sys.executable, __file__, "--sb3-worker", row, str(seed), str(steps)], check=True,
                           capture_output=True, text=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["process_s"] = time.perf_counter() - started
+    result["process_s"], result["cpu_s"] = time.perf_counter() - started, children_cpu_s() - cpu_before
     return result
 
 
@@ -164,18 +173,26 @@ def report(row: str, runs: list[dict]) -> dict:
     sb3 = [r for r in runs if r["peer"] == "sb3"]
     plain = [r for r in runs if r["peer"] == "ours-plain"]
     print(f"\n## {row}")
-    print("| peer | seed | env steps | env steps/s | process s | gradient steps | final greedy return |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| peer | seed | env steps | env steps/s | process s | process CPU s | env steps per CPU s | gradient steps "
+          "| final greedy return |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in runs:
         print(f"| {r['peer']} | {r['seed']} | {r['env_steps']} | {r['steps_per_s']:.0f} | {r['process_s']:.1f} | "
-              f"{r['gradient_steps']} | {r['final_return']:.1f} |")
+              f"{r['cpu_s']:.1f} | {r['env_steps'] / r['cpu_s']:.0f} | {r['gradient_steps']} | "
+              f"{r['final_return']:.1f} |")
+    cpu = {peer: statistics.median(r["env_steps"] / r["cpu_s"] for r in runs if r["peer"] == peer)
+           for peer in ("ours", "sb3", "ours-plain") if any(r["peer"] == peer for r in runs)}
+    print("median env steps per process CPU second (whole process, start-up included): "
+          + ", ".join(f"{peer} {v:.0f}" for peer, v in cpu.items())
+          + f"; ours / SB3 {cpu['ours'] / cpu['sb3']:.2f}"
+          + (f", plain / SB3 {cpu['ours-plain'] / cpu['sb3']:.2f}" if "ours-plain" in cpu else ""))
     pairs = [o["steps_per_s"] / s["steps_per_s"] for o, s in zip(ours, sb3, strict=True)]
     med_o = statistics.median(r["steps_per_s"] for r in ours)
     med_s = statistics.median(r["steps_per_s"] for r in sb3)
     print(f"median env steps/s: ours {med_o:.0f}, SB3 {med_s:.0f}; ratio {med_o / med_s:.2f} "
           f"(per pair: {', '.join(f'{p:.2f}' for p in pairs)}); load now: {os.getloadavg()[0]:.1f}")
     out = {"row": row, "ours_median": med_o, "sb3_median": med_s, "ratio": med_o / med_s, "pair_ratios": pairs,
-           "runs": runs}
+           "steps_per_cpu_s": cpu, "runs": runs}
     if plain:
         med_p = statistics.median(r["steps_per_s"] for r in plain)
         plain_pairs = [p["steps_per_s"] / s["steps_per_s"] for p, s in zip(plain, sb3, strict=True)]

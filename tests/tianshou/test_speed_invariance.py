@@ -32,12 +32,12 @@ LLM_EXPLORER = Path(sysconfig.get_path("scripts")) / "llm-explorer"
 WALL_CLOCK = {"t_s", "latency_s", "time"}
 
 RUNS = {
-    "dqn": ["--env", "CartPole-v1", "--steps", "1200"],
-    "c51": ["--env", "CartPole-v1", "--steps", "1200"],
-    "rainbow": ["--env", "CartPole-v1", "--steps", "1200"],
-    "td3": ["--env", "Pendulum-v1", "--steps", "1000", "--set", "train_envs=2",
+    "dqn": ["--env", "CartPole-v1", "--steps", "800"],
+    "c51": ["--env", "CartPole-v1", "--steps", "800"],
+    "rainbow": ["--env", "CartPole-v1", "--steps", "800"],
+    "td3": ["--env", "Pendulum-v1", "--steps", "800", "--set", "train_envs=2",
             "--set", "algorithm.random_warmup_steps=200"],
-    "sac": ["--env", "Pendulum-v1", "--steps", "1000", "--set", "train_envs=2",
+    "sac": ["--env", "Pendulum-v1", "--steps", "800", "--set", "train_envs=2",
             "--set", "algorithm.random_warmup_steps=200"],
 }
 COMMON = ["--seed", "5", "--provider", "scripted", "--mode", "blocking", "--k", "2", "--eval-episodes", "2",
@@ -49,7 +49,7 @@ def train(out: Path, algo: str, fast_paths: bool) -> Path:
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
            fast.ENV_VAR: "1" if fast_paths else "0"}
     result = subprocess.run([str(LLM_EXPLORER), "train", "--algo", algo, *RUNS[algo], *COMMON, "--out", str(out)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
