@@ -11,6 +11,7 @@ each frame once (``frame_buffer.py``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tianshou.algorithm import C51, DDPG, DQN, QRDQN, SAC, TD3, RainbowDQN
+from tianshou.algorithm import DDPG, DQN, QRDQN, SAC
 from tianshou.algorithm.algorithm_base import OffPolicyAlgorithm, Policy
 from tianshou.algorithm.modelfree.sac import AutoAlpha
 from tianshou.algorithm.optim import AdamOptimizerFactory
@@ -34,13 +35,20 @@ from explorer_pipeline.errors import UsageError
 
 from . import fast
 from .config import AlgorithmConfig, RunConfig
-from .continuous import ClippedContinuousDeterministicPolicy, GuidedGaussianNoise, GuidedSACPolicy
+from .continuous import BoundedTD3, ClippedContinuousDeterministicPolicy, GuidedGaussianNoise, GuidedSACPolicy
 from .counter import EnvStepCounter
+from .curl import build_curl
 from .discrete import GuidedC51Policy, GuidedDQNPolicy, GuidedEpsGreedyMixin, GuidedQRDQNPolicy
+from .distributional import NStepC51, NStepRainbowDQN
 from .envs import EnvInfo, env_factory
 from .frame_buffer import set_buffer_beta
+from .icm import ICMDQN, build_icm
 from .names import CONTINUOUS_ALGOS, DISCRETE_ALGOS
+from .noisy import NoisyDQN
+from .rnd import RNDDQN, RNDDQNPolicy, build_rnd
 from .tianshou_state import seed_sampler
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- replay buffers
@@ -230,7 +238,7 @@ def _q_network(config: RunConfig, env: EnvInfo, n: int, device: str) -> torch.nn
         return build_atari_q_network(algo, env.obs_shape, n, num_atoms=hp.num_atoms,
                                      num_quantiles=hp.num_quantiles, noisy_std=hp.noisy_std,
                                      features=hidden[-1], device=device)
-    if algo in ("dqn", "double-dqn", "dueling-dqn"):
+    if algo in ("dqn", "double-dqn", "dueling-dqn", "rnd-dqn", "icm-dqn"):
         head = {"hidden_sizes": hidden[-1:]}
         dueling = (head, head) if algo == "dueling-dqn" else None
         return Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hidden[:-1] if dueling else hidden,
@@ -247,6 +255,9 @@ def _q_network(config: RunConfig, env: EnvInfo, n: int, device: str) -> torch.nn
                    num_atoms=hp.num_atoms, dueling_param=(head, dict(head)))
     if algo == "qrdqn":
         return Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hidden, num_atoms=hp.num_quantiles)
+    if algo == "noisy-dqn":  # every layer is fully connected, so every layer is noisy (as NoisyNet's FC layers)
+        return Net(state_shape=env.obs_shape, action_shape=n, hidden_sizes=hidden,
+                   linear_layer=lambda x, y: NoisyLinear(x, y, hp.noisy_std))
     raise ValueError(f"not a DQN-family algorithm: {algo!r}")
 
 
@@ -263,7 +274,7 @@ def _build_discrete(config: RunConfig, env: EnvInfo, space: Any, cache: Explorat
         policy: Any = GuidedC51Policy(model=net, action_space=space, num_atoms=hp.num_atoms, v_min=hp.v_min,
                                       v_max=hp.v_max, **eps)
         _attach(policy, cache, rng, counter)
-        algorithm = (RainbowDQN if algo == "rainbow" else C51)(policy=policy, **common)
+        algorithm = (NStepRainbowDQN if algo == "rainbow" else NStepC51)(policy=policy, **common)
     elif algo == "qrdqn":
         policy = GuidedQRDQNPolicy(model=net, action_space=space, **eps)
         _attach(policy, cache, rng, counter)
@@ -314,7 +325,7 @@ def _build_deterministic(config: RunConfig, env: EnvInfo, space: Any, cache: Exp
                   n_step_return_horizon=hp.n_step)
     if config.algo == "ddpg":
         return DDPG(**common), noise
-    algorithm = TD3(**common, critic2=_critic(config, env, act_dim), critic2_optim=_adam(hp.critic_lr, hp),
+    algorithm = BoundedTD3(**common, critic2=_critic(config, env, act_dim), critic2_optim=_adam(hp.critic_lr, hp),
                     policy_noise=hp.policy_noise, update_actor_freq=hp.update_actor_freq, noise_clip=hp.noise_clip)
     return algorithm, noise
 
@@ -337,9 +348,63 @@ def _build_sac(config: RunConfig, env: EnvInfo, space: Any, cache: ExplorationCa
     return algorithm, noise
 
 
+# --------------------------------------------------------------------------- exploration baselines
+def _build_noisy_dqn(config: RunConfig, env: EnvInfo, space: Any, cache: ExplorationCache | None,
+                     rng: np.random.Generator, counter: EnvStepCounter,
+                     device: str) -> tuple[OffPolicyAlgorithm, None]:
+    """NoisyNet-DQN (:mod:`.noisy`). It has no ε-random draw to guide: the cache is never attached."""
+    hp = config.algorithm
+    if cache is not None:
+        log.warning("noisy-dqn explores with its noisy layers only: the LLM's exploration updates are not used")
+    net = _q_network(config, env, int(space.n), device)
+    policy = GuidedDQNPolicy(model=net, action_space=space, eps_training=hp.epsilon.start,
+                             eps_inference=hp.epsilon.eval)
+    algorithm = NoisyDQN(policy=policy, optim=_adam(hp.lr, hp), gamma=hp.gamma, n_step_return_horizon=hp.n_step,
+                         target_update_freq=hp.target_update_freq, is_double=False,
+                         huber_loss_delta=hp.huber_loss_delta)
+    return algorithm, None
+
+
+def _build_rnd_dqn(config: RunConfig, env: EnvInfo, space: Any, cache: ExplorationCache | None,
+                   rng: np.random.Generator, counter: EnvStepCounter, device: str) -> tuple[OffPolicyAlgorithm, None]:
+    """RND-DQN (:mod:`.rnd`): DQN's ε-greedy, guided like DQN's, plus the intrinsic reward."""
+    hp, rnd_hp = config.algorithm, config.algorithm.rnd
+    net = _q_network(config, env, int(space.n), device)
+    policy = RNDDQNPolicy(model=net, action_space=space, eps_training=hp.epsilon.start, eps_inference=hp.epsilon.eval)
+    _attach(policy, cache, rng, counter)
+    rnd = build_rnd(env.obs_shape, atari=env.is_atari, hidden_sizes=config.network.hidden_sizes,
+                    out_dim=rnd_hp.output_dim, gamma=rnd_hp.gamma, obs_clip=rnd_hp.obs_clip, device=device)
+    algorithm = RNDDQN(policy=policy, rnd=rnd, rnd_optim=_adam(rnd_hp.lr, hp), intrinsic_coef=rnd_hp.coef,
+                       optim=_adam(hp.lr, hp), gamma=hp.gamma, n_step_return_horizon=hp.n_step,
+                       target_update_freq=hp.target_update_freq, is_double=False,
+                       huber_loss_delta=hp.huber_loss_delta)
+    return algorithm, None
+
+
+def _build_icm_dqn(config: RunConfig, env: EnvInfo, space: Any, cache: ExplorationCache | None,
+                   rng: np.random.Generator, counter: EnvStepCounter, device: str) -> tuple[OffPolicyAlgorithm, None]:
+    """ICM-DQN (:mod:`.icm`): DQN's ε-greedy, guided like DQN's, plus the curiosity reward."""
+    hp, icm_hp = config.algorithm, config.algorithm.icm
+    n = int(space.n)
+    net = _q_network(config, env, n, device)
+    policy = GuidedDQNPolicy(model=net, action_space=space, eps_training=hp.epsilon.start,
+                             eps_inference=hp.epsilon.eval)
+    _attach(policy, cache, rng, counter)
+    dqn = DQN(policy=policy, optim=_adam(hp.lr, hp), gamma=hp.gamma, n_step_return_horizon=hp.n_step,
+              target_update_freq=hp.target_update_freq, is_double=False, huber_loss_delta=hp.huber_loss_delta)
+    icm = build_icm(env.obs_shape, n, atari=env.is_atari, hidden_sizes=config.network.hidden_sizes, device=device)
+    algorithm = ICMDQN(wrapped_algorithm=dqn, model=icm, optim=_adam(hp.lr, hp), lr_scale=icm_hp.lr_scale,
+                       reward_scale=icm_hp.reward_scale, forward_loss_weight=icm_hp.forward_loss_weight)
+    return algorithm, None
+
+
 _BUILDERS: dict[str, Callable[..., tuple[OffPolicyAlgorithm, Any]]] = {
     **{name: _build_discrete for name in DISCRETE_ALGOS},
     "ddpg": _build_deterministic,
     "td3": _build_deterministic,
     "sac": _build_sac,
+    "curl": build_curl,  # after the DQN family's entry, which it replaces
+    "noisy-dqn": _build_noisy_dqn,
+    "rnd-dqn": _build_rnd_dqn,
+    "icm-dqn": _build_icm_dqn,
 }

@@ -57,7 +57,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel
 
 from explorer_pipeline.errors import UsageError
 from explorer_pipeline.state import state_of
@@ -116,21 +115,6 @@ class CheckpointError(UsageError):
 
 
 # --------------------------------------------------------------------------- configuration identity
-#: Settings added after checkpoints were first written: left out of a configuration's identity
-#: while they have their default value, so checkpoints of runs written before they existed still
-#: resume (and an older config.yaml, which lacks them, still matches its checkpoints).
-ADDED_SETTINGS: tuple[tuple[str, ...], ...] = (("explorer", "budget"),)
-
-
-def _default_of(path: tuple[str, ...]) -> Any:
-    """The default value of the setting at ``path``, as ``model_dump(mode="json")`` writes it."""
-    model: Any = RunConfig
-    for part in path[:-1]:
-        model = model.model_fields[part].annotation
-    value = model.model_fields[path[-1]].get_default(call_default_factory=True)
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-
-
 #: Settings that do not change what a run computes, besides ``checkpoint.*``: a resume may change
 #: them (e.g. ``--option preflight=off`` to resume while the LLM server is still down; requests
 #: that fail then are counted, as when a server dies mid-run).
@@ -146,16 +130,12 @@ def _parent(data: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def _identity(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a dumped configuration, changed in place) without what does not change the run:
-    ``checkpoint``, :data:`NOT_IDENTITY`, and :data:`ADDED_SETTINGS` at their defaults."""
+    ``checkpoint`` and :data:`NOT_IDENTITY`."""
     data.pop("checkpoint", None)
     for path in NOT_IDENTITY:
         node = _parent(data, path)
         if isinstance(node, dict):
             node.pop(path[-1], None)
-    for path in ADDED_SETTINGS:
-        node = _parent(data, path)
-        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == _default_of(path):
-            del node[path[-1]]
     return data
 
 
@@ -490,8 +470,7 @@ class Checkpointer:
             "algorithm": algorithm_state(setup.algorithm),
             "rngs": _capture_rngs(parts.rng),
             "buffer_sampler": sampler_state(setup.buffer),
-            "tap": {"episodes": parts.tap.episodes, "errors": parts.tap.errors,
-                    "blocking_timeouts": parts.tap.blocking_timeouts, "last_record": parts.tap.last_record},
+            "tap": parts.tap.get_state(),
             "noise": state_of(setup.noise),
             "explorer": explorer,
         }
@@ -617,9 +596,7 @@ def restore_run(parts: RunParts, loaded: LoadedCheckpoint) -> LoopState:
         restore_env_states(setup.test_envs, loaded.envs["test"])
     else:
         fresh_episodes = True
-    tap = state["tap"]
-    parts.tap.episodes, parts.tap.errors = tap["episodes"], tap["errors"]
-    parts.tap.blocking_timeouts, parts.tap.last_record = tap["blocking_timeouts"], tap["last_record"]
+    parts.tap.set_state(state["tap"])
     parts.tap.counter.value = loaded.step
     if state["noise"] is not None:
         setup.noise.set_state(state["noise"])

@@ -45,11 +45,14 @@ __all__ = [
     "AtariConfig",
     "CheckpointConfig",
     "ConfigError",
+    "CurlConfig",
     "EpsilonConfig",
     "EvalConfig",
+    "ICMConfig",
     "NetworkConfig",
     "NoiseConfig",
     "PrioritizedConfig",
+    "RNDConfig",
     "RunConfig",
     "dump_config",
     "load_config_file",
@@ -120,6 +123,47 @@ class PrioritizedConfig(_Section):
     """Importance-sampling exponent reached at the last env step."""
 
 
+class CurlConfig(_Section):
+    """CURL (``algo: curl``): the contrastive part, trained with data-efficient Rainbow."""
+
+    momentum: float = Field(0.999, ge=0.0, lt=1.0)
+    """m of the key encoder's update after every gradient step: θ_k ← m θ_k + (1 − m) θ_q."""
+    loss_coef: float = Field(1.0, ge=0.0)
+    """Weight of the contrastive (InfoNCE) loss added to the RL loss."""
+    latent_dim: int = Field(128, ge=1)
+    """Size of the contrastive code (the bilinear matrix W is latent_dim × latent_dim)."""
+    max_grad_norm: float | None = Field(10.0, gt=0.0)
+    """Clip of the gradient's L2 norm in each step (None: no clipping)."""
+
+
+class RNDConfig(_Section):
+    """RND-DQN (``algo: rnd-dqn``): the random-network-distillation intrinsic reward (Burda et al. 2018)."""
+
+    coef: float = Field(0.5, ge=0.0)
+    """Weight of the normalised intrinsic reward in ``r + coef * r_intrinsic`` (0: the predictor
+    still learns, the targets are DQN's)."""
+    lr: float = Field(1e-4, gt=0.0)
+    """Learning rate of the predictor network (Adam)."""
+    output_dim: int = Field(512, ge=1)
+    """Size of the target and predictor networks' output (the features the predictor imitates)."""
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    """Discount of the intrinsic returns whose running standard deviation scales the reward."""
+    obs_clip: float = Field(5.0, gt=0.0)
+    """Normalised observations are clipped to [-obs_clip, obs_clip]."""
+
+
+class ICMConfig(_Section):
+    """ICM-DQN (``algo: icm-dqn``): the Intrinsic Curiosity Module (Pathak et al. 2017), through
+    Tianshou's ICM wrapper."""
+
+    reward_scale: float = Field(0.01, ge=0.0)
+    """Intrinsic reward = reward_scale x the forward model's error (0: no curiosity reward)."""
+    forward_loss_weight: float = Field(0.2, ge=0.0, le=1.0)
+    """β: the module's loss is (1 − β) x inverse loss + β x forward loss."""
+    lr_scale: float = Field(1.0, gt=0.0)
+    """The module's loss is multiplied by this before its Adam step (learning rate ``lr``)."""
+
+
 class AlgorithmConfig(_Section):
     """Hyperparameters of the RL algorithm. Fields an algorithm does not use are ignored by it."""
 
@@ -160,7 +204,8 @@ class AlgorithmConfig(_Section):
     num_quantiles: int = Field(50, ge=1)
     """QRDQN: quantiles."""
     noisy_std: float = Field(0.1, ge=0.0)
-    """Rainbow: σ0 of the noisy linear layers."""
+    """Rainbow, noisy-dqn: σ0 of the noisy linear layers (factorised noise: each weight's σ starts
+    at σ0 / √fan-in)."""
     policy_noise: float = Field(0.2, ge=0.0)
     """TD3: target-policy smoothing noise (normalised units)."""
     noise_clip: float = Field(0.5, ge=0.0)
@@ -172,6 +217,9 @@ class AlgorithmConfig(_Section):
     epsilon: EpsilonConfig = Field(default_factory=EpsilonConfig)
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     prioritized: PrioritizedConfig = Field(default_factory=PrioritizedConfig)
+    curl: CurlConfig = Field(default_factory=CurlConfig)
+    rnd: RNDConfig = Field(default_factory=RNDConfig)
+    icm: ICMConfig = Field(default_factory=ICMConfig)
 
     @field_validator("v_max")
     @classmethod
@@ -252,12 +300,17 @@ class RunConfig(_Section):
     env: str
     """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``, ``Hopper-v5``) or ``module:EnvId``."""
     algo: str
-    """One of dqn, double-dqn, dueling-dqn, c51, qrdqn, rainbow (discrete actions), ddpg, td3,
-    sac (continuous actions)."""
+    """One of dqn, double-dqn, dueling-dqn, c51, qrdqn, rainbow, curl (discrete actions; curl only
+    on Atari frames), noisy-dqn, rnd-dqn, icm-dqn (exploration baselines; noisy-dqn has no ε-random
+    draw for an LLM to guide), ddpg, td3, sac (continuous actions)."""
     seed: int = Field(0, ge=0)
     """Seeds torch, numpy, the environments and the exploration draws."""
     steps: int = Field(100_000, ge=1)
     """Env steps to train."""
+    episodes: int | None = Field(None, ge=1)
+    """Also stop once this many training episodes have finished (None: no episode cap). Training
+    ends at whichever of ``steps`` and ``episodes`` comes first, after the collect in which the
+    cap was reached (with several training envs a few more episodes may finish in it)."""
     train_envs: int = Field(4, ge=1)
     """Training environments stepped together (batched forward passes)."""
     test_envs: int = Field(10, ge=1)
@@ -594,6 +647,9 @@ def _fit_problem(algo: str, info: Any) -> str | None:
     if algo in DISCRETE_ALGOS and not info.is_discrete:
         return (f"{algo} needs discrete actions but {info.env_id} has continuous ones; "
                 f"use one of {', '.join(CONTINUOUS_ALGOS)}")
+    if algo == "curl" and len(info.obs_shape) != 3:
+        return (f"curl learns from stacked frames (an Atari env such as ALE/Pong-v5); {info.env_id} has "
+                f"observations of shape {tuple(info.obs_shape)}")
     if algo in CONTINUOUS_ALGOS and info.is_discrete:
         return (f"{algo} needs continuous actions but {info.env_id} has discrete ones; "
                 f"use one of {', '.join(DISCRETE_ALGOS)}")

@@ -133,6 +133,7 @@ def train(
     setup: AlgoSetup,
     *,
     steps: int | None = None,
+    episodes: int | None = None,
     eval_every: int | None = None,
     eval_episodes: int = 10,
     tap: EpisodeTap | None = None,
@@ -146,7 +147,8 @@ def train(
     resume: LoopState | None = None,
     stop_requested: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``setup`` for ``steps`` env steps (default: the setup's budget).
+    """Train ``setup`` for ``steps`` env steps or ``episodes`` training episodes, whichever comes
+    first (default: the setup's budget, ``config.steps`` and ``config.episodes``).
 
     :param tap: the episode tap (``on_episode_done_hook``); one that talks to no runtime is
         made if None. Its counter is the env-step counter.
@@ -170,11 +172,14 @@ def train(
     """
     hp = setup.hp
     steps = int(steps if steps is not None else setup.config.steps)
+    episodes = episodes if episodes is not None else setup.config.episodes
     eval_every = int(eval_every if eval_every is not None else setup.config.eval.every)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    if episodes is not None and episodes < 1:
+        raise ValueError(f"episodes must be >= 1 or None, got {episodes}")
     prepare_policy(setup.policy)
     if tap is None:
         tap = EpisodeTap(None, setup.env.env_id, setup.env.spec, counter=counter)
@@ -225,6 +230,7 @@ def train(
     try:
         if resume is None:
             train_collector.reset()
+            tap.forget_open_episodes()
             counter.value = 0
             if hp.random_warmup_steps > 0:
                 warm = _round_up(min(hp.random_warmup_steps, steps), n_envs)
@@ -240,11 +246,15 @@ def train(
             wall_before = saved.wall_s
             if resume.collector is None:
                 train_collector.reset_env()  # fresh episodes; the buffer keeps what it holds
+                tap.forget_open_episodes()
             else:
                 restore_collector(train_collector, resume.collector)
             counter.value = env_step
         bar.update(env_step)
-        while env_step < steps:
+        def budget_spent() -> bool:
+            return env_step >= steps or (episodes is not None and tap.episodes >= episodes)
+
+        while not budget_spent():
             stop = stop_requested is not None and stop_requested()
             if checkpoints is not None and (stop or checkpoints.due(env_step)):
                 checkpoints.save(snapshot())
@@ -269,7 +279,7 @@ def train(
                 result.gradient_steps += n_updates
             if after_collect is not None:
                 after_collect(env_step)
-            if env_step >= next_eval and env_step < steps:
+            if env_step >= next_eval and not budget_spent():
                 last_eval = run_eval(env_step)
                 while next_eval <= env_step:
                     next_eval += eval_every

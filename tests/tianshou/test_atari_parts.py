@@ -149,7 +149,7 @@ def test_register_ale_is_idempotent_and_names_the_extra_when_ale_py_is_missing(m
         make_atari_env("CartPole-v1")
 
 
-def test_observations_are_four_stacked_grey_84x84_uint8_frames_without_a_second_skip():
+def test_observations_are_four_stacked_grey_84x84_uint8_frames_four_frames_apart():
     env = make_atari_env("ALE/Pong-v5")
     assert env.observation_space.shape == (4, 84, 84) and env.observation_space.dtype == np.uint8
     obs, info = env.reset(seed=0)
@@ -161,9 +161,15 @@ def test_observations_are_four_stacked_grey_84x84_uint8_frames_without_a_second_
     for _ in range(3):
         new, *_, info = env.step(0)
         assert np.array_equal(new[:-1], obs[1:])  # the stack slides by one frame per step
-        assert info["episode_frame_number"] == frame + 4  # v5's own 4-frame skip, nothing on top
+        assert info["episode_frame_number"] == frame + 4  # 4 frames per step (the wrapper's skip), no more
         frame, obs = info["episode_frame_number"], new
-    assert not np.array_equal(obs[-1], obs[0])
+    assert ale.getInt("frame_skip") == 1  # ALE itself does not skip: the wrapper pools the last two frames
+    reset_frame = obs[0]
+    changed = False
+    for _ in range(30):  # the round starts within about 60 frames of a reset: the picture changes
+        obs, *_ = env.step(0)
+        changed = changed or not np.array_equal(obs[-1], reset_frame)
+    assert changed
     env.close()
 
 
@@ -226,6 +232,9 @@ SHAPES = {
     "c51": (3, 4, 51),
     "qrdqn": (3, 4, 200),
     "rainbow": (3, 4, 51),
+    "noisy-dqn": (3, 4),
+    "rnd-dqn": (3, 4),
+    "icm-dqn": (3, 4),
 }
 
 

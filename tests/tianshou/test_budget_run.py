@@ -7,13 +7,11 @@ one after it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from tianshou_integration.checkpoint import complete_checkpoints, discard_newer
@@ -127,19 +125,3 @@ def test_max_cost_without_a_price_exits_2_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert "max_cost_usd needs a price: set explorer.budget.price.input and explorer.budget.price.output" in lines[0]
     assert not out.exists()
-
-
-def test_checkpoints_written_before_the_budget_existed_still_match_their_configuration():
-    from tianshou_integration.checkpoint import config_differences, config_fingerprint
-
-    config = make_config("CartPole-v1", "dqn", {"explorer.provider": "scripted"})
-    older = config.model_dump(mode="json")
-    del older["explorer"]["budget"]  # what a checkpoint's meta.json and config.yaml held before
-    older.pop("checkpoint")
-    assert config_differences(older, config) == []
-    # the fingerprint an older checkpoint's meta.json holds: the same text, hashed the same way
-    assert config_fingerprint(config) == hashlib.sha256(yaml.safe_dump(older, sort_keys=True).encode()).hexdigest()
-    limited = make_config("CartPole-v1", "dqn", {"explorer.provider": "scripted", "explorer.budget.max_tokens": 9})
-    assert config_fingerprint(limited) != config_fingerprint(config)
-    assert config_differences(older, limited) == [
-        "explorer.budget (run: None, given: {'max_tokens': 9, 'max_cost_usd': None, 'price': None})"]
