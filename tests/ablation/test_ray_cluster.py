@@ -69,14 +69,14 @@ CLUSTER_SPEC = """
 name: cluster
 base:
   algo: dqn
-  steps: 1500
+  steps: 4000        # long enough that a run is caught training on a fast machine
   provider: scripted
   mode: blocking
   eval_episodes: 2
   config:
-    eval: {every: 500}
+    eval: {every: 1000}
     network: {hidden_sizes: [32, 32]}
-    checkpoint: {every_steps: 250}
+    checkpoint: {every_steps: 500}
 arms:
   - name: a
   - name: b          # the same configuration as a: its runs are the uninterrupted reference
@@ -156,7 +156,7 @@ def test_a_node_killed_mid_study_its_run_resumes_elsewhere_and_ends_like_an_unin
     assert killed_summary == twin_summary
     # heartbeats told the driver how far runs were
     beats = [e for e in events if e["event"] == "heartbeat"]
-    assert beats and all(e["steps"] == 1500 for e in beats) and any((e["step"] or 0) > 0 for e in beats)
+    assert beats and all(e["steps"] == 4000 for e in beats) and any((e["step"] or 0) > 0 for e in beats)
 
 
 GPU_RECORDER = """
