@@ -59,19 +59,39 @@ def restore_collector(collector: Collector, state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- the replay buffer
+def _children(buffer: Any) -> list[Any]:
+    """A vector buffer's sub-buffers (Tianshou keeps them in an object array); none for a plain buffer."""
+    children = getattr(buffer, "buffers", None)
+    return [] if children is None else list(children)
+
+
 def seed_sampler(buffer: ReplayBuffer, seed: int) -> None:
-    """Seed the buffer's sampler (Tianshou samples uniform replay from its own ``RandomState(42)``)."""
+    """Seed the buffer's samplers from the run's seed.
+
+    Tianshou gives every buffer its own ``RandomState(42)``. A vector buffer picks how many
+    transitions each env's sub-buffer gives with its own generator, and each sub-buffer picks
+    positions with *its* generator, so seeding only the top one would leave every run, whatever
+    its seed, drawing positions from the same streams (with one training env, exactly the same
+    positions). Each sub-buffer gets a generator of its own derived from ``seed``.
+    """
     buffer._random_state = np.random.RandomState(seed)
+    for i, child in enumerate(_children(buffer)):
+        child_seed = int(np.random.SeedSequence([seed, i + 1]).generate_state(1)[0])
+        child._random_state = np.random.RandomState(child_seed)
 
 
 def sampler_state(buffer: ReplayBuffer) -> Any:
-    """The state of the generator the buffer samples with."""
-    return buffer._random_state.get_state()
+    """The states of the generators the buffer (and its sub-buffers) sample with."""
+    children = _children(buffer)
+    return {"top": buffer._random_state.get_state(), "children": [c._random_state.get_state() for c in children]}
 
 
 def restore_sampler(buffer: ReplayBuffer, state: Any) -> None:
     """Put :func:`sampler_state`'s result back."""
-    buffer._random_state.set_state(state)
+    buffer._random_state.set_state(state["top"])
+    children = _children(buffer)
+    for child, child_state in zip(children, state["children"], strict=True):
+        child._random_state.set_state(child_state)
 
 
 def buffer_nbytes(buffer: Any) -> int:

@@ -250,3 +250,25 @@ def test_no_op_resets_count_frames_not_agent_steps():
     env.close()
     assert max(frames) <= 30
     assert len(set(frames)) > 1  # the number of no-ops is random
+
+
+# --------------------------------------------------------------------------- replay sampling seeds
+def sampled_positions(seed: int) -> list[int]:
+    info = describe_env("CartPole-v1")
+    config = make_config("CartPole-v1", "dqn", {"seed": seed, "train_envs": 1, "test_envs": 1},
+                         describe=lambda _: info)
+    setup = build_setup(config, info, cache=None)
+    try:
+        buffer = setup.buffer
+        for i in range(300):
+            buffer.add(Batch(obs=np.zeros((1, 4)), act=[0], rew=[1.0], terminated=[False],
+                             truncated=[i % 50 == 49], obs_next=np.zeros((1, 4)), info=[{}]))
+        return buffer.sample_indices(64).tolist()
+    finally:
+        setup.close()
+
+
+def test_replay_positions_depend_on_the_seed():
+    """With one training env Tianshou's sub-buffer draws every position from its own RandomState(42)."""
+    assert sampled_positions(1) == sampled_positions(1)
+    assert sampled_positions(1) != sampled_positions(2)
