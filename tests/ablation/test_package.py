@@ -13,17 +13,19 @@ from click.testing import CliRunner
 
 import explorer_ablation
 from explorer_ablation import plugin
-from explorer_ablation.cli import ablate, report
+from explorer_ablation.cli import ablate, report, status
+from explorer_ablation.offline.cli import eval_advice, scenarios
 
 from .helpers import ROOT, cli_env
 
 PACKAGE = Path(explorer_ablation.__file__).resolve().parent
 
 
-def test_the_plugin_adds_ablate_and_report():
+def test_the_plugin_adds_its_commands():
     group = click.Group("llm-explorer")
     plugin.register_commands(group)
-    assert group.commands == {"ablate": ablate, "report": report}
+    assert group.commands == {"ablate": ablate, "report": report, "status": status, "scenarios": scenarios,
+                              "eval-advice": eval_advice}
 
 
 def test_the_commands_arrive_only_through_the_plugin():

@@ -113,7 +113,7 @@ def test_rainbow_and_c51_are_built_with_the_fixed_classes():
         setup = build_setup(make_config("CartPole-v1", algo, {"train_envs": 1, "test_envs": 1},
                                         describe=lambda _: info), info, cache=None)
         try:
-            assert type(setup.algorithm) is cls
+            assert isinstance(setup.algorithm, cls)  # the fast paths may use a subclass
         finally:
             setup.close()
 
