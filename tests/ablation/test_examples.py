@@ -3,6 +3,7 @@ configuration the real train command resolves (``load_spec`` resolves every arm 
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ from .helpers import ROOT
 EXAMPLES = sorted((ROOT / "examples").glob("ablation-*.yaml"))
 
 
+@cache
+def loaded(path: Path):
+    """``load_spec`` once per file (the full paper comparison resolves 260 configurations); the
+    tests below only read the spec."""
+    return load_spec(path)
+
+
 def test_the_issue_asks_for_the_prompt_ablation_the_control_arms_and_the_paper_setting():
     names = {path.name for path in EXAMPLES}
     assert {"ablation-prompts.yaml", "ablation-controls.yaml", "ablation-paper-atari.yaml"} <= names
@@ -23,7 +31,7 @@ def test_the_issue_asks_for_the_prompt_ablation_the_control_arms_and_the_paper_s
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_spec_is_valid(path: Path):
-    spec = load_spec(path)  # names and every arm x environment configuration
+    spec = loaded(path)  # names and every arm x environment configuration
     runs = expand(spec, path.parent)
     assert len(runs) == len(spec.arms) * len(spec.environments) * len(spec.seeds)
     assert spec.baseline_arm is not None
@@ -90,7 +98,7 @@ def test_the_paper_comparison_has_every_algorithm_with_and_without_the_llm_and_b
     from tianshou_integration.config import resolve
 
     path = ROOT / "examples" / name
-    spec = load_spec(path)
+    spec = loaded(path)
     arms = {(spec.settings(arm)["algo"], spec.settings(arm)["provider"] != "none") for arm in spec.arms}
     assert arms == {(algo, llm) for algo in ("dqn", "dueling-dqn", "rainbow", "curl") for llm in (False, True)} | {
         ("noisy-dqn", False), ("rnd-dqn", False)}
