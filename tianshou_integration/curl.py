@@ -59,7 +59,7 @@ from . import fast
 from .counter import EnvStepCounter
 from .discrete import GuidedC51Policy
 from .distributional import NStepRainbowDQN
-from .networks import ResampledNoisyLinear
+from .networks import FrameTorso, ResampledNoisyLinear
 
 __all__ = [
     "CROP_PAD",
@@ -117,25 +117,15 @@ def _shifted_index(first: torch.Tensor, second: torch.Tensor, size: int, pad: in
 
 
 # --------------------------------------------------------------------------- networks
-class DataEfficientTorso(nn.Module):
+class DataEfficientTorso(FrameTorso):
     """Data-efficient Rainbow's convolutions on uint8 frames ``(B, C, H, W)``: conv 32 5×5/5,
     ReLU, conv 64 5×5/5, ReLU, flattened (576 features for 84×84)."""
 
-    def __init__(self, in_channels: int, height: int = 84, width: int = 84) -> None:
-        super().__init__()
-        self.convs = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=5, stride=5),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, kernel_size=5, stride=5),
-            nn.ReLU(inplace=True),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            self.output_dim = int(self.convs(torch.zeros(1, in_channels, height, width)).shape[1])
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Features of ``frames`` (uint8 scaled to [0, 1])."""
-        return self.convs(frames.float() / 255.0)
+    @staticmethod
+    def layers(in_channels: int) -> list[nn.Module]:
+        """Two 5×5 convolutions with stride 5, each followed by ReLU."""
+        return [nn.Conv2d(in_channels, 32, kernel_size=5, stride=5), nn.ReLU(inplace=True),
+                nn.Conv2d(32, 64, kernel_size=5, stride=5), nn.ReLU(inplace=True)]
 
 
 class ContrastiveHead(nn.Module):

@@ -60,30 +60,39 @@ class ResampledNoisyLinear(NoisyLinear):
         return super().forward(x)
 
 
-class NatureTorso(nn.Module):
+class FrameTorso(nn.Module):
+    """Convolutions on uint8 frames ``(B, C, H, W)`` scaled to [0, 1], flattened; subclasses give
+    the layers (:meth:`layers`). ``output_dim`` is measured on a blank frame of the given size."""
+
+    def __init__(self, in_channels: int, height: int = 84, width: int = 84) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(*self.layers(in_channels), nn.Flatten())
+        with torch.no_grad():
+            self.output_dim = int(self.convs(torch.zeros(1, in_channels, height, width)).shape[1])
+
+    @staticmethod
+    def layers(in_channels: int) -> list[nn.Module]:
+        """The convolutions and activations, before flattening."""
+        raise NotImplementedError
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Convolution features of ``frames`` (uint8 scaled to [0, 1])."""
+        return self.convs(frames.float() / 255.0)
+
+
+class NatureTorso(FrameTorso):
     """The Nature DQN convolutions on uint8 frames ``(B, C, H, W)``; output ``(B, conv_dim)``.
 
     :param in_channels: stacked frames per observation.
     :param height, width: frame size (84×84 gives ``conv_dim`` 3136).
     """
 
-    def __init__(self, in_channels: int, height: int = 84, width: int = 84) -> None:
-        super().__init__()
-        self.convs = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=8, stride=4),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, kernel_size=4, stride=2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1),
-            nn.ReLU(inplace=True),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            self.output_dim = int(self.convs(torch.zeros(1, in_channels, height, width)).shape[1])
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Convolution features of ``frames`` (uint8 scaled to [0, 1])."""
-        return self.convs(frames.float() / 255.0)
+    @staticmethod
+    def layers(in_channels: int) -> list[nn.Module]:
+        """Nature DQN: conv 32 8×8/4, conv 64 4×4/2, conv 64 3×3/1, each followed by ReLU."""
+        return [nn.Conv2d(in_channels, 32, kernel_size=8, stride=4), nn.ReLU(inplace=True),
+                nn.Conv2d(32, 64, kernel_size=4, stride=2), nn.ReLU(inplace=True),
+                nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(inplace=True)]
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, noisy_std: float | None) -> nn.Sequential:
