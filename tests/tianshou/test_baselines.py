@@ -22,13 +22,12 @@ from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.types import ExplorationUpdate, Provenance
 from tianshou_integration import EnvStepCounter, EpisodeTap, build_setup, describe_env
 from tianshou_integration.atari import make_atari_env
-from tianshou_integration.checkpoint import complete_checkpoints
 from tianshou_integration.config import make_config
 from tianshou_integration.rnd import build_rnd
 from tianshou_integration.training import evaluate, prepare_policy, train
 
 from .test_atari import SMALL_ATARI, invoke, read_jsonl
-from .test_resume import assert_same_run, copy_of, metric_steps, newest_checkpoint, run, start, wait_for
+from .test_resume import assert_same_run, copy_of, newest_checkpoint, run, sigkill_after_checkpoint
 
 BREAKOUT = "ALE/Breakout-v5"
 
@@ -262,17 +261,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_results(algo, tmp_path):
     done = run(*run_args(algo), "--out", str(reference))
     assert done.returncode == 0, done.stderr[-3000:]
     killed = tmp_path / "killed"
-    proc = start(*run_args(algo), "--out", str(killed))
-    try:
-        wait_for(lambda: any(c.step >= 800 for c in complete_checkpoints(killed)), proc, 240, "a checkpoint at 800")
-        step = newest_checkpoint(killed)
-        wait_for(lambda: max(metric_steps(killed / "metrics.csv")) > step, proc, 60, "rows after the checkpoint")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = sigkill_after_checkpoint(run_args(algo), killed, 800)
+    step = newest_checkpoint(killed)
     assert proc.returncode == -signal.SIGKILL and not (killed / "summary.json").exists()
     out = copy_of(killed, tmp_path / "resumed")
     resumed = run("--resume", str(out))

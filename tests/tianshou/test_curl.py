@@ -32,7 +32,7 @@ from tianshou_integration.discrete import GuidedC51Policy
 from tianshou_integration.tianshou_state import algorithm_state, restore_algorithm
 from tianshou_integration.training import train
 
-from .test_resume import assert_same_run, metric_steps, run, start, wait_for
+from .test_resume import assert_same_run, newest_checkpoint, run, sigkill_after_checkpoint
 
 PONG, BREAKOUT = "ALE/Pong-v5", "ALE/Breakout-v5"
 
@@ -310,18 +310,8 @@ def test_a_sigkilled_curl_run_resumes_to_the_uninterrupted_runs_results(tmp_path
     assert summary["gradient_steps"] > 200 and summary["updates_applied"] >= 2, summary
 
     out = tmp_path / "killed"
-    proc = start(*RUN, "--out", str(out))
-    try:
-        ready = lambda: any(c.step >= 600 for c in complete_checkpoints(out))  # noqa: E731
-        wait_for(ready, proc, 400, "a checkpoint at 600 steps")
-        step = complete_checkpoints(out)[0].step
-        wait_for(lambda: max(metric_steps(out / "metrics.csv")) > step, proc, 200, "rows after the checkpoint")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = sigkill_after_checkpoint(RUN, out, 600, checkpoint_s=400, rows_s=200)
+    step = newest_checkpoint(out)
     assert proc.returncode == -signal.SIGKILL and not (out / "summary.json").exists()
     assert complete_checkpoints(out)[0].meta["buffer"] is True
 

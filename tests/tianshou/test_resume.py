@@ -108,21 +108,30 @@ def reference(tmp_path_factory) -> Path:
 def killed(tmp_path_factory) -> Path:
     """A run SIGKILLed after its checkpoint at 1500+ steps, once it has written rows past that checkpoint."""
     out = tmp_path_factory.mktemp("killed") / "run"
-    proc = start(*RUN, "--out", str(out))
+    proc = sigkill_after_checkpoint(RUN, out, 1500)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "summary.json").exists()
+    return out
+
+
+def sigkill_after_checkpoint(args: tuple[str, ...] | list[str], out: Path, at_step: int, *,
+                             checkpoint_s: float = 240, rows_s: float = 60) -> subprocess.Popen:
+    """Start ``train *args --out out`` and SIGKILL it once it has a complete checkpoint at
+    ``at_step`` or later and has written metrics rows past its newest checkpoint; returns the
+    finished process."""
+    proc = start(*args, "--out", str(out))
     try:
-        ready = lambda: any(c.step >= 1500 for c in complete_checkpoints(out))  # noqa: E731
-        wait_for(ready, proc, 240, "a checkpoint at 1500 steps")
+        ready = lambda: any(c.step >= at_step for c in complete_checkpoints(out))  # noqa: E731
+        wait_for(ready, proc, checkpoint_s, f"a checkpoint at {at_step} steps")
         step = newest_checkpoint(out)
-        wait_for(lambda: max(metric_steps(out / "metrics.csv")) > step, proc, 60, "rows after the checkpoint")
+        wait_for(lambda: max(metric_steps(out / "metrics.csv")) > step, proc, rows_s, "rows after the checkpoint")
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (out / "summary.json").exists()
-    return out
+    return proc
 
 
 def copy_of(run_dir: Path, tmp_path: Path) -> Path:
