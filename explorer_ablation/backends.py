@@ -131,8 +131,9 @@ class RayBackend:
     SIGTERM and writes a checkpoint.
 
     :param address: ``None`` starts a local Ray instance (``ray.init()``); otherwise the address
-        of an existing cluster (``auto``, ``ray://host:10001``, ...). The study directory must be
-        on storage every node mounts at the same path; the preflight checks it.
+        of an existing cluster (``auto``, ``ray://host:10001``, ...). The study directory is either
+        on storage every node mounts at the same path (the preflight checks it) or a URI on any
+        fsspec filesystem (:mod:`.storage`: runs train locally and upload their run directories).
     :param workers: at most this many runs in flight (default: no cap, Ray queues them).
     :param runtime: the spec's ``runtime:`` section (runtime_env, variables passed by name,
         retries, preflight, heartbeats).
@@ -152,6 +153,9 @@ class RayBackend:
         self.num_cpus = num_cpus
         self.runtime = runtime if runtime is not None else Runtime()
         self.base_dir = base_dir
+        self.storage: Any = None
+        """The study's :class:`.storage.StudyStorage` (set by the runner): on a URI, each task
+        trains in its node's scratch directory and syncs the run with the storage."""
         self._ray: Any = None
         self._started_here = False
 
@@ -226,13 +230,13 @@ class RayBackend:
     # ------------------------------------------------------------------ preflight
     def preflight(self, out: Path, jobs: Sequence[Job]) -> list[dict[str, Any]]:
         """Before any run: every alive node imports the project, reads the marker this driver
-        wrote into the study directory ``out`` and, when runs ask for GPUs and the spec says
+        wrote into the study directory ``out`` (or its storage URI) and, when runs ask for GPUs and the spec says
         ``check_gpus``, shows torch as many GPUs as it declares. Raises UsageError naming each
         node's problems; returns each node's report."""
         from explorer_pipeline.errors import UsageError
-        from explorer_pipeline.rundir_format import write_text_atomic
 
         from .ray_task import preflight_task
+        from .storage import StudyStorage
 
         self.setup()
         self.passed_env()  # a missing variable is bad input before anything runs
@@ -242,7 +246,7 @@ class RayBackend:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         token = uuid.uuid4().hex
-        write_text_atomic(out / STORAGE_MARKER, token + "\n")
+        where = (self.storage or StudyStorage(out)).write_marker(STORAGE_MARKER, token)
         wants_gpus = any(job.num_gpus > 0 for job in jobs)
         task = ray.remote(preflight_task)
         refs = {}
@@ -256,7 +260,7 @@ class RayBackend:
             runtime_env = self.runtime_env()
             if runtime_env:
                 options["runtime_env"] = runtime_env
-            ref = task.options(**options).remote(str(out), STORAGE_MARKER, token, gpus, self.runtime.check_gpus)
+            ref = task.options(**options).remote(where, STORAGE_MARKER, token, gpus, self.runtime.check_gpus)
             refs[ref] = node.get("NodeManagerAddress", node["NodeID"])
         reports, problems = [], []
         for ref, where in refs.items():
@@ -298,8 +302,9 @@ class RayBackend:
             while queue or pending:
                 while queue and (not self.cap or len(pending) < self.cap):
                     job = queue.popleft()
+                    remote = self.storage.remote_run(job) if self.storage is not None else None
                     ref = task.options(**self._options(job, (RunLost,))).remote(
-                        job, env, mailbox, self.runtime.heartbeat_s)
+                        job, env, mailbox, self.runtime.heartbeat_s, remote=remote)
                     pending[ref] = job
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_RAY_S)
                 self._relay(mailbox, events, running)

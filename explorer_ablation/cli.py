@@ -14,6 +14,7 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,6 +25,19 @@ from .metrics import METRIC_NAMES
 __all__ = ["ablate", "report", "status"]
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+
+
+class _StudyArg(click.ParamType):
+    """A study: an existing directory, or a URI on a storage (``s3://...``, ``file://...``)."""
+
+    name = "DIR|URI"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        from .storage import is_uri
+
+        if is_uri(str(value)):
+            return str(value)
+        return click.Path(exists=True, file_okay=False, path_type=Path).convert(value, param, ctx)  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
@@ -56,8 +70,9 @@ def _stop_signals() -> Iterator[None]:
                    "and Ray queues them by their resources].")
 @click.option("--cpus-per-run", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPUs (threads) one run may use; also Ray's num_cpus per task.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Study directory [default: runs/ablations/NAME].")
+@click.option("--out", default=None, metavar="DIR|URI",
+              help="Study directory, or (Ray backend) a URI on any fsspec filesystem: s3://, gs://, file://, ... "
+                   "[default: runs/ablations/NAME].")
 @click.option("--resume", is_flag=True, help="Continue a study in --out: keep complete runs, redo the rest.")
 @click.option("--ray-address", default=None, metavar="ADDRESS",
               help="Connect to this Ray cluster (e.g. auto, ray://host:10001) instead of starting Ray locally.")
@@ -71,7 +86,7 @@ def _stop_signals() -> Iterator[None]:
               help="Write the study directory's configurations and FILE, one command per run (FILE.jsonl: one JSON "
                    "object per run), for a SLURM array or another scheduler; run nothing.")
 @click.pass_context
-def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cpus_per_run: int, out: Path | None,
+def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cpus_per_run: int, out: str | None,
            resume: bool, ray_address: str | None, train_command: str | None, dry_run: bool, no_report: bool,
            emit_jobs: Path | None) -> None:
     """Run the ablation study SPEC (YAML): every arm x environment x seed, seeds paired across arms.
@@ -89,6 +104,7 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
     from .launch import command_line
     from .runner import jobs_for, plan_study, run_study
     from .spec import load_spec
+    from .storage import is_uri
 
     if ray_address is not None and backend != "ray":
         raise BadInput("--ray-address needs --backend ray")
@@ -97,10 +113,13 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
         study = load_spec(spec)
     except UsageError as exc:
         raise BadInput.from_error(exc) from None
-    out = out or Path("runs") / "ablations" / study.name
+    target: str | Path = (out if is_uri(out) else Path(out)) if out else Path("runs") / "ablations" / study.name
+    if is_uri(str(target)) and backend != "ray" and emit_jobs is None and not dry_run:
+        raise BadInput(f"--out {target!r} is a URI: a study on fsspec storage needs --backend ray")
     if dry_run:
         runs = plan_study(study, spec)
-        for run, job in zip(runs, jobs_for(runs, out, train_command=command, cpus=cpus_per_run), strict=True):
+        here = target if isinstance(target, Path) else Path("STUDY")
+        for run, job in zip(runs, jobs_for(runs, here, train_command=command, cpus=cpus_per_run), strict=True):
             click.echo(f"# {run.run_id}: {json.dumps(run.config)}")
             click.echo(command_line(job))
         click.echo(f"{len(runs)} runs; nothing written or run (--dry-run)", err=True)
@@ -109,27 +128,27 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
         from .runner import emit_jobs as write_jobs
 
         try:
-            count = write_jobs(study, out, emit_jobs, spec_path=spec, resume=resume, cpus=cpus_per_run)
+            count = write_jobs(study, target, emit_jobs, spec_path=spec, resume=resume, cpus=cpus_per_run)
         except UsageError as exc:
             raise BadInput.from_error(exc) from None
-        click.echo(f"{count} jobs: {emit_jobs} (configurations in {out / 'configs'}); "
-                   f"then: llm-explorer report {shlex.quote(str(out))}", err=True)
+        click.echo(f"{count} jobs: {emit_jobs} (configurations in {Path(target) / 'configs'}); "
+                   f"then: llm-explorer report {shlex.quote(str(target))}", err=True)
         return
     chosen = _backend(backend, workers, cpus_per_run, ray_address, study, spec)
     try:
         with _stop_signals():
-            result = run_study(study, out, chosen, spec_path=spec, resume=resume, train_command=command,
+            result = run_study(study, target, chosen, spec_path=spec, resume=resume, train_command=command,
                                echo=lambda line: click.echo(line, err=True))
     except UsageError as exc:
         raise BadInput.from_error(exc) from None
     click.echo(f"{result.done}/{result.total} runs complete, {len(result.failed)} failed "
                f"(this session: {result.wall_s:.0f} s)", err=True)
     if result.interrupted:
-        click.echo(f"resume with: llm-explorer ablate {shlex.quote(str(spec))} --out {shlex.quote(str(out))} --resume",
-                   err=True)
+        click.echo(f"resume with: llm-explorer ablate {shlex.quote(str(spec))} --out {shlex.quote(str(target))} "
+                   "--resume", err=True)
         ctx.exit(EXIT_INTERRUPTED)
     status = EXIT_FAILED if result.failed else 0
-    if not no_report and not _write_report(out):
+    if not no_report and not _write_report(target):
         status = EXIT_FAILED
     ctx.exit(status)
 
@@ -144,11 +163,9 @@ def _backend(name: str, workers: int | None, cpus_per_run: int, ray_address: str
     return LocalBackend(workers=workers, cpus_per_run=cpus_per_run)
 
 
-def _write_report(out: Path) -> bool:
-    from .report import write_report
-
+def _write_report(out: Path | str) -> bool:
     try:
-        files = write_report(out)
+        files = _report_files(out, None)
     except Exception as exc:  # the study's runs are safe on disk; say what went wrong and how to retry
         click.echo(f"the report could not be written ({type(exc).__name__}: {exc}); "
                    f"retry with: llm-explorer report {out}", err=True)
@@ -158,20 +175,30 @@ def _write_report(out: Path) -> bool:
     return True
 
 
+def _report_files(out: Path | str, metric: str | None) -> object:
+    """Write the report of the study at ``out``; for a URI from a copy fetched from its storage,
+    the report's files then uploaded there (the paths returned are its URIs)."""
+    from .report import write_report
+    from .storage import local_copy, upload_report
+
+    view = local_copy(out)
+    files = write_report(view, metric=metric)
+    return upload_report(str(out), view, files) if view != Path(out) else files
+
+
 @click.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("directory", type=_StudyArg())
 @click.option("--metric", type=click.Choice(METRIC_NAMES), default=None,
               help="Compare arms on the final greedy return, the greedy return averaged over training (auc) or "
                    "the mean training-episode return (train) [default: the spec's metric, else final].")
 @click.pass_context
-def report(ctx: click.Context, directory: Path, metric: str | None) -> None:
-    """Write summary.csv, report.md and figures/ for the ablation study in DIRECTORY."""
+def report(ctx: click.Context, directory: Path | str, metric: str | None) -> None:
+    """Write summary.csv, report.md and figures/ for the ablation study in DIRECTORY (or at a
+    storage URI: read from it, the report uploaded to it)."""
     from explorer_pipeline.errors import UsageError
 
-    from .report import write_report
-
     try:
-        files = write_report(directory, metric=metric)
+        files: Any = _report_files(directory, metric)
     except UsageError as exc:
         raise BadInput.from_error(exc) from None
     click.echo(f"report: {files.report_md}")
@@ -181,14 +208,20 @@ def report(ctx: click.Context, directory: Path, metric: str | None) -> None:
 
 
 @click.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def status(directory: Path) -> None:
+@click.argument("directory", type=_StudyArg())
+def status(directory: Path | str) -> None:
     """Show the ablation study in DIRECTORY: runs queued, running (env step, steps/s, LLM updates
     and failures from each run's newest heartbeat), failed and done, and an ETA from steps/s.
-    Reads only the study's status.jsonl and study.json, so it works while a study runs."""
+    Reads only the study's status.jsonl and study.json (and, for runs without an end in it, their
+    summary.json), so it works while a study runs; DIRECTORY may be a storage URI."""
+    from explorer_pipeline.errors import UsageError
+
     from .progress import format_duration, study_state
 
-    state = study_state(directory)
+    try:
+        state = study_state(directory)
+    except UsageError as exc:
+        raise BadInput.from_error(exc) from None
     if not state.runs:
         raise BadInput(f"{str(directory)!r} holds no ablation study (no study.json with runs)")
     counts = state.counts()

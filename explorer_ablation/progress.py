@@ -225,8 +225,13 @@ class StudyState:
         return (left + queued * mean) / max(1, len(running))
 
 
-def study_state(out: Path) -> StudyState:
-    """Read ``OUT/study.json`` and ``OUT/status.jsonl``: each planned run's newest state."""
+def study_state(out: Path | str) -> StudyState:
+    """Read ``OUT/study.json`` and ``OUT/status.jsonl``: each planned run's newest state. ``out``
+    may be a storage URI (:mod:`.storage`): those files, and each run's ``summary.json``, are read
+    from the storage."""
+    from .storage import local_copy
+
+    out = local_copy(out, run_files=("summary.json",))
     study = read_json(out / "study.json")
     planned = list(study.get("runs", {})) if isinstance(study, dict) else []
     runs = {run_id: RunState(run_id) for run_id in planned}

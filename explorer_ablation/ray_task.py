@@ -25,6 +25,7 @@ from explorer_pipeline.rundir_format import SUMMARY_FILE, read_json, run_is_comp
 from . import launch
 from .launch import Job, Outcome
 from .progress import RunWatch
+from .storage import RemoteRun, RunSync, is_uri, read_marker
 
 __all__ = ["STOP_GRACE_S", "Mailbox", "RunLost", "preflight_task", "run_task"]
 
@@ -70,17 +71,25 @@ def _host() -> str:
     return os.uname().nodename if hasattr(os, "uname") else ""
 
 
-def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: float = 30.0) -> Outcome:
+def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: float = 30.0,
+             remote: RemoteRun | None = None) -> Outcome:
     """Run ``job`` to the end on this Ray worker; ``env`` (the variables the spec passes by name)
-    is added to the child's environment."""
+    is added to the child's environment. With ``remote`` (a study on a URI) the run trains in this
+    node's scratch directory, downloaded from the storage first and uploaded at each checkpoint
+    and at the end (:class:`.storage.RunSync`)."""
     import ray
 
     context = ray.get_runtime_context()
     gpu_ids = [str(i) for i in context.get_accelerator_ids().get("GPU", [])] if job.num_gpus > 0 else []
     details: dict[str, Any] = {"node": context.get_node_id(), "gpu_ids": gpu_ids}
-    if run_is_complete(job.run_dir, job.steps):
+    sync = RunSync(remote, job, details["node"]) if remote is not None else None
+    if sync.complete() if sync is not None else run_is_complete(job.run_dir, job.steps):
         _post(mailbox, "skipped", job.run_id, host=_host(), node=details["node"])
         return Outcome(job.run_id, 0, 0.0, True, host=_host(), details={**details, "already_complete": True})
+    if sync is not None:
+        job = sync.prepare()
+        if sync.moved_aside:
+            details["moved_aside"] = sync.moved_aside
     _wait_for_lock(job.run_dir)
     resume = job.run_dir.is_dir() and launch.resumable(job.run_dir)
     started = launch.start(job, {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)})
@@ -95,13 +104,19 @@ def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: fl
             if time.monotonic() >= next_beat and started.process.poll() is None:
                 next_beat = time.monotonic() + heartbeat_s
                 _post(mailbox, "heartbeat", job.run_id, **watch.beat())
+            if sync is not None:
+                sync.sync()  # uploads only when a new checkpoint is complete
     except BaseException:  # Ray's cancellation (KeyboardInterrupt): let the run checkpoint
         launch.stop(started, grace_s=STOP_GRACE_S, sig=signal.SIGTERM)
         outcome = launch.finish(started, interrupted=True)
+        if sync is not None:
+            sync.finish(clear=False)
         _post(mailbox, "stopped", job.run_id, rc=outcome.returncode, complete=outcome.complete,
               wall_s=round(outcome.wall_s, 2))
         raise
     outcome = launch.finish(started)
+    if sync is not None:
+        sync.finish(clear=outcome.complete)
     rc = outcome.returncode
     if rc is not None and rc < 0 and not outcome.complete:
         raise RunLost(f"{job.run_id}: train was killed by {signal.Signals(-rc).name} on {_host()}; "
@@ -152,15 +167,16 @@ def preflight_task(study_dir: str, marker_name: str, token: str, gpus_expected: 
             importlib.import_module(module)
         except Exception as exc:
             problems.append(f"cannot import {module}: {type(exc).__name__}: {exc}")
-    marker = Path(study_dir) / marker_name
+    marker = f"{study_dir.rstrip('/')}/{marker_name}"
     try:
-        seen = marker.read_text(encoding="utf-8").strip()
+        seen = read_marker(study_dir, marker_name)
     except OSError as exc:
         seen = None
-        problems.append(f"cannot read the study directory's marker {str(marker)!r} ({exc.strerror or exc}): "
-                        "the study directory must be on storage every node mounts at the same path")
+        hint = ("this node cannot reach the study's storage" if is_uri(study_dir)
+                else "the study directory must be on storage every node mounts at the same path")
+        problems.append(f"cannot read the study directory's marker {marker!r} ({exc.strerror or exc}): {hint}")
     if seen is not None and seen != token:
-        problems.append(f"{str(marker)!r} is not the driver's (another file system is mounted at that path)")
+        problems.append(f"{marker!r} is not the driver's (another file system is mounted at that path)")
     if check_gpus and gpus_expected > 0:
         found, why = _torch_gpus()
         if found < gpus_expected:

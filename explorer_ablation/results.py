@@ -220,9 +220,12 @@ class Study:
         return [r for r in self.runs if r.complete and (arm is None or r.arm == arm) and (env is None or r.env == env)]
 
 
-def load_study(out: Path) -> Study:
-    """Raises :class:`UsageError` when ``out`` is not a study directory."""
-    out = Path(out)
+def load_study(out: Path | str) -> Study:
+    """Raises :class:`UsageError` when ``out`` is not a study directory. ``out`` may be a storage
+    URI (:mod:`.storage`): the files the report reads are fetched from it first."""
+    from .storage import local_copy
+
+    out = Path(local_copy(out))
     meta = read_json(out / "study.json")
     if not isinstance(meta, dict) or "runs" not in meta:
         raise UsageError(f"{str(out)!r} is not an ablation study directory (no readable study.json); "

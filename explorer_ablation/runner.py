@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import read_json, run_is_complete, write_json_atomic, write_text_atomic
+from explorer_pipeline.rundir_format import read_json, write_json_atomic, write_text_atomic
 
 from .backends import Backend
 from .launch import Job, Outcome
@@ -29,6 +29,7 @@ from .plan import PlannedRun, expand
 from .progress import Progress, format_duration
 from .spec import StudySpec
 from .state import StatusLog, StudyLock
+from .storage import StudyStorage, is_uri, open_study
 
 __all__ = ["StudyResult", "emit_jobs", "job_command", "jobs_for", "plan_study", "run_study", "write_configs"]
 
@@ -95,7 +96,7 @@ def write_configs(out: Path, runs: Sequence[PlannedRun], study: str = "") -> Non
 
 def run_study(
     spec: StudySpec,
-    out: Path,
+    out: Path | str,
     backend: Backend,
     *,
     spec_path: Path | None = None,
@@ -107,22 +108,34 @@ def run_study(
     already holds a study and ``resume`` is off, or when the spec changed for runs that already
     finished.
 
+    ``out`` is a directory or a URI (``s3://...``: :mod:`.storage`, Ray backend only): then the
+    driver's files are kept in a local directory and uploaded, runs train where they run and are
+    uploaded at each checkpoint, and whether a run is complete is read from the storage.
+
     :param echo: receives each progress line (default: written to stderr).
     """
     echo = echo or _to_stderr
     t0 = time.monotonic()
-    out = out.resolve()
+    store = open_study(out)
+    if store.remote is not None and not hasattr(backend, "storage"):
+        raise UsageError(f"--out {store.where!r} is a URI: studies on fsspec storage run on the Ray backend "
+                         "(--backend ray); the local backend needs a directory")
+    out = store.local
     runs = plan_study(spec, spec_path)
     with StudyLock(out):
+        store.pull()
         previous = read_json(out / "study.json")
-        _check_can_start(out, previous, runs, resume)
+        _check_can_start(out, previous, runs, resume, store)
         backend.setup()
         try:
             _write_study(out, spec, spec_path, runs, previous, backend)
             write_configs(out, runs, spec.name)
-            status = StatusLog(out / "status.jsonl")
+            store.push("study.json", "spec.yaml", "configs")
+            status = StatusLog(out / "status.jsonl", mirror=store.push_status if store.remote else None)
             jobs = jobs_for(runs, out, train_command=train_command, cpus=backend.cpus_per_run)
-            todo = [job for job in jobs if not run_is_complete(job.run_dir, job.steps)]
+            todo = [job for job in jobs if not store.run_is_complete(store.relpath(job.run_dir), job.steps)]
+            if hasattr(backend, "storage"):
+                backend.storage = store
             already = len(jobs) - len(todo)
             progress = Progress(total=len(jobs), done=already, workers=max(1, backend.workers or 1))
             preflight = getattr(backend, "preflight", None)
@@ -134,7 +147,7 @@ def run_study(
                           already_complete=already, argv=sys.argv)
             echo(f"study {spec.name!r}: {len(jobs)} runs ({len(spec.arms)} arms x {len(spec.environments)} envs x "
                  f"{len(spec.seeds)} seeds), {already} already complete, {len(todo)} to run "
-                 f"on the {backend.name} backend -> {out}")
+                 f"on the {backend.name} backend -> {store.where}")
             result = StudyResult(out, len(jobs), already, already)
             events = _Events(status, progress, echo, result)
             try:
@@ -174,7 +187,10 @@ def emit_jobs(spec: StudySpec, out: Path, jobs_file: Path, *, spec_path: Path | 
     import shlex
     from types import SimpleNamespace
 
-    out = out.resolve()
+    if is_uri(str(out)):
+        raise UsageError(f"--emit-jobs needs a directory every node mounts for --out, not the URI {str(out)!r}: "
+                         "its jobs write their run directories in place")
+    out = Path(out).resolve()
     runs = plan_study(spec, spec_path)
     with StudyLock(out):
         previous = read_json(out / "study.json")
@@ -255,10 +271,12 @@ class _Events:
             self.echo(f"{self.progress.line()} FAILED {outcome.run_id} (exit {outcome.returncode}): {last}")
 
 
-def _check_can_start(out: Path, previous: Any, runs: Sequence[PlannedRun], resume: bool) -> None:
+def _check_can_start(out: Path, previous: Any, runs: Sequence[PlannedRun], resume: bool,
+                     store: StudyStorage | None = None) -> None:
+    store = store or StudyStorage(out)
     if not resume:
-        if previous is not None or (out / "runs").exists():
-            raise UsageError(f"{str(out)!r} already holds a study: pass --resume to continue it, "
+        if previous is not None or store.has_runs():
+            raise UsageError(f"{store.where!r} already holds a study: pass --resume to continue it, "
                              "or choose another --out")
         return
     if not isinstance(previous, dict):
@@ -266,10 +284,10 @@ def _check_can_start(out: Path, previous: Any, runs: Sequence[PlannedRun], resum
     old_runs = previous.get("runs", {})
     changed = [run.run_id for run in runs
                if run.run_id in old_runs and old_runs[run.run_id].get("fingerprint") != run.fingerprint
-               and run_is_complete(out / run.relpath, _old_steps(old_runs[run.run_id]))]
+               and store.run_is_complete(run.relpath.as_posix(), _old_steps(old_runs[run.run_id]))]
     if changed:
         listing = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-        raise UsageError(f"the spec changed for runs that already finished in {str(out)!r} ({listing}); "
+        raise UsageError(f"the spec changed for runs that already finished in {store.where!r} ({listing}); "
                          "use another --out, or delete those run directories to redo them")
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,15 @@ def move_aside(run_dir: Path) -> Path:
 
 
 class StatusLog:
-    """``status.jsonl``: append-only, one flushed and fsynced JSON line per event."""
+    """``status.jsonl``: append-only, one flushed and fsynced JSON line per event.
 
-    def __init__(self, path: Path) -> None:
+    :param mirror: called with each event's name after its line is written (a study on a URI
+        uploads the file: :meth:`.storage.StudyStorage.push_status`).
+    """
+
+    def __init__(self, path: Path, mirror: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self.mirror = mirror
 
     def append(self, event: str, run_id: str | None = None, **fields: Any) -> None:
         """Append one event line (time, ``event``, the run, ``fields``) and sync it to disk."""
@@ -61,6 +66,8 @@ class StatusLog:
             f.write(json.dumps(line, default=str) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self.mirror is not None:
+            self.mirror(event)
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every readable line (a line cut short by a crash is skipped)."""
