@@ -45,16 +45,20 @@ from __future__ import annotations
 
 import copy
 import re
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from explorer_pipeline.budget import Price as RunPrice
+from explorer_pipeline.config import SettingInfo
+from explorer_pipeline.config import settings as declared_settings
 from explorer_pipeline.errors import UsageError
 from explorer_pipeline.yamlio import Position, YamlDocument, YamlError, read_yaml
+from tianshou_integration.config import RunConfig  # the settings' declarations: pydantic and PyYAML only
 
 __all__ = [
     "SHORTCUTS",
@@ -73,6 +77,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "run_document",
+    "shortcut_model",
 ]
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -81,27 +86,6 @@ NO_PROVIDER = "none"
 #: adds its own default (``local`` or ``scripted``), and every provider passes the same checks.
 VALIDATION_PROVIDER = "scripted"
 
-#: spec field -> key path in the run configuration, as ``llm-explorer train`` maps its flags
-#: (``tianshou_integration.cli.SHORTCUTS``; ``options`` are ``--option KEY=VALUE``).
-SHORTCUTS: dict[str, tuple[str, ...]] = {
-    "preset": ("preset",),
-    "algo": ("algo",),
-    "steps": ("steps",),
-    "provider": ("explorer", "provider"),
-    "model": ("explorer", "model"),
-    "base_url": ("explorer", "base_url"),
-    "prompt_set": ("explorer", "prompt_set"),
-    "k": ("explorer", "every_k"),
-    "m": ("explorer", "sample_m"),
-    "temperature": ("explorer", "temperature"),
-    "mode": ("explorer", "mode"),
-    "task_description": ("explorer", "task_description"),
-    "eval_episodes": ("eval", "episodes"),
-    "sigma": ("algorithm", "noise", "sigma"),
-    "response_cache": ("explorer", "response_cache"),
-    "replay": ("explorer", "replay"),
-    "options": ("explorer", "provider_options"),
-}
 #: ``resolve`` starts some messages with the configuration key (``algo: dqn needs ...``); the
 #: spec path in front of a problem already names it.
 _KEY_PREFIX = re.compile(r"^[a-z_][a-z0-9_.]*: ")
@@ -152,53 +136,50 @@ class _Strict(BaseModel):
 OptionValue = str | int | float | bool
 
 
-class RunSettings(_Strict):
-    """What a study's base or an arm sets. The shortcut fields are named after the options of
-    ``llm-explorer train`` and mapped to the run configuration as the train command maps them
-    (:data:`SHORTCUTS`); ``config`` reaches any other key. ``None`` (left out) means unset: the
-    train command's default, or the preset's value."""
+def _shortcut_type(info: SettingInfo) -> Any:
+    """The spec field's type: the setting's own, with its bounds, or None (unset). A path is text
+    (relative to the spec file); a mapping takes text, numbers and booleans, as YAML writes them."""
+    kind = info.value_type
+    if kind is Path:
+        kind = str
+    if typing.get_origin(kind) is dict:
+        return dict[str, OptionValue]
+    optional = typing.Optional[kind]  # noqa: UP045 (kind is a runtime value)
+    return Annotated[optional, *info.constraints] if info.constraints else optional
 
-    preset: str | None = None
-    """``--preset``: the settings the run configuration starts from (``default``: tuned for a
-    small CPU; ``paper``: the paper's settings for Atari and MuJoCo, default elsewhere)."""
-    algo: str | None = None
-    """``--algo``: the RL algorithm (dqn, double-dqn, dueling-dqn, c51, qrdqn, rainbow, ddpg,
-    td3, sac)."""
-    steps: int | None = Field(None, gt=0)
-    """``--steps``: env steps per run (default: the preset's budget for the environment)."""
-    provider: str | None = None
-    """``--provider`` (``explorer.provider``): a registered provider (``llm-explorer plugins``),
-    or ``none`` for the algorithm's own exploration (the usual baseline)."""
-    model: str | None = None
-    """``--model`` (``explorer.model``): model name or GGUF path for the provider."""
-    base_url: str | None = None
-    """``--base-url`` (``explorer.base_url``): endpoint of an OpenAI-compatible server."""
-    prompt_set: str | None = None
-    """``--prompt-set`` (``explorer.prompt_set``): a registered prompt set (paper, name-only,
-    single-stage, shuffled, random, frozen, ...)."""
-    k: int | None = Field(None, ge=1)
-    """``--k`` (``explorer.every_k``): request an exploration update every K episodes."""
-    m: int | None = Field(None, ge=1)
-    """``--m`` (``explorer.sample_m``): actions sampled from the episode for the prompt."""
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    """``--temperature`` (``explorer.temperature``): sampling temperature of the LLM."""
-    mode: Literal["async", "blocking"] | None = None
-    """``--mode`` (``explorer.mode``): non-blocking (``async``) or paper-parity ``blocking`` updates."""
-    task_description: str | None = None
-    """``--task-description`` (``explorer.task_description``): text, or ``@FILE`` (relative to
-    the spec file)."""
-    eval_episodes: int | None = Field(None, ge=1)
-    """``--eval-episodes`` (``eval.episodes``): greedy episodes per evaluation."""
-    sigma: float | None = Field(None, ge=0.0)
-    """``--sigma`` (``algorithm.noise.sigma``): Gaussian exploration noise (DDPG/TD3/SAC)."""
-    response_cache: str | None = None
-    """``--response-cache`` (``explorer.response_cache``): SQLite response cache (relative to the
-    spec file)."""
-    replay: bool | None = None
-    """``--replay`` (``explorer.replay``): answer only from the response cache."""
-    options: dict[str, OptionValue] = Field(default_factory=dict)
-    """``--option KEY=VALUE`` (``explorer.provider_options``): provider options, merged key by key
-    (an arm's value wins)."""
+
+def _shortcut_field(info: SettingInfo) -> tuple[Any, Any]:
+    flag = f"``{info.setting.flag}`` (``{info.key}``)" if info.setting.flag else f"``{info.key}``"
+    text = f"{flag}: {info.field.description or ''}"
+    if typing.get_origin(info.value_type) is dict:
+        return _shortcut_type(info), Field(default_factory=dict, description=text)
+    return _shortcut_type(info), Field(None, description=text)
+
+
+def shortcut_model(config: type[BaseModel],
+                   name: str = "Shortcuts") -> tuple[type[_Strict], dict[str, tuple[str, ...]]]:
+    """The spec's shortcut fields of run-configuration model ``config`` (a strict model whose
+    fields are the settings that declare a ``Setting(shortcut=...)``) and the shortcut -> key
+    path map."""
+    found = [info for info in declared_settings(config) if info.setting.shortcut]
+    model = create_model(name, __base__=_Strict, __module__=__name__,
+                         **{str(info.setting.shortcut): _shortcut_field(info) for info in found})
+    return model, {str(info.setting.shortcut): info.path for info in found}
+
+
+_Shortcuts, SHORTCUTS = shortcut_model(RunConfig, "_Shortcuts")
+"""spec field -> key path in the run configuration: generated from the run configuration's
+declarations (each field's ``Setting(shortcut=...)``), as ``llm-explorer train``'s flags are."""
+
+
+class RunSettings(_Shortcuts):
+    """What a study's base or an arm sets. The shortcut fields (:data:`SHORTCUTS`: ``algo``,
+    ``steps``, ``provider``, ``k``, ``m``, ``options`` ...) are generated from the run
+    configuration's settings: named as declared there (after the options of ``llm-explorer
+    train``), with the setting's type and bounds, mapped to its key path. ``config`` reaches any
+    other key. ``None`` (left out) means unset: the train command's default, or the preset's
+    value. A mapping (``options``) is merged key by key over the base's (an arm's value wins)."""
+
     config: dict[str, Any] = Field(default_factory=dict)
     """A partial run configuration with ``RunConfig``'s nested keys, e.g.
     ``{algorithm: {lr: 1.0e-4, epsilon: {schedule: multiplicative}}, network: {hidden_sizes: [64, 64]}}``.
@@ -361,22 +342,22 @@ class StudySpec(_Strict):
         raise KeyError(name)
 
     def settings(self, arm: Arm | str) -> dict[str, Any]:
-        """The arm's shortcut fields over the base's (``options`` merged key by key); unset
-        fields and ``config`` left out. :func:`run_document` gives the whole configuration."""
+        """The arm's shortcut fields over the base's (a mapping such as ``options`` merged key by
+        key); unset fields and ``config`` left out. :func:`run_document` gives the whole configuration."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
         merged: dict[str, Any] = {}
-        for name in RunSettings.model_fields:
-            if name in ("options", "config"):
+        mappings: dict[str, Any] = {}
+        for name in SHORTCUTS:
+            value, base = getattr(arm, name), getattr(self.base, name)
+            if isinstance(value, dict):
+                if base or value:
+                    mappings[name] = {**base, **value}
                 continue
-            value = getattr(arm, name)
             if value is None:
-                value = getattr(self.base, name)
+                value = base
             if value is not None:
                 merged[name] = value
-        options = {**self.base.options, **arm.options}
-        if options:
-            merged["options"] = options
-        return merged
+        return {**merged, **mappings}
 
     def resources_of(self, arm: Arm | str) -> Resources:
         """The resources one run of ``arm`` asks for: the arm's fields over the study's."""
@@ -443,9 +424,9 @@ def _scope_values(scope: tuple[str | int, ...], settings: RunSettings
     """``(key path, value, spec path)`` that one base or arm sets: shortcuts, then ``config``."""
     for name, path in SHORTCUTS.items():
         value = getattr(settings, name)
-        if name == "options":
+        if isinstance(value, dict):  # a mapping (``options``): key by key
             for key, option in value.items():
-                yield (*path, key), option, (*scope, "options", key)
+                yield (*path, key), option, (*scope, name, key)
         elif value is not None:
             yield path, value, (*scope, name)
     for path, value in _config_leaves(settings.config):

@@ -7,10 +7,9 @@ from typing import Any
 
 import click
 
+from .config import ExplorerConfig
 from .errors import BadInput, UsageError
-from .plugins import Catalogue, list_plugins, make_plugin_manager
-from .session import Catalogues, ExplorerConfig
-from .stages import STAGES, describe, option_names
+from .plugins import DEFAULT_PLUGINS, Catalogue, list_plugins, make_plugin_manager
 
 
 class ExplorerGroup(click.Group):
@@ -54,6 +53,8 @@ def _explorer_section(path: Path | None) -> ExplorerConfig:
 
 
 def _implementations(catalogue: Catalogue, chosen: str) -> list[str]:
+    from .stages import describe, option_names
+
     width = max((len(name) for name in catalogue.names()), default=0)
     lines = []
     for name in catalogue.names():
@@ -74,6 +75,9 @@ def _implementations(catalogue: Catalogue, chosen: str) -> list[str]:
 def plugins(config_file: Path | None) -> None:
     """List plugins (with versions and hooks), providers, prompt sets, and each stage's
     implementations, marking with * the one a run uses."""
+    from .session import Catalogues
+    from .stages import STAGES
+
     chosen = _explorer_section(config_file)
     pm = make_plugin_manager()
     for info in list_plugins(pm):
@@ -106,14 +110,19 @@ def plugins(config_file: Path | None) -> None:
 @cli.command()
 def tasks() -> None:
     """List the environments that have a built-in task description."""
+    from .session import Catalogues
+
     cat = Catalogues(make_plugin_manager())
     for name in cat.tasks.names():
         click.echo(f"{name}: {cat.tasks.get(name).title}")
 
 
 def main() -> None:
-    """Entry point of ``llm-explorer``: plugins add their subcommands, then the group runs."""
-    pm = make_plugin_manager()
+    """Entry point of ``llm-explorer``: plugins add their subcommands, then the group runs. The
+    default plugins (stages, scripted provider, prompt sets) add no command and are not loaded
+    here: a command that needs them builds its own plugin manager, so ``train --provider none``
+    never imports the LLM stages."""
+    pm = make_plugin_manager(blocked=DEFAULT_PLUGINS)
     pm.hook.register_commands(cli=cli)
     cli(prog_name="llm-explorer")
 

@@ -20,7 +20,8 @@ Discrete actions (``n`` actions, labels ``A, B, ...``):
    the first); with every cyclic shift each action sits at each position once, so that
    preference is spread evenly instead of landing on whichever action happened to be listed
    first.
-5. A temperature sharpens (``< 1``) or flattens (``> 1``) the result: ``p ∝ p^(1/T)``.
+5. ``sharpen_temperature`` T sharpens (``< 1``) or flattens (``> 1``) the result: ``p ∝ p^(1/T)``
+   (not the LLM's sampling temperature, ``explorer.temperature``).
 
 Continuous actions: each dimension is asked separately which of a few signed *levels* (default
 ``-1, -0.5, 0, 0.5, 1``, normalised units) exploration should push it by, with the same label
@@ -236,7 +237,8 @@ class TokenProbabilityProposer:
 
     :param context: the run's :class:`~explorer_pipeline.stages.StageContext`.
     :param permutations: label orders to average: ``cyclic`` (all shifts), ``none``, or a count.
-    :param temperature: sharpness of the result (``p^(1/T)``).
+    :param sharpen_temperature: T of ``p^(1/T)`` applied to the result (< 1 sharpens, > 1 flattens;
+        unrelated to the LLM's sampling temperature).
     :param labels: the option labels, one token each (default ``A, B, C ...``).
     :param levels: the signed levels offered per continuous dimension (normalised units).
     :param min_valid_mass: below this average first-token probability on the labels the request
@@ -250,7 +252,8 @@ class TokenProbabilityProposer:
     :param name: the registered name, recorded in the notes.
     """
 
-    def __init__(self, context: StageContext, *, permutations: str | int = "cyclic", temperature: float = 1.0,
+    def __init__(self, context: StageContext, *, permutations: str | int = "cyclic",
+                 sharpen_temperature: float = 1.0,
                  labels: Sequence[str] | None = None, levels: Sequence[float] = DEFAULT_LEVELS,
                  min_valid_mass: float = 0.0, average: str = "arithmetic", top_logprobs: int = 20,
                  concurrency: int = 1, text_fallback: ParsingProposer | None = None,
@@ -266,8 +269,9 @@ class TokenProbabilityProposer:
         if not spec.is_discrete and (len(levels) < 2 or len(set(levels)) != len(levels)
                                      or not all(math.isfinite(v) for v in levels)):
             raise ValueError(f"levels must be at least two distinct finite numbers, got {list(levels)}")
-        if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if not (isinstance(sharpen_temperature, int | float) and math.isfinite(sharpen_temperature)
+                and sharpen_temperature > 0):
+            raise ValueError(f"sharpen_temperature must be a finite number > 0, got {sharpen_temperature!r}")
         if not 0.0 <= float(min_valid_mass) <= 1.0:
             raise ValueError(f"min_valid_mass must be between 0 and 1, got {min_valid_mass!r}")
         if average not in AVERAGES:
@@ -276,7 +280,7 @@ class TokenProbabilityProposer:
             raise ValueError(f"top_logprobs and concurrency must be >= 1, got {top_logprobs!r}, {concurrency!r}")
         self.context, self.name = context, name
         self.shifts = label_orders(permutations, options)
-        self.temperature, self.labels, self.levels = float(temperature), labels[:options], levels
+        self.sharpen_temperature, self.labels, self.levels = float(sharpen_temperature), labels[:options], levels
         self.min_valid_mass, self.average = float(min_valid_mass), average
         self.top_logprobs, self.concurrency = int(top_logprobs), int(concurrency)
         self.text_fallback, self.unavailable = text_fallback, unavailable
@@ -319,10 +323,10 @@ class TokenProbabilityProposer:
         questions = [action_question(spec, self.labels, s) for s in self.shifts]
         readings = await self._ask_all(variables, questions, request)
         combined = combine(list(zip(self.shifts, readings, strict=True)), average=self.average,
-                           temperature=self.temperature)
+                           temperature=self.sharpen_temperature)
         self._check_mass(combined.valid_mass)
         # what the listed order alone would have given: the measure of what averaging changed
-        listed = (combine([(0, readings[0])], temperature=self.temperature).probabilities
+        listed = (combine([(0, readings[0])], temperature=self.sharpen_temperature).probabilities
                   if sum(readings[0]) > 0 else None)
         request.notes["proposer"] = {
             **self._common_notes(combined.valid_mass),
@@ -338,7 +342,7 @@ class TokenProbabilityProposer:
         readings = await self._ask_all(variables, questions, request)
         k = len(self.shifts)
         per_dim = [combine(list(zip(self.shifts, readings[d * k:(d + 1) * k], strict=True)),
-                           average=self.average, temperature=self.temperature) for d in range(spec.n)]
+                           average=self.average, temperature=self.sharpen_temperature) for d in range(spec.n)]
         masses = tuple(m for c in per_dim for m in c.valid_mass)
         self._check_mass(masses)
         request.notes["proposer"] = {

@@ -15,9 +15,6 @@ from .models import DEFAULT_MAX_REPLY_BYTES, RetryPolicy
 from .ratelimit import Limiter
 from .types import ActionSpec
 
-#: Structured-output methods a provider may support for stage 2.
-STRUCTURED_METHODS = ("json_schema", "function_calling", "json_object_schema", "grammar", "none")
-
 
 @dataclass(frozen=True)
 class ProviderSettings:

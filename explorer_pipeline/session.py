@@ -1,161 +1,33 @@
-"""Wiring: from a user's choices to a running explorer (plugins -> pipeline -> runtime -> cache)."""
+"""Wiring: from a user's choices to a running explorer (plugins -> pipeline -> runtime -> cache).
+
+The choices themselves (:class:`ExplorerConfig`, :class:`StageChoice`) live in
+:mod:`explorer_pipeline.config`, which imports no LangChain; they are re-exported here.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pluggy
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from .budget import Budget, BudgetConfig
+from .budget import Budget
 from .cache import ExplorationCache
+from .config import NO_PROVIDER, ExplorerConfig, StageChoice
 from .errors import UnknownNameError, UsageError
 from .exchange_log import ExchangeLog
 from .models import RetryPolicy, StageModels
 from .pipeline import ExplorationPipeline
 from .plugins import Catalogue, callers_by_plugin, collect, list_plugins, make_plugin_manager, no_coroutines
 from .prompts import PromptSet
-from .providers import STRUCTURED_METHODS, Provider, ProviderSettings
+from .providers import Provider, ProviderSettings
 from .response_cache import SQLiteResponseCache
 from .runtime import ExplorerRuntime
 from .stages import STAGES, StageContext, StageKind, check_options, check_stage
 from .tasks import TaskDescription, custom_task
 from .types import ActionSpec, ExplorationUpdate, RequestFailure
-
-NO_PROVIDER = "none"
-"""The provider name that means: no LLM, the algorithm's own exploration (the baseline)."""
-
-
-class StageChoice(BaseModel):
-    """Which registered implementation runs a stage, and the options its factory gets.
-
-    In YAML either a mapping (``{name: mine, options: {window: 5}}``) or just the name
-    (``summariser: mine``). ``llm-explorer plugins`` lists the implementations of every stage.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
-
-    name: str = Field("default", min_length=1)
-    """A registered implementation name; the built-in one of every stage is ``default``."""
-    options: dict[str, Any] = Field(default_factory=dict)
-    """Keyword options for the implementation's factory (which ones it takes: its documentation,
-    or the error that lists them when an unknown one is given)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_alone(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-
-class ExplorerConfig(BaseModel):
-    """Everything a user chooses about the LLM side of a run: the ``explorer`` section of a run
-    configuration. Frozen; unknown keys are rejected; every bound is checked on construction
-    (``pydantic.ValidationError``), so a bad value never reaches the pipeline.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
-
-    provider: str = "scripted"
-    """A registered provider name (``llm-explorer plugins`` lists them), or ``none`` for the
-    baseline: the algorithm's own exploration, no LLM."""
-    model: str | None = None
-    """Model name (``openai``) or GGUF path (``local``); None: the provider's default."""
-    base_url: str | None = None
-    """Endpoint of an OpenAI-compatible server (``openai`` provider)."""
-    prompt_set: str = "paper"
-    """A registered prompt-set id (paper, name-only, single-stage, shuffled, random, frozen, ...)."""
-    task_description: str | None = None
-    """Overrides the registered task description: the text itself, or ``@path`` to a file."""
-    every_k: int = Field(1, ge=1)
-    """K: request an exploration update every K finished training episodes."""
-    sample_m: int = Field(100, ge=1)
-    """M: actions sampled at even intervals from the episode for the prompt (the default summariser's
-    setting)."""
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    """Sampling temperature of the LLM (the paper uses 0)."""
-    mode: Literal["async", "blocking"] = "async"
-    """``async`` never waits for the LLM; ``blocking`` waits for the update after each requested
-    episode (paper parity), at most ``request_timeout_s``."""
-    call_timeout_s: float = Field(60.0, gt=0)
-    """Limit for one model call, seconds."""
-    request_timeout_s: float = Field(180.0, gt=0)
-    """Limit for one whole request (both stages and every retry), seconds."""
-    max_attempts: int = Field(3, ge=1)
-    """Model calls per stage before a request fails (a reply that does not parse is retried); the
-    retry policy every stage gets in its context."""
-    max_tokens_analysis: int = Field(200, ge=1)
-    """Output-token cap of stage 1 (the learning-status summary)."""
-    max_tokens_proposal: int = Field(120, ge=1)
-    """Output-token cap of stage 2 (the distribution or bias)."""
-    structured_output: str | None = None
-    """Stage-2 constraint method (one of the provider's); None: the strictest it supports."""
-    provider_options: dict[str, str] = Field(default_factory=dict)
-    """Provider-specific ``KEY=VALUE`` options (numbers and booleans are turned into text)."""
-    response_cache: Path | None = None
-    """SQLite file caching LLM responses."""
-    replay: bool = False
-    """Answer only from ``response_cache`` (offline reproduction of the same answers)."""
-    summariser: StageChoice = Field(default_factory=StageChoice)
-    """The trajectory summariser (episode -> prompt variables). The built-in ``default`` shows
-    ``sample_m`` actions; option ``window``: how many recent returns it shows (10)."""
-    analyser: StageChoice = Field(default_factory=StageChoice)
-    """Stage 1, run for two-stage prompt sets. The built-in ``default`` is the LangChain analysis
-    chain (template -> model -> cleaned text, transient errors retried); option ``max_chars``: the
-    reply is cut to that many characters before stage 2 and the exchange log see it (4000)."""
-    proposer: StageChoice = Field(default_factory=StageChoice)
-    """Stage 2. The built-in ``default`` calls the model, reads the reply with a parser and retries
-    (``max_attempts``); options ``parser`` (a registered parser, ``default``), ``parser_options``
-    (a mapping), ``reprompt`` (show the model its unreadable answer and the error; true). Also
-    built in: ``token-probabilities`` (one label asked, the distribution read from the first answer
-    token's log-probabilities, averaged over label orders) and ``auto`` (that where the provider
-    returns log-probabilities, else ``default``); see docs/plugin_hooks.md."""
-    validator: StageChoice = Field(default_factory=StageChoice)
-    """The validator (proposed numbers -> the values the collector sees). The built-in ``default``
-    applies ``floor`` and ``max_bias``; option ``legal``: a static action mask (one boolean per action)."""
-    floor: float = Field(0.05, ge=0.0, le=1.0)
-    """Share of uniform mixed into every discrete distribution, so every action stays explorable
-    (the default validator's setting; other validators may read it)."""
-    max_bias: float = Field(0.5, gt=0.0, le=2.0)
-    """Largest |bias| applied, normalised action units (1 = half the action range; the default
-    validator's setting)."""
-    apply_fraction: float = Field(1.0, ge=0.0, le=1.0)
-    """Probability that a continuous step gets the LLM bias (1.0: every step, as in the paper)."""
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    """Limits on the LLM's tokens (``max_tokens``) and cost (``max_cost_usd`` at ``price``, USD per
-    million input / output tokens) for the run; once one is reached no more updates are asked for
-    and the update in force stays (docs/runs.md, *Budget*)."""
-    exchange_log: Path | None = Field(None, exclude=True)
-    """JSON-lines file of every request and response (keys redacted); set by the run directory."""
-
-    @field_validator("provider_options", mode="before")
-    @classmethod
-    def _options_as_text(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in value.items()}
-        return value
-
-    @field_validator("structured_output")
-    @classmethod
-    def _known_method(cls, value: str | None) -> str | None:
-        if value is not None and value not in STRUCTURED_METHODS:
-            raise ValueError(f"{value!r} is not one of {', '.join(STRUCTURED_METHODS)}")
-        return value
-
-    @field_validator("replay")
-    @classmethod
-    def _replay_needs_cache(cls, value: bool, info: ValidationInfo) -> bool:
-        if value and info.data.get("response_cache") is None:
-            raise ValueError("replay needs a response_cache file (--response-cache)")
-        return value
-
-    @property
-    def enabled(self) -> bool:
-        """False for the baseline (``provider: none``)."""
-        return self.provider != NO_PROVIDER
 
 
 class Catalogues:

@@ -242,7 +242,7 @@ async def test_continuous_biases_are_expected_levels_per_dimension():
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"temperature": 0}, "temperature must be a finite number > 0"),
+    ({"sharpen_temperature": 0}, "sharpen_temperature must be a finite number > 0"),
     ({"permutations": 9}, "permutations must be between 1 and the number of options"),
     ({"labels": ["A", "A", "B"]}, "labels must be distinct"),
     ({"labels": ["A", "B"]}, "3 options need as many labels"),

@@ -672,8 +672,8 @@ def test_cli_plugins_lists_each_stage_and_marks_the_one_a_run_uses(monkeypatch, 
     assert [line.split()[:2] for line in proposers] == [["auto", "`token-probabilities`"], ["*", "default"],
                                                          ["token-probabilities", "One"]]
     assert "(options: parser, parser_options, reprompt)" in proposers[1]
-    assert proposers[2].endswith("(options: permutations, temperature, labels, levels, min_valid_mass, average, "
-                                 f"top_logprobs, concurrency, fallback) [from {STAGES_MODULE}]")
+    assert proposers[2].endswith("(options: permutations, sharpen_temperature, labels, levels, min_valid_mass, "
+                                 f"average, top_logprobs, concurrency, fallback) [from {STAGES_MODULE}]")
     assert [line.split()[:2] for line in stage_section(out, "analyser")] == [["*", "default"]]
     assert stage_section(out, "validator")[1].split()[:2] == ["uniform", "Ignores"]
     assert "  parsers (the default proposer's option" in out

@@ -1,6 +1,9 @@
 """``llm-explorer train``: train a Tianshou agent with (or without) LLM-guided exploration.
 
-Importing this module is cheap (click only); torch and Tianshou load when the command runs.
+The options of the settings (``--steps``, ``--k``, ``--provider`` ...) are generated from the run
+configuration's fields (:func:`setting_options`); the options here are those that are no setting.
+Importing this module is cheap (click, pydantic and the configuration models); torch, Tianshou and
+LangChain load when the command runs, LangChain only when a provider is used.
 Exit status: 0 done; 2 bad input (one line, no traceback); 1 anything else, including Ctrl-C
 (after the run directory has been completed).
 """
@@ -10,16 +13,19 @@ from __future__ import annotations
 import importlib.util
 import re
 import time
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from explorer_pipeline.config import SettingInfo, settings
 from explorer_pipeline.errors import BadInput, UsageError
 
-from .names import ALGORITHMS, PRESETS
+from .names import PRESETS
 
-__all__ = ["BadInput", "default_provider", "train"]
+__all__ = ["SETTING_FLAGS", "BadInput", "default_provider", "setting_option", "setting_options", "train"]
 
 
 def default_provider() -> str:
@@ -27,57 +33,81 @@ def default_provider() -> str:
     return "local" if importlib.util.find_spec("llm_explorer_llamacpp") is not None else "scripted"
 
 
-def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
-    from .config import ConfigError
-
-    options: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError([f"--option needs KEY=VALUE, got {item!r}"])
-        options[key.strip()] = value
-    return options
-
-
 def _default_out(env: str, algo: str, seed: int) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", env.split(":")[-1])
     return Path("runs") / f"{name}-{algo}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-#: shortcut flag -> key path in the run configuration
-SHORTCUTS: dict[str, tuple[str, ...]] = {
-    "env_id": ("env",), "algo": ("algo",), "steps": ("steps",), "seed": ("seed",), "device": ("device",),
-    "provider": ("explorer", "provider"), "model": ("explorer", "model"), "base_url": ("explorer", "base_url"),
-    "prompt_set": ("explorer", "prompt_set"), "every_k": ("explorer", "every_k"),
-    "sample_m": ("explorer", "sample_m"), "temperature": ("explorer", "temperature"),
-    "mode": ("explorer", "mode"), "task_description": ("explorer", "task_description"),
-    "eval_episodes": ("eval", "episodes"), "sigma": ("algorithm", "noise", "sigma"),
-    "response_cache": ("explorer", "response_cache"),
-}
-FLAG_NAMES = {"env_id": "--env", "every_k": "--k", "sample_m": "--m"}
+# --------------------------------------------------------------------------- generated options
+def _setting_flags() -> list[tuple[str, SettingInfo]]:
+    """``(click parameter name, setting)`` for every run-configuration field that declares a flag."""
+    from .config import RunConfig
+
+    return [("__".join(info.path), info) for info in settings(RunConfig) if info.setting.flag]
 
 
-def _flag(name: str) -> str:
-    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+SETTING_FLAGS = _setting_flags()
 
 
-def _overrides(shortcuts: dict[str, Any], options: tuple[str, ...], llm_timeout: float | None, replay: bool,
+def _is_mapping(info: SettingInfo) -> bool:
+    return typing.get_origin(info.value_type) is dict
+
+
+def setting_option(name: str, info: SettingInfo) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of one setting, from its declaration: flag, type (a ``Literal`` gives a
+    choice, a mapping a repeatable ``KEY=VALUE``, a boolean a flag), help (the docstring) followed
+    by the key, the range and the default. The value is left to the configuration model to check
+    (``resolve``), so a bad one is reported in one line naming the flag and the allowed range."""
+    flag, kind = info.setting.flag, info.value_type
+    assert flag is not None
+    notes = [info.key]
+    if info.bounds():
+        notes.append(info.bounds())
+    if _is_mapping(info):
+        notes.append("repeatable")
+    elif kind is not bool and info.default_text() is not None:
+        notes.append(f"default: {info.default_text()}")
+    text = f"{info.help()} [{'; '.join(notes)}]"
+    if kind is bool:
+        return click.option(flag, name, is_flag=True, default=None, help=text)
+    if _is_mapping(info):
+        return click.option(flag, name, multiple=True, metavar=info.setting.metavar or "KEY=VALUE", help=text)
+    choices = info.choices()
+    click_type: Any = (click.Choice(choices) if choices else click.INT if kind is int else click.FLOAT
+                       if kind is float else click.Path(path_type=Path, dir_okay=False) if kind is Path
+                       else click.STRING)
+    return click.option(flag, name, type=click_type, default=None, metavar=info.setting.metavar, help=text)
+
+
+def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate ``command`` with the options of every setting that declares a flag, in declaration order."""
+    for name, info in reversed(SETTING_FLAGS):
+        command = setting_option(name, info)(command)
+    return command
+
+
+def _overrides(values: dict[str, Any], llm_timeout: float | None,
                assignments: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any, str]]:
-    """The command line as ``(key path, value, flag)``: shortcuts first, then ``--set`` in order."""
+    """The command line as ``(key path, value, flag)``: setting flags first, then ``--set`` in order."""
+    from .config import ConfigError, parse_assignment
+
     out: list[tuple[tuple[str, ...], Any, str]] = []
-    for name, value in shortcuts.items():
-        if value is not None:
-            out.append((SHORTCUTS[name], str(value) if isinstance(value, Path) else value, _flag(name)))
-    for key, value in _parse_options(options).items():
-        out.append((("explorer", "provider_options", key), value, f"--option {key}"))
+    for name, info in SETTING_FLAGS:
+        value, flag = values.get(name), info.setting.flag
+        if value is None or value == ():
+            continue
+        if _is_mapping(info):
+            for item in value:
+                key, sep, text = item.partition("=")
+                if not sep or not key.strip():
+                    raise ConfigError([f"{flag} needs KEY=VALUE, got {item!r}"])
+                out.append(((*info.path, key.strip()), text, f"{flag} {key.strip()}"))
+        else:
+            out.append((info.path, str(value) if isinstance(value, Path) else value, str(flag)))
     if llm_timeout is not None:
         out.append((("explorer", "call_timeout_s"), llm_timeout, "--llm-timeout"))
         if llm_timeout > 0:
             out.append((("explorer", "request_timeout_s"), 3 * llm_timeout, "--llm-timeout"))
-    if replay:
-        out.append((("explorer", "replay"), True, "--replay"))
-    from .config import parse_assignment
-
     for text in assignments:
         path, value = parse_assignment(text)
         out.append((path, value, f"--set {text}"))
@@ -137,42 +167,11 @@ def _config_of_run(resume_dir: str | None, schedule_dir: str | None, config_file
               help="Set any configuration key, e.g. algorithm.lr=1e-4 or network.hidden_sizes=[64,64] "
                    "(repeatable; applied last, in order).")
 @click.option("--show-config", is_flag=True, help="Print the resolved configuration as YAML and exit.")
-@click.option("--env", "env_id", default=None, metavar="ENV",
-              help="Gymnasium id (CartPole-v1, ALE/Pong-v5, Hopper-v5) or module:EnvId for a custom env.")
-@click.option("--algo", default=None, metavar="ALGO", help=f"One of: {', '.join(ALGORITHMS)}.")
-@click.option("--steps", type=int, default=None, metavar="N",
-              help="Env steps to train (default: the preset's budget for the env family).")
-@click.option("--seed", type=int, default=None, metavar="S", help="Random seed (default 0).")
-@click.option("--device", default=None, metavar="auto|cpu|cuda", help="Where the networks live.")
-@click.option("--provider", default=None, metavar="NAME",
-              help="LLM provider: local, openai, scripted, or none for the baseline "
-                   "(default: local if installed, else scripted).")
-@click.option("--model", default=None, metavar="NAME", help="Model name or GGUF path, per provider.")
-@click.option("--base-url", default=None, metavar="URL", help="OpenAI-compatible server URL.")
-@click.option("--prompt-set", default=None, metavar="ID", help="Prompt set (default: paper).")
-@click.option("--k", "every_k", type=int, default=None, metavar="K",
-              help="Ask for an update every K episodes (default 1).")
-@click.option("--m", "sample_m", type=int, default=None, metavar="M",
-              help="Actions sampled from an episode for the prompt (default 100).")
-@click.option("--temperature", type=float, default=None,
-              help="Sampling temperature of the LLM (default 0, as the paper).")
-@click.option("--mode", type=click.Choice(["async", "blocking"]), default=None,
-              help="async (default) never waits for the LLM; blocking waits after every episode (paper parity).")
-@click.option("--task-description", default=None, metavar="TEXT|@FILE",
-              help="Task description for envs without a built-in one.")
-@click.option("--eval-episodes", type=int, default=None, metavar="E",
-              help="Greedy evaluation episodes at each evaluation.")
+@setting_options
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Run directory (default: runs/ENV-ALGO-sSEED-TIME).")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Provider option (repeatable).")
-@click.option("--sigma", type=float, default=None,
-              help="Gaussian exploration noise σ (DDPG/TD3/SAC), in algorithm.noise.units "
-                   "(normalised by default: 1 = half the action range).")
 @click.option("--llm-timeout", type=float, default=None, metavar="SECONDS",
               help="Limit for one LLM call (default 60); a whole request (both stages, retries) gets 3x that.")
-@click.option("--response-cache", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="PATH",
-              help="SQLite file caching LLM responses.")
-@click.option("--replay", is_flag=True, help="Answer only from --response-cache (offline reproduction).")
 @click.option("--resume", "resume_dir", default=None, metavar="RUN_DIR",
               help="Continue the unfinished run in RUN_DIR from its newest complete checkpoint, with the run's "
                    "own configuration (only checkpoint.* and --option preflight may be changed).")
@@ -180,18 +179,20 @@ def _config_of_run(resume_dir: str | None, schedule_dir: str | None, config_file
               help="Rerun the finished run in RUN_DIR without any LLM: each update it recorded is applied at the "
                    "env step it was first applied (updates.jsonl); writes a new --out.")
 def train(config_file: Path | None, preset: str | None, assignments: tuple[str, ...], show_config: bool,
-          out: Path | None, options: tuple[str, ...], llm_timeout: float | None, replay: bool,
-          resume_dir: str | None, schedule_dir: str | None, **shortcuts: Any) -> None:
+          out: Path | None, llm_timeout: float | None, resume_dir: str | None, schedule_dir: str | None,
+          **setting_values: Any) -> None:
     """Train ALGO on ENV with LLM-guided exploration and write a run directory.
 
     Settings come from the preset, then --config FILE, then the flags, then --set KEY=VALUE.
     With --resume RUN_DIR or --replay-schedule RUN_DIR they come from RUN_DIR/config.yaml.
+    A default shown below is the configuration's own; the preset may change it (--show-config
+    prints the resolved values).
     """
     from .config import ConfigError, resolve
     from .rundir import occupied_message
 
     try:
-        overrides = _overrides(shortcuts, options, llm_timeout, replay, assignments)
+        overrides = _overrides(setting_values, llm_timeout, assignments)
         if resume_dir is not None or schedule_dir is not None:
             config = _config_of_run(resume_dir, schedule_dir, config_file, preset, overrides)
         else:

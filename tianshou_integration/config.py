@@ -2,9 +2,14 @@
 
 Everything ``llm-explorer train`` needs lives here — environment, algorithm and every
 hyperparameter, evaluation, Atari preprocessing, device, and the ``explorer`` section (the LLM
-side, :class:`explorer_pipeline.session.ExplorerConfig`). The command line, the Python API and
+side, :class:`explorer_pipeline.config.ExplorerConfig`). The command line, the Python API and
 ablation arms all produce this one object; the run directory stores it resolved
 (``config.yaml``), and passing that file back to ``--config`` reruns the same run.
+
+Each setting is declared once, as a field below: type, bounds, docstring (its help) and, where it
+has one, a :class:`~explorer_pipeline.config.Setting` in ``Annotated`` metadata naming its
+``llm-explorer train`` flag and its ablation-spec shortcut. The flags and the spec's shortcut
+fields are generated from those fields; a new setting is one new field.
 
 Resolution (:func:`resolve`), lowest priority first:
 
@@ -28,13 +33,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from explorer_pipeline.config import ExplorerConfig, Setting
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.session import ExplorerConfig
 from explorer_pipeline.yamlio import YamlDocument, YamlError, read_yaml
 
 from .names import ALGORITHMS, CONTINUOUS_ALGOS, DISCRETE_ALGOS, PRESETS
@@ -102,8 +107,9 @@ class EpsilonConfig(_Section):
 class NoiseConfig(_Section):
     """Gaussian exploration noise of DDPG, TD3 and SAC: every action is ``actor(s) + N(bias, σ)``."""
 
-    sigma: float = Field(0.1, ge=0.0)
-    """σ of the exploration noise, in ``units``."""
+    sigma: Annotated[float, Setting(flag="--sigma", shortcut="sigma", metavar="SIGMA")] = Field(0.1, ge=0.0)
+    """σ of the Gaussian exploration noise (DDPG/TD3/SAC), in ``algorithm.noise.units``
+    (normalised by default: 1 = half the action range)."""
     units: Literal["normalized", "env"] = "normalized"
     """``normalized``: the action range maps to [-1, 1] (1 = half the range); ``env``: the
     environment's own action units (the paper's), converted per dimension."""
@@ -250,8 +256,9 @@ class EvalConfig(_Section):
 
     every: int = Field(10_000, ge=1)
     """Env steps between evaluations (and one at the end)."""
-    episodes: int = Field(10, ge=1)
-    """Episodes per evaluation."""
+    episodes: Annotated[int, Setting(flag="--eval-episodes", shortcut="eval_episodes", metavar="E")] = \
+        Field(10, ge=1)
+    """Greedy evaluation episodes at each evaluation."""
 
 
 class AtariConfig(_Section):
@@ -294,18 +301,19 @@ class CheckpointConfig(_Section):
 class RunConfig(_Section):
     """One training run. ``llm-explorer train --show-config`` prints it resolved."""
 
-    preset: str = "default"
+    preset: Annotated[str, Setting(shortcut="preset")] = "default"
     """The preset the values were resolved from (``default``: tuned for a 2-core CPU;
     ``paper``: the authors' settings)."""
-    env: str
+    env: Annotated[str, Setting(flag="--env", metavar="ENV")]
     """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``, ``Hopper-v5``) or ``module:EnvId``."""
-    algo: str
+    algo: Annotated[str, Setting(flag="--algo", shortcut="algo", metavar="ALGO")]
     """One of dqn, double-dqn, dueling-dqn, c51, qrdqn, rainbow, curl (discrete actions; curl only
     on Atari frames), noisy-dqn, rnd-dqn, icm-dqn (exploration baselines; noisy-dqn has no ε-random
     draw for an LLM to guide), ddpg, td3, sac (continuous actions)."""
-    seed: int = Field(0, ge=0)
+    seed: Annotated[int, Setting(flag="--seed", metavar="S")] = Field(0, ge=0)
     """Seeds torch, numpy, the environments and the exploration draws."""
-    steps: int = Field(100_000, ge=1)
+    steps: Annotated[int, Setting(flag="--steps", shortcut="steps", metavar="N",
+                                  default="the preset's budget for the env family")] = Field(100_000, ge=1)
     """Env steps to train."""
     episodes: int | None = Field(None, ge=1)
     """Also stop once this many training episodes have finished (None: no episode cap). Training
@@ -315,7 +323,7 @@ class RunConfig(_Section):
     """Training environments stepped together (batched forward passes)."""
     test_envs: int = Field(10, ge=1)
     """Evaluation environments (at most ``eval.episodes`` are used)."""
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    device: Annotated[Literal["auto", "cpu", "cuda"], Setting(flag="--device")] = "cpu"
     """Where the networks live; ``auto`` takes CUDA when torch sees a GPU."""
     torch_threads: int = Field(1, ge=1)
     """Threads torch may use for one run."""

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +27,6 @@ from explorer_pipeline.rundir_format import (
     SUMMARY_FILE,
     write_text_atomic,
 )
-from explorer_pipeline.session import Explorer, open_explorer
 
 from .algorithms import build_setup, resolve_device
 from .checkpoint import Checkpointer, LoadedCheckpoint, RunParts, discard_newer, load_newest, restore_run
@@ -46,6 +45,9 @@ from .schedule import (
 from .tap import EpisodeTap
 from .training import TrainResult, train
 
+if TYPE_CHECKING:  # the session (LangChain, providers) loads only when a run asks an LLM
+    from explorer_pipeline.session import Explorer
+
 log = logging.getLogger(__name__)
 
 __all__ = ["CONFIG_FILE", "LOCK_FILE", "occupied_message", "resume_problem", "run_experiment"]
@@ -58,6 +60,8 @@ def _open_explorer(config: RunConfig, out: Path, env: EnvInfo, rundir_ref: list[
     """Build (not start) the explorer; raises UsageError before anything is written."""
     if config.baseline:
         return None
+    from explorer_pipeline.session import open_explorer
+
     explorer = config.explorer.model_copy(update={"exchange_log": out / EXCHANGES_FILE})
     # the callbacks run only once the runtime has started, after the run directory exists
     return open_explorer(explorer, env.env_id, env.spec, seed=config.seed,

@@ -51,24 +51,26 @@ def _token_probabilities(context: StageContext, name: str, fallback: str, option
 
 
 def token_probabilities_proposer(
-    context: StageContext, *, permutations: str | int = "cyclic", temperature: float = 1.0,
+    context: StageContext, *, permutations: str | int = "cyclic", sharpen_temperature: float = 1.0,
     labels: Sequence[str] | None = None, levels: Sequence[float] = DEFAULT_LEVELS, min_valid_mass: float = 0.0,
     average: str = "arithmetic", top_logprobs: int = 20, concurrency: int = 1, fallback: str = "error",
 ) -> TokenProbabilityProposer:
     """One label asked; the first answer token's probabilities over the labels, averaged over label orders."""
-    options = {"permutations": permutations, "temperature": temperature, "labels": labels, "levels": levels,
+    options = {"permutations": permutations, "sharpen_temperature": sharpen_temperature, "labels": labels,
+               "levels": levels,
                "min_valid_mass": min_valid_mass, "average": average, "top_logprobs": top_logprobs,
                "concurrency": concurrency}
     return _token_probabilities(context, "token-probabilities", fallback, options)
 
 
 def auto_proposer(
-    context: StageContext, *, permutations: str | int = "cyclic", temperature: float = 1.0,
+    context: StageContext, *, permutations: str | int = "cyclic", sharpen_temperature: float = 1.0,
     labels: Sequence[str] | None = None, levels: Sequence[float] = DEFAULT_LEVELS, min_valid_mass: float = 0.0,
     average: str = "arithmetic", top_logprobs: int = 20, concurrency: int = 1,
 ) -> TokenProbabilityProposer:
     """`token-probabilities` where the provider gives log-probabilities, else the text proposer (noted)."""
-    options = {"permutations": permutations, "temperature": temperature, "labels": labels, "levels": levels,
+    options = {"permutations": permutations, "sharpen_temperature": sharpen_temperature, "labels": labels,
+               "levels": levels,
                "min_valid_mass": min_valid_mass, "average": average, "top_logprobs": top_logprobs,
                "concurrency": concurrency}
     return _token_probabilities(context, "auto", "text", options)

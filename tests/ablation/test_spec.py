@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from explorer_ablation.spec import SHORTCUTS, SpecError, check_names, parse_spec, run_document
+from explorer_ablation.spec import SpecError, check_names, parse_spec, run_document
 
 GOOD = """
 name: prompts
@@ -187,18 +187,6 @@ arms:
 environments: [CartPole-v1, Acrobot-v1]
 seeds: [4]
 """
-
-
-def test_shortcuts_map_like_the_train_command_flags():
-    from tianshou_integration.cli import SHORTCUTS as TRAIN_SHORTCUTS
-
-    flag_names = {"k": "every_k", "m": "sample_m"}
-    for name, path in SHORTCUTS.items():
-        if name in ("preset", "replay", "options"):  # --preset, --replay and --option are no shortcut flags
-            continue
-        assert TRAIN_SHORTCUTS[flag_names.get(name, name)] == path, name
-    assert SHORTCUTS["replay"] == ("explorer", "replay")
-    assert SHORTCUTS["options"] == ("explorer", "provider_options")
 
 
 def test_config_is_deep_merged_over_shortcuts_and_the_base():

@@ -15,14 +15,26 @@ is used.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from explorer_pipeline import hookimpl
 
-from .model import LlamaCppChatModel, default_model_path
-from .provider import LocalProvider
-
 __all__ = ["LlamaCppChatModel", "LocalProvider", "default_model_path"]
+
+#: public name -> module; loaded on first use, so that loading the plugin (every ``llm-explorer``
+#: command does) imports neither LangChain nor llama.cpp
+_WHERE = {"LlamaCppChatModel": ".model", "default_model_path": ".model", "LocalProvider": ".provider"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)
 
 
 @hookimpl
 def register_providers(register):
+    from .provider import LocalProvider
+
     register("local", LocalProvider())
