@@ -84,6 +84,10 @@ class LocalBackend:
     def __init__(self, workers: int | None = None, cpus_per_run: int = 1) -> None:
         self.cpus_per_run = max(1, cpus_per_run)
         self.workers = workers or max(1, available_cpus() // self.cpus_per_run)
+        self.auto_workers = not workers
+        """``workers`` was not given (a study's embedded server may take CPUs from it)."""
+        self.env: dict[str, str] = {}
+        """Added to every run's environment (the study's endpoint: :mod:`.endpoint`)."""
 
     def setup(self) -> None:
         """Nothing to set up: the pool size is known."""
@@ -100,7 +104,7 @@ class LocalBackend:
                 while queue and len(running) < self.workers:
                     job = queue.popleft()
                     try:
-                        started = launch.start(job)
+                        started = launch.start(job, self.env or None)
                     except (RuntimeError, OSError) as exc:
                         events.finished(Outcome(job.run_id, None, 0.0, False, str(exc)))
                         continue
@@ -156,6 +160,8 @@ class RayBackend:
         self.storage: Any = None
         """The study's :class:`.storage.StudyStorage` (set by the runner): on a URI, each task
         trains in its node's scratch directory and syncs the run with the storage."""
+        self.env: dict[str, str] = {}
+        """Added to every run's environment (the study's endpoint: :mod:`.endpoint`)."""
         self._ray: Any = None
         self._started_here = False
 
@@ -288,7 +294,7 @@ class RayBackend:
 
         self.setup()
         ray = self._ray
-        env = self.passed_env()
+        env = {**self.passed_env(), **self.env}
         options: dict[str, Any] = {"num_cpus": 0}
         with contextlib.suppress(Exception):  # the driver's node (not known through a ray:// client)
             here = ray.get_runtime_context().get_node_id()

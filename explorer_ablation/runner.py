@@ -24,6 +24,7 @@ from explorer_pipeline.errors import UsageError
 from explorer_pipeline.rundir_format import read_json, write_json_atomic, write_text_atomic
 
 from .backends import Backend
+from .endpoint import open_endpoint, prepare_runs
 from .launch import Job, Outcome
 from .plan import PlannedRun, expand
 from .progress import Progress, format_duration
@@ -122,11 +123,13 @@ def run_study(
                          "(--backend ray); the local backend needs a directory")
     out = store.local
     runs = plan_study(spec, spec_path)
+    runs = prepare_runs(spec, runs, out, spec_path.parent.resolve() if spec_path is not None else None)
     with StudyLock(out):
         store.pull()
         previous = read_json(out / "study.json")
         _check_can_start(out, previous, runs, resume, store)
         backend.setup()
+        served = None
         try:
             _write_study(out, spec, spec_path, runs, previous, backend)
             write_configs(out, runs, spec.name)
@@ -137,6 +140,9 @@ def run_study(
             if hasattr(backend, "storage"):
                 backend.storage = store
             already = len(jobs) - len(todo)
+            if todo:  # the study's LLM endpoint and ledger (:mod:`.endpoint`), stopped in the finally
+                served = open_endpoint(spec, out, backend, spec_path.parent.resolve() if spec_path else None, echo)
+                backend.env = {**getattr(backend, "env", {}), **served.env}  # type: ignore[attr-defined]
             progress = Progress(total=len(jobs), done=already, workers=max(1, backend.workers or 1))
             preflight = getattr(backend, "preflight", None)
             if preflight is not None and todo:
@@ -161,6 +167,8 @@ def run_study(
             status.append("end", done=progress.done, failed=len(result.failed), interrupted=result.interrupted,
                           wall_s=round(result.wall_s, 1))
         finally:
+            if served is not None:
+                served.close()
             backend.close()
         return result
 

@@ -60,6 +60,8 @@ from explorer_pipeline.errors import UsageError
 from explorer_pipeline.yamlio import Position, YamlDocument, YamlError, read_yaml
 from tianshou_integration.config import RunConfig  # the settings' declarations: pydantic and PyYAML only
 
+from .endpoint import EmbeddedServer, Endpoint, StudyBudget
+
 __all__ = [
     "SHORTCUTS",
     "Arm",
@@ -308,6 +310,13 @@ class StudySpec(_Strict):
     runtime: Runtime = Field(default_factory=Runtime)
     """How runs execute on a Ray cluster: ``runtime_env``, environment variables passed by name,
     retries, the preflight, heartbeats."""
+    endpoint: Endpoint | None = None
+    """One LLM endpoint for the whole study (:mod:`.endpoint`): ``embedded: {slots, threads, model}``
+    starts one llama.cpp server that the ``local`` arms share, ``url`` + ``max_concurrent`` points
+    the ``openai`` arms at one server with a limit across runs."""
+    budget: StudyBudget | None = None
+    """What all LLM runs of the study may spend together (``max_tokens``, ``max_cost_usd``): a
+    ledger in the study directory that every LLM run charges."""
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -500,9 +509,11 @@ _MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
     (): StudySpec, ("base",): RunSettings, ("arms", "*"): Arm, ("environments", "*"): Environment,
     ("prices", "*"): Price, ("resources",): Resources, ("arms", "*", "resources"): Resources,
     ("runtime",): Runtime,
+    ("endpoint",): Endpoint, ("endpoint", "embedded"): EmbeddedServer, ("budget",): StudyBudget,
 }
 _WHAT = {StudySpec: "a study", RunSettings: "base", Arm: "an arm", Environment: "an environment",
-         Price: "a price", Resources: "resources", Runtime: "runtime"}
+         Price: "a price", Resources: "resources", Runtime: "runtime",
+         Endpoint: "endpoint", EmbeddedServer: "endpoint.embedded", StudyBudget: "budget"}
 
 
 def _problem(err: Any, doc: YamlDocument) -> Problem:

@@ -17,6 +17,10 @@ Where the limit lives is a choice of :func:`set_limiter_factory`:
   The factory is per process: install it in every process that opens explorers (at the start of
   each Ray task, say), not only in the driver. ``release`` must not block (it runs in a
   ``finally`` on the explorer's event loop): send it and move on.
+- a process started by someone else (``llm-explorer train`` launched by a study) is told its
+  factory by the environment: ``LLM_EXPLORER_LIMITER_FACTORY=module:function`` names it, and it
+  is imported on the first :func:`limiter_for` unless :func:`set_limiter_factory` chose one
+  (the ablation runner sets it for a study's ``endpoint:``).
 
 Keys are :func:`endpoint_key` of the base URL (scheme, host, port and path; never user info)
 together with the limits, so runs that ask for different limits on one server do not silently
@@ -26,6 +30,8 @@ share the first one's.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
 import threading
 import time
 from collections import deque
@@ -33,7 +39,10 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-__all__ = ["Limiter", "LocalLimiter", "endpoint_key", "limiter_for", "set_limiter_factory"]
+__all__ = ["FACTORY_ENV", "Limiter", "LocalLimiter", "endpoint_key", "limiter_for", "set_limiter_factory"]
+
+FACTORY_ENV = "LLM_EXPLORER_LIMITER_FACTORY"
+"""Names this process's limiter factory, ``module:function`` (imported on first use)."""
 
 
 @runtime_checkable
@@ -164,6 +173,22 @@ def _local(key: str, max_concurrent: int | None, requests_per_minute: float | No
 
 
 _factory: LimiterFactory = _local
+_factory_chosen = False  # set_limiter_factory was called: the environment is not read
+
+
+def _factory_from_env() -> LimiterFactory:
+    """The factory ``LLM_EXPLORER_LIMITER_FACTORY`` names, else :class:`LocalLimiter`'s."""
+    name = os.environ.get(FACTORY_ENV, "").strip()
+    if not name:
+        return _local
+    module, _, attribute = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{FACTORY_ENV}={name!r} does not name a limiter factory (module:function): {exc}") from None
+    if not callable(factory):
+        raise ValueError(f"{FACTORY_ENV}={name!r} is not callable")
+    return factory  # type: ignore[no-any-return]
 
 
 def endpoint_key(base_url: str) -> str:
@@ -176,10 +201,12 @@ def endpoint_key(base_url: str) -> str:
 
 def set_limiter_factory(factory: LimiterFactory | None) -> None:
     """Use ``factory(endpoint_key, max_concurrent, requests_per_minute)`` for limiters created from
-    now on (``None``: back to :class:`LocalLimiter`), and forget the limiters made so far."""
-    global _factory
+    now on (``None``: back to the default, the factory ``LLM_EXPLORER_LIMITER_FACTORY`` names, else
+    :class:`LocalLimiter`), and forget the limiters made so far."""
+    global _factory, _factory_chosen
     with _registry_lock:
         _factory = factory or _local
+        _factory_chosen = factory is not None
         _registry.clear()
 
 
@@ -188,8 +215,11 @@ def limiter_for(base_url: str, max_concurrent: int | None, requests_per_minute: 
     ``None`` when neither limit is set."""
     if max_concurrent is None and requests_per_minute is None:
         return None
+    global _factory, _factory_chosen
     key = (endpoint_key(base_url), max_concurrent, requests_per_minute)
     with _registry_lock:
+        if not _factory_chosen:
+            _factory, _factory_chosen = _factory_from_env(), True
         limiter = _registry.get(key)
         if limiter is None:
             limiter = _registry[key] = _factory(*key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from explorer_pipeline import Provider, ProviderSettings, UsageError
+from explorer_pipeline.ratelimit import Limiter
 
 from .grammar import proposal_grammar
 from .model import LlamaCppChatModel, default_model_path
@@ -23,6 +26,11 @@ OPTIONS = {"server": ("process", "threads", "n_ctx", "cache", "nice", "start_tim
 #: logits, which this capacity does not count: with the server's logits for every prompt token
 #: (needed for log-probabilities) the server grows by about 0.6 GB.
 CACHE_BYTES = 64 << 20
+#: set by an ablation study whose spec has ``endpoint: {embedded: ...}``: JSON
+#: ``{"base_url": ..., "model": ..., "slots": N}`` of the one llama.cpp server the study started.
+#: In server mode a run then uses that server instead of starting its own, with at most ``slots``
+#: calls in flight across the study's runs (the process's limiter factory makes the limit shared).
+SHARED_SERVER_ENV = "LLM_EXPLORER_LOCAL_SERVER"
 _SWITCHES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 
 
@@ -93,11 +101,42 @@ class LocalProvider(Provider):
                 "cache_bytes": CACHE_BYTES if _switch("cache", settings.options.get("cache", "on")) else 0,
                 "log_path": Path(log).expanduser() if log else None}
 
+    @staticmethod
+    def shared_server() -> dict[str, Any] | None:
+        """The study's server (:data:`SHARED_SERVER_ENV`), or None when this run starts its own."""
+        text = os.environ.get(SHARED_SERVER_ENV, "").strip()
+        if not text:
+            return None
+        try:
+            shared = json.loads(text)
+            if not isinstance(shared.get("base_url"), str) or not isinstance(shared.get("model"), str):
+                raise ValueError("base_url and model must be strings")
+            if int(shared.get("slots", 1)) < 1:
+                raise ValueError("slots must be at least 1")
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UsageError(f"{SHARED_SERVER_ENV} must be JSON {{base_url, model, slots}}: {exc}") from None
+        return shared
+
     def create(self, settings: ProviderSettings) -> BaseChatModel:
         """In server mode this starts the server and waits until it answers (a few seconds;
-        :class:`~llm_explorer_llamacpp.server.ServerStartError` if it does not)."""
+        :class:`~llm_explorer_llamacpp.server.ServerStartError` if it does not), or uses the
+        study's server when :data:`SHARED_SERVER_ENV` names one."""
         o = self._options(settings)
         path = self._path(settings)
+        shared = self.shared_server() if o["mode"] == "server" else None
+        if shared is not None:
+            if shared["model"] != path.name:
+                raise UsageError(f"the study's llama.cpp server serves {shared['model']!r}, but this run asks for "
+                                 f"{path.name!r}: set the model in the spec's endpoint.embedded.model")
+            import httpx
+
+            from .server import LlamaServerChatModel
+
+            return LlamaServerChatModel(
+                model=shared["model"], base_url=shared["base_url"], api_key="sk-no-key-required",
+                temperature=settings.temperature, timeout=settings.timeout_s, max_retries=0, use_responses_api=False,
+                seed=settings.seed, http_client=httpx.Client(timeout=settings.timeout_s, trust_env=False),
+                http_async_client=httpx.AsyncClient(timeout=settings.timeout_s, trust_env=False))
         if o["mode"] == "in":
             return LlamaCppChatModel(model_path=str(path), n_threads=o["threads"], n_ctx=o["n_ctx"],
                                      cache_bytes=o["cache_bytes"], temperature=settings.temperature,
@@ -114,8 +153,22 @@ class LocalProvider(Provider):
                   logprobs: bool = False) -> dict[str, Any]:
         """Nothing left to check, so no I/O: :meth:`create` has loaded the model (in process) or
         started its server and waited until it answered. The capabilities, for the manifest."""
-        return {"checked": "started", "process": self.process_mode(settings), "model": self.model_name(settings),
-                "structured_output": settings.structured_output or "grammar", "logprobs": True}
+        found = {"checked": "started", "process": self.process_mode(settings), "model": self.model_name(settings),
+                 "structured_output": settings.structured_output or "grammar", "logprobs": True}
+        shared = self.shared_server() if found["process"] == "server" else None
+        if shared is not None:
+            found.update(checked="shared", base_url=shared["base_url"], slots=int(shared.get("slots", 1)))
+        return found
+
+    def limiter(self, settings: ProviderSettings) -> Limiter | None:
+        """With the study's server: at most its ``slots`` calls in flight (shared by the study's
+        runs through the process's limiter factory); else none."""
+        shared = self.shared_server() if self.process_mode(settings) == "server" else None
+        if shared is None:
+            return None
+        from explorer_pipeline.ratelimit import limiter_for
+
+        return limiter_for(shared["base_url"], int(shared.get("slots", 1)), None)
 
     def stage_model(self, model, stage, settings, spec):
         """Token caps per stage; for stage 2 the grammar (default), ``json_object_schema`` or nothing."""
