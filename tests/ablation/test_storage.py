@@ -28,7 +28,8 @@ def places(tmp_path, monkeypatch):
 
 
 def _sync(uri: str, steps: int = 100) -> RunSync:
-    job = Job(run_id="a/CartPole-v1/seed-0", arguments=("--config", "/driver/configs/a.yaml", "--out", "/driver/" + RUN),
+    job = Job(run_id="a/CartPole-v1/seed-0",
+              arguments=("--config", "/driver/configs/a.yaml", "--out", "/driver/" + RUN),
               run_dir=Path("/driver") / RUN, log_path=Path("/driver/logs/a.log"), steps=steps)
     return RunSync(RemoteRun(uri, RUN, "logs/a.log", "configs/a.yaml"), job, node="node-1")
 
@@ -95,7 +96,7 @@ def test_a_run_is_uploaded_files_first_then_checkpoints_meta_last_and_summary_at
 
 
 def test_a_retry_on_another_node_starts_from_the_storage_not_from_what_a_node_kept(places):
-    storage, uri, scratch = places
+    storage, uri, _ = places
     (storage / "configs").mkdir()
     (storage / "configs" / "a.yaml").write_text("algo: dqn\n")
     (storage / "logs").mkdir()
@@ -151,7 +152,8 @@ def test_the_driver_keeps_its_files_apart_and_reads_completeness_and_reports_fro
     store.pull()
     assert json.loads((store.local / "study.json").read_text())["runs"]
     view = local_copy(uri, run_files=("summary.json",))
-    assert (view / RUN / "summary.json").read_text() == json.dumps(SUMMARY) and not (view / RUN / "metrics.csv").exists()
+    assert (view / RUN / "summary.json").read_text() == json.dumps(SUMMARY)
+    assert not (view / RUN / "metrics.csv").exists()
     assert local_copy(storage) == storage
     assert StudyStorage(storage).run_is_complete(RUN, 100)
 
@@ -160,7 +162,7 @@ def test_markers_and_bad_storage(places, tmp_path):
     from explorer_ablation.ray_task import preflight_task
     from explorer_pipeline.errors import UsageError
 
-    storage, uri, _ = places
+    _, uri, _ = places
     store = open_study(uri)
     assert store.write_marker(".storage-check", "tok") == uri and read_marker(uri, ".storage-check") == "tok"
     assert preflight_task(uri, ".storage-check", "tok", 0, False)["problems"] == []
