@@ -26,9 +26,9 @@ from .models import RetryPolicy, StageModels
 from .types import ActionSpec, EpisodeRecord, StageUsage
 
 if TYPE_CHECKING:
+    from .config import ExplorerConfig
     from .plugins import Catalogue
     from .prompts import PromptSet
-    from .session import ExplorerConfig
     from .tasks import TaskDescription
 
 
