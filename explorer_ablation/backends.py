@@ -75,6 +75,16 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _cpus(job: Job) -> float:
+    """The CPUs ``job`` asks Ray for."""
+    return job.num_cpus if job.num_cpus is not None else float(job.cpus)
+
+
+def _fits(resources: dict[str, Any], cpus: float, gpus: float) -> bool:
+    """A node with ``resources`` can hold a run asking for ``cpus`` CPUs and ``gpus`` GPUs."""
+    return float(resources.get("CPU", 0.0)) >= cpus and float(resources.get("GPU", 0.0)) >= gpus
+
+
 class LocalBackend:
     """Child processes on this machine, at most ``workers`` at a time (default: one per
     ``cpus_per_run`` CPUs this process may use)."""
@@ -220,7 +230,7 @@ class RayBackend:
 
     def _options(self, job: Job, retry: tuple[type[BaseException], ...]) -> dict[str, Any]:
         options: dict[str, Any] = {
-            "num_cpus": job.num_cpus if job.num_cpus is not None else float(job.cpus),
+            "num_cpus": _cpus(job),
             "num_gpus": job.num_gpus,
             "max_retries": self.runtime.max_retries,
             "retry_exceptions": list(retry),
@@ -235,7 +245,7 @@ class RayBackend:
 
     # ------------------------------------------------------------------ preflight
     def preflight(self, out: Path, jobs: Sequence[Job]) -> list[dict[str, Any]]:
-        """Before any run: every alive node imports the project, reads the marker this driver
+        """Before any run: every alive node that can hold a run imports the project, reads the marker this driver
         wrote into the study directory ``out`` (or its storage URI) and, when runs ask for GPUs and the spec says
         ``check_gpus``, shows torch as many GPUs as it declares. Raises UsageError naming each
         node's problems; returns each node's report."""
@@ -256,9 +266,10 @@ class RayBackend:
         wants_gpus = any(job.num_gpus > 0 for job in jobs)
         task = ray.remote(preflight_task)
         refs = {}
+        smallest = (min(_cpus(job) for job in jobs), min(job.num_gpus for job in jobs)) if jobs else (0.0, 0.0)
         for node in ray.nodes():
-            if not node.get("Alive"):
-                continue
+            if not node.get("Alive") or not _fits(node.get("Resources", {}), *smallest):
+                continue  # no run can be placed there (a head started with --num-cpus=0): nothing to check
             gpus = float(node.get("Resources", {}).get("GPU", 0.0)) if wants_gpus else 0.0
             options: dict[str, Any] = {
                 "num_cpus": 0, "max_retries": 0,
@@ -298,7 +309,9 @@ class RayBackend:
         options: dict[str, Any] = {"num_cpus": 0}
         with contextlib.suppress(Exception):  # the driver's node (not known through a ray:// client)
             here = ray.get_runtime_context().get_node_id()
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=True)
+            # hard: with soft=True Ray 2.60 placed it on a worker node (the head had no CPUs), where a
+            # lost node took the study's messages with it; the driver's node lives as long as the driver
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=False)
         mailbox = ray.remote(Mailbox).options(**options).remote()
         task = ray.remote(run_task)
         queue = deque(jobs)
