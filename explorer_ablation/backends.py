@@ -292,7 +292,7 @@ class RayBackend:
             reports.append(report)
             problems += [f"node {where} ({report['host']}): {p}" for p in report["problems"]]
         if problems:
-            raise UsageError("the Ray preflight failed; nothing ran:\n  " + "\n  ".join(problems))
+            raise UsageError("the Ray preflight failed, nothing ran: " + "; ".join(problems))
         return reports
 
     # ------------------------------------------------------------------ running
