@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml plugins/openai/pyproject.toml plugins/llamacpp/pyprojec
 		-e '.[dev,box2d,atari,mujoco,ablation-ray]' -e plugins/openai -e plugins/llamacpp
 	touch $(STAMP)
 
+# Two workers (pytest-xdist); tests/conftest.py keeps on one worker the tests that share a module or
+# session fixture, Ray or a build of tests/plugin_dist. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(VENV)/bin/ruff check explorer_pipeline explorer_ablation tianshou_integration plugins tests benchmarks
