@@ -116,6 +116,8 @@ def ablate(ctx: click.Context, spec: Path, backend: str, workers: int | None, cp
     target: str | Path = (out if is_uri(out) else Path(out)) if out else Path("runs") / "ablations" / study.name
     if is_uri(str(target)) and backend != "ray" and emit_jobs is None and not dry_run:
         raise BadInput(f"--out {target!r} is a URI: a study on fsspec storage needs --backend ray")
+    if isinstance(target, Path) and target.exists() and not target.is_dir():
+        raise BadInput(f"--out {str(target)!r} is a file; give a directory (or a storage URI)")
     if dry_run:
         runs = plan_study(study, spec)
         here = target if isinstance(target, Path) else Path("STUDY")
@@ -175,7 +177,7 @@ def _write_report(out: Path | str) -> bool:
     return True
 
 
-def _report_files(out: Path | str, metric: str | None) -> object:
+def _report_files(out: Path | str, metric: str | None) -> Any:
     """Write the report of the study at ``out``; for a URI from a copy fetched from its storage,
     the report's files then uploaded there (the paths returned are its URIs)."""
     from .report import write_report
