@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ from explorer_pipeline.rundir_format import (
 )
 
 from .algorithms import build_setup, resolve_device
+from .callbacks import CallbackList, Checkpointing, ExplorationUpdates, MetricsLogging, StopOnSignal
 from .checkpoint import Checkpointer, LoadedCheckpoint, RunParts, discard_newer, load_newest, restore_run
 from .config import RunConfig, dump_config
 from .counter import EnvStepCounter
@@ -67,38 +66,6 @@ def _open_explorer(config: RunConfig, out: Path, env: EnvInfo, rundir_ref: list[
     return open_explorer(explorer, env.env_id, env.spec, seed=config.seed,
                          on_update=(lambda update: rundir_ref[0].on_update(update),),
                          on_failure=(lambda failure: rundir_ref[0].on_failure(failure),))
-
-
-class _CtrlC:
-    """While training: the first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after a last
-    checkpoint; a second one stops at once. SIGTERM is what a scheduler sends before it preempts
-    a job (SLURM, Kubernetes, a Ray cancellation of the ablation runner). Only on the main thread
-    (elsewhere signals are left alone)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _CtrlC:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        log.warning("%s: stopping after the current step with a checkpoint (a second signal stops at once)", name)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
-            signal.signal(sig, previous if previous is not None else default)
-        self._previous = {}
 
 
 @contextlib.contextmanager
@@ -205,17 +172,15 @@ def run_experiment(config: RunConfig, out: str | Path, *, progress: bool | None 
             checkpointer = Checkpointer(out, config.checkpoint, config, parts,
                                         last_step=loaded.step if loaded is not None else None)
 
-        def progress_info() -> dict[str, Any]:
-            return {"upd": rundir.updates_applied, "inf": rundir.updates_informative, "fb": rundir.fallbacks}
-
         if explorer is not None:
             stack.enter_context(explorer)  # starts the runtime thread
-        with _CtrlC() if checkpointer is not None else contextlib.nullcontext() as ctrl_c:
+        # signals stop the run with a last checkpoint only when there are checkpoints
+        with StopOnSignal() if checkpointer is not None else contextlib.nullcontext() as stop:
+            callbacks = CallbackList([MetricsLogging(rundir), ExplorationUpdates(rundir), stop,
+                                      Checkpointing(checkpointer) if checkpointer is not None else None])
             result = train(setup, steps=config.steps, eval_every=config.eval.every,
-                           eval_episodes=config.eval.episodes, tap=tap, on_train_episode=rundir.log_train_episode,
-                           on_eval=rundir.log_eval, after_collect=rundir.poll, progress=progress,
-                           progress_info=progress_info, checkpoints=checkpointer, resume=loop,
-                           stop_requested=(lambda: ctrl_c.requested) if ctrl_c is not None else None)
+                           eval_episodes=config.eval.episodes, tap=tap, callback=callbacks, progress=progress,
+                           resume=loop)
         stats: dict[str, Any] = {}
         if explorer is not None:
             explorer.close()  # stop the runtime: every update it published is known now

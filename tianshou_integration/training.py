@@ -20,11 +20,9 @@ evaluation (:func:`~tianshou_integration.discrete.enable_noisy_collection`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -37,6 +35,7 @@ from tianshou.utils.torch_utils import policy_within_training_step
 
 from . import fast
 from .algorithms import AlgoSetup
+from .callbacks import Callback, CallbackList, ProgressBar
 from .continuous import store_executed_actions
 from .counter import EnvStepCounter
 from .discrete import enable_noisy_collection
@@ -45,7 +44,7 @@ from .tianshou_state import collector_state, restore_collector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointHook", "LoopState", "TrainResult", "evaluate", "prepare_policy", "train"]
+__all__ = ["CheckpointHook", "LoopState", "TrainResult", "TrainingLoop", "evaluate", "prepare_policy", "train"]
 
 
 @dataclass
@@ -138,198 +137,190 @@ def train(
     eval_episodes: int = 10,
     tap: EpisodeTap | None = None,
     counter: EnvStepCounter | None = None,
-    on_train_episode: Callable[[int, float], None] | None = None,
-    on_eval: Callable[[int, float], None] | None = None,
-    after_collect: Callable[[int], None] | None = None,
+    callback: Callback | None = None,
     progress: bool | None = None,
-    progress_info: Callable[[], dict[str, Any]] | None = None,
-    checkpoints: CheckpointHook | None = None,
     resume: LoopState | None = None,
-    stop_requested: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``setup`` for ``steps`` env steps or ``episodes`` training episodes, whichever comes
     first (default: the setup's budget, ``config.steps`` and ``config.episodes``).
 
     :param tap: the episode tap (``on_episode_done_hook``); one that talks to no runtime is
         made if None. Its counter is the env-step counter.
-    :param on_train_episode: ``(env_step, return)`` for each finished training episode.
-    :param on_eval: ``(env_step, mean return)`` after each greedy evaluation.
-    :param after_collect: ``(env_step)`` after each collect (e.g. to write applied updates).
-    :param progress: show a tqdm bar (None: only on a terminal).
-    :param progress_info: extra fields for the bar, e.g. LLM updates applied and fallbacks.
-    :param checkpoints: asked before every iteration whether a checkpoint is due, and given the
-        loop's state to save.
+    :param callback: told what happens (episodes, collects, evaluations, start and end) and asked
+        before every iteration whether to go on (:mod:`tianshou_integration.callbacks`: e.g. a
+        :class:`~tianshou_integration.callbacks.CallbackList` of checkpointing, run-directory
+        logging and a stop on SIGINT/SIGTERM).
+    :param progress: show a tqdm bar (None: only on a terminal), with the callback's
+        ``progress_fields``.
     :param resume: start from this saved state instead of from scratch: no warm-up, no env
         reset (unless its ``collector`` is None), the buffer as it is. The caller restores
         everything outside the loop (networks, buffer, envs, generators, tap, counter) first.
-    :param stop_requested: checked before every iteration; True ends training there as
-        interrupted, after a last checkpoint.
 
     The policy is prepared first (:func:`prepare_policy`).
 
     Ctrl-C (KeyboardInterrupt) ends the loop; the result says ``interrupted`` and the caller
     finishes writing what exists. The envs are not closed here.
     """
-    hp = setup.hp
-    steps = int(steps if steps is not None else setup.config.steps)
-    episodes = episodes if episodes is not None else setup.config.episodes
-    eval_every = int(eval_every if eval_every is not None else setup.config.eval.every)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
-    if episodes is not None and episodes < 1:
-        raise ValueError(f"episodes must be >= 1 or None, got {episodes}")
-    prepare_policy(setup.policy)
-    if tap is None:
-        tap = EpisodeTap(None, setup.env.env_id, setup.env.spec, counter=counter)
-    counter = tap.counter
-    result = TrainResult()
-    last_return: list[float] = []
+    callback = callback if callback is not None else Callback()
+    loop = TrainingLoop(setup, steps=steps, episodes=episodes, eval_every=eval_every, eval_episodes=eval_episodes,
+                        tap=tap, counter=counter)
+    bar = ProgressBar(loop.steps, progress, fields=callback.progress_fields)
+    return loop.run(CallbackList([callback, bar]), resume)
 
-    def record_episode(record: Any) -> None:
-        last_return[:] = [record.episode_return]
-        if on_train_episode is not None:
-            on_train_episode(record.env_step, record.episode_return)
 
-    tap.on_record.append(record_episode)
-    train_collector = Collector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True,
-                                on_episode_done_hook=tap, on_step_hook=tap.on_step)
-    # evaluation ε (DQN family) acts through add_exploration_noise outside a training step; continuous
-    # policies evaluate without noise
-    eval_eps = setup.config.algorithm.epsilon.eval if setup.is_discrete else 0.0
-    test_collector = Collector(setup.algorithm, setup.test_envs, setup.eval_buffer(), exploration_noise=eval_eps > 0)
-    threshold = setup.env.reward_threshold
-    n_envs = len(setup.train_envs)
+class TrainingLoop:
+    """One run of the loop: collect, update, evaluate when due. What callbacks read of it:
+    ``env_step``, ``result``, ``last_eval``, ``last_return``, ``steps`` and :meth:`snapshot`."""
 
-    def run_eval(env_step: int) -> float:
-        mean = evaluate(setup, test_collector, eval_episodes)
-        result.eval_history.append((env_step, mean))
+    def __init__(self, setup: AlgoSetup, *, steps: int | None, episodes: int | None, eval_every: int | None,
+                 eval_episodes: int, tap: EpisodeTap | None, counter: EnvStepCounter | None) -> None:
+        self.setup = setup
+        self.steps = int(steps if steps is not None else setup.config.steps)
+        self.episodes = episodes if episodes is not None else setup.config.episodes
+        self.eval_every = int(eval_every if eval_every is not None else setup.config.eval.every)
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.episodes is not None and self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1 or None, got {self.episodes}")
+        prepare_policy(setup.policy)
+        self.tap = tap if tap is not None else EpisodeTap(None, setup.env.env_id, setup.env.spec, counter=counter)
+        self.counter = self.tap.counter
+        self.eval_episodes = eval_episodes
+        self.result = TrainResult()
+        self.last_return: list[float] = []
+        self.env_step = 0
+        self.credit = 0.0
+        self.next_eval = self.eval_every
+        self.last_eval: float | None = None
+        self._wall_before = 0.0
+        self._started = time.perf_counter()
+        self._callback: Callback = Callback()
+        self.train_collector = Collector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True,
+                                         on_episode_done_hook=self.tap, on_step_hook=self.tap.on_step)
+        # evaluation ε (DQN family) acts through add_exploration_noise outside a training step; continuous
+        # policies evaluate without noise
+        eval_eps = setup.config.algorithm.epsilon.eval if setup.is_discrete else 0.0
+        self.test_collector = Collector(setup.algorithm, setup.test_envs, setup.eval_buffer(),
+                                        exploration_noise=eval_eps > 0)
+
+    def run(self, callback: Callback, resume: LoopState | None = None) -> TrainResult:
+        """Train until the budget is spent, a callback stops the loop, or Ctrl-C; returns the result."""
+        self._callback = callback
+        self.tap.on_record.append(self._record_episode)
+        self._started = time.perf_counter()
+        try:
+            self._start_fresh() if resume is None else self._restore(resume)
+            callback.on_training_start(self)
+            while not self.budget_spent():
+                if not callback.on_step(self):
+                    callback.on_stop(self)
+                    self.result.interrupted = True
+                    log.warning("stopped at env step %d", self.env_step)
+                    break
+                self._collect_and_update()
+                callback.on_collect_end(self)
+                if self.env_step >= self.next_eval and not self.budget_spent():
+                    self._evaluate()
+                    while self.next_eval <= self.env_step:
+                        self.next_eval += self.eval_every
+            if not self.result.interrupted:
+                self.result.final_eval_return = self._evaluate()
+        except KeyboardInterrupt:
+            self.result.interrupted = True
+            log.warning("interrupted at env step %d", self.env_step)
+        finally:
+            self._finish()
+            callback.on_training_end(self)
+        return self.result
+
+    def budget_spent(self) -> bool:
+        """The steps or the episodes budget is reached."""
+        return self.env_step >= self.steps or (self.episodes is not None and self.tap.episodes >= self.episodes)
+
+    def snapshot(self) -> LoopState:
+        """The loop's state now, for a checkpoint."""
+        done = replace(self.result, eval_history=list(self.result.eval_history), wall_s=self._wall_s())
+        return LoopState(env_step=self.env_step, credit=self.credit, next_eval=self.next_eval,
+                         last_eval=self.last_eval, last_return=list(self.last_return), result=done,
+                         collector=collector_state(self.train_collector))
+
+    def _start_fresh(self) -> None:
+        """Fresh episodes, and the random warm-up the algorithm asks for."""
+        self.train_collector.reset()
+        self.tap.forget_open_episodes()
+        self.counter.value = 0
+        hp = self.setup.hp
+        if hp.random_warmup_steps > 0:
+            warm = _round_up(min(hp.random_warmup_steps, self.steps), len(self.setup.train_envs))
+            with policy_within_training_step(self.setup.policy), fast.acting():
+                stats = self.train_collector.collect(n_step=warm, random=True)
+            self.env_step = self.counter.value = int(stats.n_collected_steps)
+
+    def _restore(self, resume: LoopState) -> None:
+        """Go on from a checkpoint's loop state."""
+        self.env_step, self.credit, self.next_eval = resume.env_step, resume.credit, resume.next_eval
+        self.last_eval = resume.last_eval
+        self.last_return[:] = resume.last_return
+        saved, result = resume.result, self.result
+        result.gradient_steps, result.eval_history = saved.gradient_steps, list(saved.eval_history)
+        result.best_eval_return, result.threshold_step = saved.best_eval_return, saved.threshold_step
+        self._wall_before = saved.wall_s
+        if resume.collector is None:
+            self.train_collector.reset_env()  # fresh episodes; the buffer keeps what it holds
+            self.tap.forget_open_episodes()
+        else:
+            restore_collector(self.train_collector, resume.collector)
+        self.counter.value = self.env_step
+
+    def _collect_and_update(self) -> None:
+        """One collect, then the gradient steps it earned (fractional credit carries over)."""
+        setup, hp = self.setup, self.setup.hp
+        setup.on_env_step(self.env_step)
+        n = _round_up(min(hp.collect_per_step, self.steps - self.env_step), len(setup.train_envs))
+        with policy_within_training_step(setup.policy), fast.acting():
+            stats = self.train_collector.collect(n_step=n)
+        collected = int(stats.n_collected_steps)
+        self.env_step += collected
+        self.counter.value = self.env_step
+        if self.env_step >= hp.learning_starts and len(setup.buffer) >= hp.batch_size:
+            self.credit += hp.updates_per_step * collected
+            n_updates = int(self.credit)
+            self.credit -= n_updates
+            with policy_within_training_step(setup.policy):
+                for _ in range(n_updates):
+                    setup.algorithm.update(buffer=setup.buffer, sample_size=hp.batch_size)
+            self.result.gradient_steps += n_updates
+
+    def _evaluate(self) -> float:
+        """A greedy evaluation now, recorded in the result (best return, threshold step)."""
+        mean = evaluate(self.setup, self.test_collector, self.eval_episodes)
+        result, threshold = self.result, self.setup.env.reward_threshold
+        result.eval_history.append((self.env_step, mean))
         if math.isfinite(mean):
             result.best_eval_return = mean if result.best_eval_return is None else max(result.best_eval_return, mean)
             if threshold is not None and result.threshold_step is None and mean >= threshold:
-                result.threshold_step = env_step
-        if on_eval is not None:
-            on_eval(env_step, mean)
+                result.threshold_step = self.env_step
+        self.last_eval = mean
+        self._callback.on_eval(self.env_step, mean)
         return mean
 
-    bar = _progress_bar(steps, progress)
-    started = time.perf_counter()
-    env_step = 0
-    credit = 0.0
-    next_eval = eval_every
-    last_eval: float | None = None
-    wall_before = 0.0
+    def _record_episode(self, record: Any) -> None:
+        self.last_return[:] = [record.episode_return]
+        self._callback.on_train_episode(record.env_step, record.episode_return)
 
-    def snapshot() -> LoopState:
-        done = replace(result, eval_history=list(result.eval_history),
-                       wall_s=wall_before + time.perf_counter() - started)
-        return LoopState(env_step=env_step, credit=credit, next_eval=next_eval, last_eval=last_eval,
-                         last_return=list(last_return), result=done, collector=collector_state(train_collector))
+    def _finish(self) -> None:
+        result = self.result
+        result.wall_s = self._wall_s()
+        result.env_steps = max(self.env_step, self.counter.value)
+        result.episodes = self.tap.episodes
+        if self._record_episode in self.tap.on_record:
+            self.tap.on_record.remove(self._record_episode)
 
-    try:
-        if resume is None:
-            train_collector.reset()
-            tap.forget_open_episodes()
-            counter.value = 0
-            if hp.random_warmup_steps > 0:
-                warm = _round_up(min(hp.random_warmup_steps, steps), n_envs)
-                with policy_within_training_step(setup.policy), fast.acting():
-                    stats = train_collector.collect(n_step=warm, random=True)
-                env_step = counter.value = int(stats.n_collected_steps)
-        else:
-            env_step, credit, next_eval, last_eval = resume.env_step, resume.credit, resume.next_eval, resume.last_eval
-            last_return[:] = resume.last_return
-            saved = resume.result
-            result.gradient_steps, result.eval_history = saved.gradient_steps, list(saved.eval_history)
-            result.best_eval_return, result.threshold_step = saved.best_eval_return, saved.threshold_step
-            wall_before = saved.wall_s
-            if resume.collector is None:
-                train_collector.reset_env()  # fresh episodes; the buffer keeps what it holds
-                tap.forget_open_episodes()
-            else:
-                restore_collector(train_collector, resume.collector)
-            counter.value = env_step
-        bar.update(env_step)
-        def budget_spent() -> bool:
-            return env_step >= steps or (episodes is not None and tap.episodes >= episodes)
-
-        while not budget_spent():
-            stop = stop_requested is not None and stop_requested()
-            if checkpoints is not None and (stop or checkpoints.due(env_step)):
-                checkpoints.save(snapshot())
-            if stop:
-                result.interrupted = True
-                log.warning("stopped at env step %d", env_step)
-                break
-            setup.on_env_step(env_step)
-            n = _round_up(min(hp.collect_per_step, steps - env_step), n_envs)
-            with policy_within_training_step(setup.policy), fast.acting():
-                stats = train_collector.collect(n_step=n)
-            collected = int(stats.n_collected_steps)
-            env_step += collected
-            counter.value = env_step
-            if env_step >= hp.learning_starts and len(setup.buffer) >= hp.batch_size:
-                credit += hp.updates_per_step * collected
-                n_updates = int(credit)
-                credit -= n_updates
-                with policy_within_training_step(setup.policy):
-                    for _ in range(n_updates):
-                        setup.algorithm.update(buffer=setup.buffer, sample_size=hp.batch_size)
-                result.gradient_steps += n_updates
-            if after_collect is not None:
-                after_collect(env_step)
-            if env_step >= next_eval and not budget_spent():
-                last_eval = run_eval(env_step)
-                while next_eval <= env_step:
-                    next_eval += eval_every
-            bar.update(collected)
-            _postfix(bar, last_return, last_eval, progress_info)
-        if not result.interrupted:
-            result.final_eval_return = last_eval = run_eval(env_step)
-            _postfix(bar, last_return, last_eval, progress_info)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        log.warning("interrupted at env step %d", env_step)
-    finally:
-        bar.close()
-        result.wall_s = wall_before + time.perf_counter() - started
-        result.env_steps = max(env_step, counter.value)
-        result.episodes = tap.episodes
-        if record_episode in tap.on_record:
-            tap.on_record.remove(record_episode)
-    return result
+    def _wall_s(self) -> float:
+        return self._wall_before + time.perf_counter() - self._started
 
 
 def _round_up(n: int, multiple: int) -> int:
     return max(multiple, math.ceil(n / multiple) * multiple)
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, *args: Any, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress_bar(total: int, progress: bool | None) -> Any:
-    if progress is False:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, unit="step", dynamic_ncols=True, disable=None if progress is None else not progress,
-                desc="training")
-
-
-def _postfix(bar: Any, last_return: list[float], last_eval: float | None,
-             progress_info: Callable[[], dict[str, Any]] | None) -> None:
-    fields: dict[str, Any] = {}
-    if last_return:
-        fields["ret"] = f"{last_return[0]:.1f}"
-    if last_eval is not None:
-        fields["eval"] = f"{last_eval:.1f}"
-    if progress_info is not None:
-        with contextlib.suppress(Exception):  # the bar must never stop training
-            fields.update(progress_info())
-    bar.set_postfix(fields, refresh=False)

@@ -10,6 +10,7 @@ import pytest
 
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.types import ActionSpec, ExplorationUpdate, Provenance, RequestFailure
+from tianshou_integration import rundir_figures
 from tianshou_integration.rundir import RunDir, write_json_atomic
 
 
@@ -209,10 +210,10 @@ def test_tensorboard_gets_informativeness_scalars(tmp_path):
 def test_exploration_plot_shows_informativeness_against_the_threshold(tmp_path, monkeypatch):
     figures = {}
 
-    def keep(self, plt, fig, name):
-        figures[name] = fig
+    def keep(fig, path, dpi):
+        figures[path.name] = fig
 
-    monkeypatch.setattr(RunDir, "_save", keep)
+    monkeypatch.setattr(rundir_figures, "save_png", keep)
     cache = ExplorationCache(ActionSpec.discrete(2))
     with RunDir(tmp_path, tensorboard=False) as rundir:
         rundir.track(cache)

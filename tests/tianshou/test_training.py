@@ -19,6 +19,7 @@ from tianshou_integration import (
     describe_env,
 )
 from tianshou_integration.algorithms import FastPrioritizedVectorReplayBuffer, FastVectorReplayBuffer
+from tianshou_integration.callbacks import Callback
 from tianshou_integration.config import ConfigError, make_config
 from tianshou_integration.names import PIXEL_ALGOS
 from tianshou_integration.training import train
@@ -42,6 +43,21 @@ def small(algo: str, env_info, seed: int = 0, **settings):
         "test_envs": 2, **settings}, describe=lambda _: env_info)
 
 
+class Record(Callback):
+    """A callback that hands training episodes and evaluations to plain functions."""
+
+    def __init__(self, on_train_episode=None, on_eval=None):
+        self._episode, self._eval = on_train_episode, on_eval
+
+    def on_train_episode(self, env_step, episode_return):
+        if self._episode is not None:
+            self._episode(env_step, episode_return)
+
+    def on_eval(self, env_step, mean_return):
+        if self._eval is not None:
+            self._eval(env_step, mean_return)
+
+
 def params_of(module: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
 
@@ -63,7 +79,7 @@ def test_algorithm_trains_with_guided_exploration(algo):
         tap = EpisodeTap(runtime, env_id, info.spec, mode="blocking", timeout_s=10.0, counter=counter)
         evals: list[tuple[int, float]] = []
         result = train(setup, steps=STEPS, eval_episodes=2, tap=tap, progress=False,
-                       on_eval=lambda step, mean: evals.append((step, mean)))
+                       callback=Record(on_eval=lambda step, mean: evals.append((step, mean))))
     setup.close()
     assert not result.interrupted
     assert STEPS <= result.env_steps < STEPS + hp.collect_per_step + config.train_envs
@@ -144,7 +160,8 @@ def test_same_seed_same_run():
         setup = build_setup(small("dqn", info, seed=3, test_envs=1), info, cache=ExplorationCache(info.spec),
                             rng=np.random.default_rng(3))
         returns: list = []
-        train(setup, steps=256, eval_episodes=1, progress=False, on_train_episode=lambda s, r: returns.append((s, r)))
+        train(setup, steps=256, eval_episodes=1, progress=False,
+              callback=Record(on_train_episode=lambda s, r: returns.append((s, r))))
         setup.close()
         return returns
 
@@ -168,7 +185,7 @@ def test_discrete_observations_are_one_hot_and_train():
     with ExplorerRuntime(handler, cache) as runtime:
         tap = EpisodeTap(runtime, "FrozenLake-v1", info.spec, mode="blocking", timeout_s=10.0, counter=counter)
         result = train(setup, steps=STEPS, eval_episodes=2, tap=tap, progress=False,
-                       on_train_episode=lambda step, ret: returns.append(ret))
+                       callback=Record(on_train_episode=lambda step, ret: returns.append(ret)))
     setup.close()
     assert result.episodes == tap.episodes > 0 and len(handler.records) == tap.episodes
     assert cache.current().values == values
