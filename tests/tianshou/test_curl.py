@@ -298,8 +298,8 @@ STEPS = 1200
 RUN = ["--env", BREAKOUT, "--algo", "curl", "--steps", str(STEPS), "--seed", "3", "--provider", "scripted",
        "--mode", "blocking", "--eval-episodes", "1", "--set", "eval.every=600", "--set", "test_envs=1",
        "--set", "algorithm.epsilon.eval=1.0", "--set", "algorithm.learning_starts=300",
-       "--set", "algorithm.updates_per_step=0.25", "--set", "algorithm.buffer_size=2000",
-       "--set", "checkpoint.every_steps=300"]
+       "--set", "algorithm.updates_per_step=0.1", "--set", "algorithm.buffer_size=2000",
+       "--set", "checkpoint.every_steps=300"]  # 90 gradient steps: several between checkpoints, at CI cost
 
 
 def test_a_sigkilled_curl_run_resumes_to_the_uninterrupted_runs_results(tmp_path):
@@ -307,7 +307,7 @@ def test_a_sigkilled_curl_run_resumes_to_the_uninterrupted_runs_results(tmp_path
     result = run(*RUN, "--out", str(reference), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((reference / "summary.json").read_text())
-    assert summary["gradient_steps"] > 200 and summary["updates_applied"] >= 2, summary
+    assert summary["gradient_steps"] >= 80 and summary["updates_applied"] >= 2, summary
 
     out = tmp_path / "killed"
     proc = sigkill_after_checkpoint(RUN, out, 600, checkpoint_s=400, rows_s=200)
