@@ -106,22 +106,10 @@ def run_experiment(config: RunConfig, out: str | Path, *, progress: bool | None 
     device = resolve_device(config.device)  # a GPU that is not there is bad input, found before anything is written
     env = describe_env(config.env, config.atari)
     started = time.perf_counter()
-    loaded: LoadedCheckpoint | None = None
-    schedule: list[ScheduledUpdate] | None = None
     if resume:
-        if replay_schedule is not None:
-            raise UsageError("resume a replay with resume alone: the replayed schedule is kept in its run directory")
-        problem = resume_problem(out)
-        if problem:
-            raise UsageError(problem)
-        loaded = load_newest(out, config, device=device)
-        if (out / SCHEDULE_FILE).is_file():
-            schedule = load_schedule(out / SCHEDULE_FILE)
+        loaded, schedule = _check_resume(config, out, device, replay_schedule)
     else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UsageError(occupied_message(out))
-        if replay_schedule is not None:
-            schedule = read_recorded_schedule(replay_schedule, config.steps)
+        loaded, schedule = None, _check_new_run(config, out, replay_schedule)
     rundir_ref: list[RunDir] = []
     with contextlib.ExitStack() as stack:
         explorer = None if schedule is not None else _open_explorer(config, out, env, rundir_ref)
@@ -129,36 +117,16 @@ def run_experiment(config: RunConfig, out: str | Path, *, progress: bool | None 
             stack.callback(explorer.close)
         out.mkdir(parents=True, exist_ok=True)
         stack.enter_context(_exclusive(out))
-        if loaded is not None:
-            gone = discard_newer(out, loaded.step)
-            if gone:
-                log.warning("resuming from env step %d; discarded newer checkpoints at steps %s", loaded.step, gone)
-            (out / SUMMARY_FILE).unlink(missing_ok=True)  # the run is running again
-        resume_files = None if loaded is None else {**loaded.state["explorer"]["rundir"], "step": loaded.step}
-        rundir = RunDir(out, resume=resume_files)
+        rundir = _open_rundir(out, loaded)
         stack.callback(rundir.close)
         rundir_ref.append(rundir)
         counter = EnvStepCounter()
-        cache: ExplorationCache
-        if schedule is not None:
-            cache = ScheduledCache(env.spec, schedule, counter, on_publish=(rundir.on_update,))
-        else:
-            cache = explorer.cache if explorer is not None else ExplorationCache(env.spec)
+        cache = _cache_for(env, explorer, schedule, counter, rundir)
         rundir.track(cache)
         if loaded is None:
-            write_text_atomic(out / CONFIG_FILE, dump_config(config))
-            manifest_explorer = explorer.manifest() if explorer is not None else None
-            rundir.write_manifest(config.model_dump(mode="json"), seed=config.seed, explorer=manifest_explorer)
-            if schedule is not None:
-                write_schedule(out / SCHEDULE_FILE, schedule)
-                rundir.note_replay({"replay_of": str(Path(replay_schedule).resolve()) if replay_schedule else None,
-                                    "updates": len(schedule)})
+            _record_new_run(config, rundir, explorer, schedule, replay_schedule)
         else:
-            write_text_atomic(out / CONFIG_FILE, dump_config(config))  # its checkpoint section may have changed
-            rundir.note_resume({"from_step": loaded.step, "checkpoint": loaded.stored.path.name,
-                                "exact": not loaded.limits, "limits": loaded.limits})
-            for limit in loaded.limits:
-                log.warning("resumed run is not an exact continuation: %s", limit)
+            _record_resume(config, rundir, loaded)
         rng = np.random.default_rng(config.seed)
         setup = build_setup(config, env, cache=cache, rng=rng, counter=counter)
         stack.callback(setup.close)
@@ -189,19 +157,88 @@ def run_experiment(config: RunConfig, out: str | Path, *, progress: bool | None 
         summary = _summary(config, env, result, stats, rundir, tap, time.perf_counter() - started)
         summary["checkpoints"] = _checkpoint_summary(checkpointer, loaded)
         if isinstance(cache, ScheduledCache):
-            summary["replayed_updates"] = len(cache.schedule)
-            if not result.interrupted:
-                mismatches = cache.mismatches()
-                summary["schedule_mismatches"] = len(mismatches)
-                if mismatches:
-                    log.warning("the replay applied %d update(s) at other steps than recorded: %s",
-                                len(mismatches), mismatches[:5])
+            summary.update(_replay_summary(cache, result))
         labels = (explorer.manifest().get("action_spec", {}).get("labels") if explorer is not None else None)
         rundir.write_plots(title=f"{config.algo} on {env.env_id} (seed {config.seed})",
                            labels=labels or env.spec.labels)
         rundir.write_summary(summary)  # last: a run directory with a summary is complete
         return summary
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _open_rundir(out: Path, loaded: LoadedCheckpoint | None) -> RunDir:
+    """The run directory, cut back to the checkpoint a resumed run starts from."""
+    if loaded is None:
+        return RunDir(out)
+    gone = discard_newer(out, loaded.step)
+    if gone:
+        log.warning("resuming from env step %d; discarded newer checkpoints at steps %s", loaded.step, gone)
+    (out / SUMMARY_FILE).unlink(missing_ok=True)  # the run is running again
+    return RunDir(out, resume={**loaded.state["explorer"]["rundir"], "step": loaded.step})
+
+
+def _cache_for(env: EnvInfo, explorer: Explorer | None, schedule: list[ScheduledUpdate] | None,
+               counter: EnvStepCounter, rundir: RunDir) -> ExplorationCache:
+    """What the collector reads: the replayed schedule, the explorer's cache, or (baseline) a
+    cache that never changes."""
+    if schedule is not None:
+        return ScheduledCache(env.spec, schedule, counter, on_publish=(rundir.on_update,))
+    return explorer.cache if explorer is not None else ExplorationCache(env.spec)
+
+
+def _check_resume(config: RunConfig, out: Path, device: Any,
+                  replay_schedule: str | Path | None) -> tuple[LoadedCheckpoint, list[ScheduledUpdate] | None]:
+    """The checkpoint a resumed run starts from, and the schedule it replays (None: it asks its
+    LLM, or none); raises UsageError for a run directory that cannot be resumed."""
+    if replay_schedule is not None:
+        raise UsageError("resume a replay with resume alone: the replayed schedule is kept in its run directory")
+    problem = resume_problem(out)
+    if problem:
+        raise UsageError(problem)
+    loaded = load_newest(out, config, device=device)
+    schedule = load_schedule(out / SCHEDULE_FILE) if (out / SCHEDULE_FILE).is_file() else None
+    return loaded, schedule
+
+
+def _check_new_run(config: RunConfig, out: Path,
+                   replay_schedule: str | Path | None) -> list[ScheduledUpdate] | None:
+    """The schedule a new run replays (None: it asks its LLM, or none); raises UsageError for an
+    occupied ``out`` or a run that cannot be replayed."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(occupied_message(out))
+    return read_recorded_schedule(replay_schedule, config.steps) if replay_schedule is not None else None
+
+
+def _record_new_run(config: RunConfig, rundir: RunDir, explorer: Explorer | None,
+                    schedule: list[ScheduledUpdate] | None, replay_schedule: str | Path | None) -> None:
+    """``config.yaml``, the manifest, and for a replay the schedule and where it comes from."""
+    write_text_atomic(rundir.path / CONFIG_FILE, dump_config(config))
+    manifest_explorer = explorer.manifest() if explorer is not None else None
+    rundir.write_manifest(config.model_dump(mode="json"), seed=config.seed, explorer=manifest_explorer)
+    if schedule is not None:
+        write_schedule(rundir.path / SCHEDULE_FILE, schedule)
+        rundir.note_replay({"replay_of": str(Path(replay_schedule).resolve()) if replay_schedule else None,
+                            "updates": len(schedule)})
+
+
+def _record_resume(config: RunConfig, rundir: RunDir, loaded: LoadedCheckpoint) -> None:
+    """``config.yaml`` again (its checkpoint section may have changed) and the resume in the manifest."""
+    write_text_atomic(rundir.path / CONFIG_FILE, dump_config(config))
+    rundir.note_resume({"from_step": loaded.step, "checkpoint": loaded.stored.path.name,
+                        "exact": not loaded.limits, "limits": loaded.limits})
+    for limit in loaded.limits:
+        log.warning("resumed run is not an exact continuation: %s", limit)
+
+
+def _replay_summary(cache: ScheduledCache, result: TrainResult) -> dict[str, Any]:
+    summary: dict[str, Any] = {"replayed_updates": len(cache.schedule)}
+    if not result.interrupted:
+        mismatches = cache.mismatches()
+        summary["schedule_mismatches"] = len(mismatches)
+        if mismatches:
+            log.warning("the replay applied %d update(s) at other steps than recorded: %s",
+                        len(mismatches), mismatches[:5])
+    return summary
 
 
 def _checkpoint_summary(checkpointer: Checkpointer | None, loaded: LoadedCheckpoint | None) -> dict[str, Any]:

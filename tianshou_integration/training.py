@@ -5,11 +5,12 @@ rather than ``OffPolicyTrainer``: evaluation happens at fixed env-step intervals
 gradient-step ratio is honoured exactly (fractional credit carries over), and nothing scans the
 replay buffer for NaNs.
 
-Between two iterations the loop can write a checkpoint (``checkpoints``: a
-:class:`~tianshou_integration.checkpoint.Checkpointer`) and can start from one (``resume``: the
-:class:`LoopState` a checkpoint saved), so a resumed run goes on exactly where the checkpoint was
-taken. A stop request (``stop_requested``, e.g. a first Ctrl-C) is honoured there too: a last
-checkpoint, then the loop ends as interrupted.
+What happens around the loop is a callback (:mod:`tianshou_integration.callbacks`, as
+Stable-Baselines3's): between two iterations it can write a checkpoint
+(:class:`~tianshou_integration.callbacks.Checkpointing`) or stop the run (an ``on_step`` that
+returns False, e.g. after a first Ctrl-C: a last checkpoint, then the loop ends as interrupted).
+The loop can start from a checkpoint (``resume``: the :class:`LoopState` it saved), so a resumed
+run goes on exactly where the checkpoint was taken.
 
 Before the first step the policy is prepared so that exploration means what it should:
 continuous policies store the action their environment executed
