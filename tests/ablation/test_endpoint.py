@@ -182,7 +182,8 @@ def test_the_study_budget_stops_every_run(tmp_path):
     assert spent == ledger["input_tokens"] + ledger["output_tokens"] >= 3000
     biggest = max(b["spent_tokens"] for b in budgets)
     assert spent < 3000 + 3 * biggest  # at most the request in flight per run after the limit
-    assert all(b["price"] == {"input": 1.0, "output": 1.0} and b["spent_cost_usd"] > 0 for b in budgets)
+    assert all(b["price"] == {"input": 1.0, "output": 1.0} for b in budgets)  # prices: reach the runs
+    assert all(b["spent_cost_usd"] > 0 for b in budgets if b["spent_tokens"] > 0)
     assert ledger["cost_usd"] == pytest.approx(spent / 1e6, rel=1e-6)
     for run_dir in (d for d in run_dirs(tmp_path / "out") if d.parts[-3] == "baseline"):
         assert summary(run_dir)["budget"]["spent_tokens"] == 0
