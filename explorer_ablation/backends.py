@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import launch
-from .launch import Job, Outcome
+from .launch import Job, Outcome, available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,6 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release what :meth:`setup` took (a local Ray instance)."""
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _cpus(job: Job) -> float:

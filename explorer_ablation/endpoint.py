@@ -54,7 +54,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -63,8 +63,9 @@ from explorer_pipeline.errors import UsageError
 from explorer_pipeline.ledger import FileLedger
 from explorer_pipeline.ratelimit import FACTORY_ENV, Limiter, LocalLimiter, endpoint_key
 
-if TYPE_CHECKING:
-    from .plan import PlannedRun
+_Run = TypeVar("_Run")
+"""A planned run (:class:`explorer_ablation.plan.PlannedRun`, a dataclass with ``arm`` and
+``config``); not imported, since the spec imports this module and the plan imports the spec."""
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def _model_file(model: str | None, base_dir: Path | None) -> str:
     return Path(model).name
 
 
-def prepare_runs(spec: Any, runs: Sequence[PlannedRun], out: Path, base_dir: Path | None = None) -> list[PlannedRun]:
+def prepare_runs(spec: Any, runs: Sequence[_Run], out: Path, base_dir: Path | None = None) -> list[_Run]:
     """The runs with the study's endpoint, ledger and prices in their configurations (``out``:
     the study directory). Raises :class:`UsageError` when an arm cannot use the endpoint."""
     endpoint: Endpoint | None = getattr(spec, "endpoint", None)
@@ -571,7 +572,7 @@ def open_endpoint(spec: Any, out: Path, backend: Any, base_dir: Path | None = No
                 served.server = LlamaServer(options).start()
                 served.base_url = served.server.base_url
                 if getattr(backend, "auto_workers", False):
-                    from .backends import available_cpus
+                    from .launch import available_cpus
 
                     backend.workers = max(1, (available_cpus() - embedded.threads) // backend.cpus_per_run)
             served.env[SHARED_SERVER_ENV] = json.dumps({"base_url": served.base_url, "model": options.alias,

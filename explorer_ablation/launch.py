@@ -32,6 +32,7 @@ __all__ = [
     "Job",
     "Outcome",
     "Started",
+    "available_cpus",
     "command_line",
     "default_train_command",
     "finish",
@@ -206,3 +207,11 @@ def _tail(path: Path, lines: int = ERROR_TAIL_LINES) -> str:
 def command_line(job: Job, train_command: Sequence[str] | None = None) -> str:
     """The shell command that runs ``job`` (``--dry-run`` prints it)."""
     return shlex.join([*(train_command or job.train_command or default_train_command()), *job.arguments])
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -128,8 +128,8 @@ def test_file_limiter_slots_are_shared_by_processes_and_freed_when_one_dies(tmp_
 # --------------------------------------------------------------------------- a shared URL with a limit
 LIMITED = """
 name: limited
-base: {algo: dqn, steps: 400, eval_episodes: 2, k: 1, provider: openai, model: brief, prompt_set: single-stage,
-       options: {preflight: "off"}}
+base: {algo: dqn, steps: 400, eval_episodes: 2, k: 1, mode: blocking, provider: openai, model: brief,
+       prompt_set: single-stage, options: {preflight: "off"}}
 arms: [{name: remote}]
 environments: [CartPole-v1]
 seeds: 3
@@ -186,13 +186,13 @@ def test_the_study_budget_stops_every_run(tmp_path):
     assert all(b["spent_cost_usd"] > 0 for b in budgets if b["spent_tokens"] > 0)
     assert ledger["cost_usd"] == pytest.approx(spent / 1e6, rel=1e-6)
     for run_dir in (d for d in run_dirs(tmp_path / "out") if d.parts[-3] == "baseline"):
-        assert summary(run_dir)["budget"]["spent_tokens"] == 0
+        assert summary(run_dir)["budget"] is None and summary(run_dir)["llm_requests"] == 0  # not charged
 
 
 # --------------------------------------------------------------------------- one embedded server
 EMBEDDED = """
 name: embedded
-base: {algo: dqn, steps: 300, eval_episodes: 2, k: 2, provider: local, prompt_set: single-stage,
+base: {algo: dqn, steps: 300, eval_episodes: 2, k: 5, mode: blocking, provider: local, prompt_set: single-stage,
        options: {threads: 1}}
 arms: [{name: local}]
 environments: [CartPole-v1]
