@@ -78,6 +78,7 @@ __all__ = [
     "ServedEndpoint",
     "SlotCounter",
     "StudyBudget",
+    "jobs_env",
     "open_endpoint",
     "prepare_runs",
     "study_limiter",
@@ -607,3 +608,15 @@ def open_endpoint(spec: Any, out: Path, backend: Any, base_dir: Path | None = No
         served.close()
         raise
     return served
+
+
+def jobs_env(spec: Any, out: Path) -> dict[str, str]:
+    """The environment every job of ``ablate --emit-jobs`` needs for the spec's ``endpoint:`` and
+    ``budget:`` (the study's ledger and the slot files of a ``url`` endpoint's limits, under
+    ``out``, which every node mounts). Nothing is started, so ``embedded`` is refused."""
+    endpoint: Endpoint | None = getattr(spec, "endpoint", None)
+    if endpoint is not None and endpoint.embedded is not None:
+        raise UsageError("endpoint.embedded: --emit-jobs starts nothing, so its jobs would have no study server; "
+                         "start one server (python -m llama_cpp.server, vLLM, ...) and give the spec "
+                         "endpoint: {url: http://HOST:PORT/v1, max_concurrent: N}")
+    return open_endpoint(spec, out, None).env

@@ -24,7 +24,7 @@ from explorer_pipeline.errors import UsageError
 from explorer_pipeline.rundir_format import read_json, write_json_atomic, write_text_atomic
 
 from .backends import Backend
-from .endpoint import open_endpoint, prepare_runs
+from .endpoint import jobs_env, open_endpoint, prepare_runs
 from .launch import Job, Outcome
 from .plan import PlannedRun, expand
 from .progress import Progress, format_duration
@@ -200,18 +200,23 @@ def emit_jobs(spec: StudySpec, out: Path, jobs_file: Path, *, spec_path: Path | 
                          "its jobs write their run directories in place")
     out = Path(out).resolve()
     runs = plan_study(spec, spec_path)
+    runs = prepare_runs(spec, runs, out, spec_path.parent.resolve() if spec_path is not None else None)
     with StudyLock(out):
         previous = read_json(out / "study.json")
         _check_can_start(out, previous, runs, resume)
+        env = jobs_env(spec, out)  # the study's ledger and a url endpoint's shared limit, for every job
         emitter = SimpleNamespace(name="emit-jobs", workers=0)
         _write_study(out, spec, spec_path, runs, previous, emitter)  # type: ignore[arg-type]
         write_configs(out, runs, spec.name)
         lines = []
         for run, job in zip(runs, jobs_for(runs, out, cpus=cpus), strict=True):
-            command = shlex.join(job_command(job, python))
+            uses_llm = (run.config.get("explorer") or {}).get("provider") not in ("none", None)
+            prefix = ["env", *(f"{k}={v}" for k, v in sorted(env.items()))] if env and uses_llm else []
+            command = shlex.join(prefix + job_command(job, python))
             if jobs_file.suffix == ".jsonl":
                 lines.append(json.dumps({"run": run.run_id, "command": command, "config": str(out / run.config_relpath),
-                                         "run_dir": str(job.run_dir), "resources": run.resources}))
+                                         "run_dir": str(job.run_dir), "resources": run.resources,
+                                         "env": env if uses_llm else {}}))
             else:
                 lines.append(command)
         write_text_atomic(jobs_file, "".join(line + "\n" for line in lines))

@@ -245,3 +245,47 @@ def _provider_check(manifest: dict) -> dict:
         elif isinstance(node, list):
             stack.extend(node)
     return {}
+
+
+# --------------------------------------------------------------------------- --emit-jobs
+def test_emitted_jobs_share_the_url_endpoints_limit_and_the_study_ledger(tmp_path):
+    """``--emit-jobs`` starts nothing: each LLM job's line carries the study's limiter and ledger
+    in its environment, so jobs started by another scheduler still share ``max_concurrent``."""
+    import subprocess
+
+    from explorer_ablation.runner import emit_jobs
+
+    with ServerProcess() as server:
+        spec_path = write(tmp_path, LIMITED.replace("URL", server.base_url).replace("seeds: 3", "seeds: 2")
+                          .replace("arms: [{name: remote}]", "arms: [{name: remote}, {name: plain, provider: none}]")
+                          + "budget: {max_tokens: 10000000}\n")
+        jobs = tmp_path / "jobs.jsonl"
+        assert emit_jobs(load_spec(spec_path), tmp_path / "out", jobs, spec_path=spec_path) == 4
+        entries = {e["run"]: e for e in map(json.loads, jobs.read_text().splitlines())}
+        remote = [e for run, e in entries.items() if run.startswith("remote/")]
+        plain = [e for run, e in entries.items() if run.startswith("plain/")]
+        assert len(remote) == 2 and all(e["command"].startswith("env ") and e["env"] for e in remote)
+        assert len(plain) == 2 and all(e["env"] == {} and not e["command"].startswith("env ") for e in plain)
+        config = Path(remote[0]["config"]).read_text()
+        assert server.base_url in config and "ledger.json" in config
+        procs = [subprocess.Popen(["bash", "-c", e["command"]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True) for e in remote]
+        errors = [p.communicate(timeout=600)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        counters = server.counters()
+    dirs = [Path(e["run_dir"]) for e in remote]
+    per_run = [len(updates(d)) for d in dirs]
+    assert all(n >= 2 for n in per_run), per_run
+    assert counters["peak_in_flight"] == 1, counters  # one slot across two independently started jobs
+    ledger = json.loads((tmp_path / "out" / "ledger.json").read_text())
+    spent = sum(summary(d)["budget"]["spent_tokens"] for d in dirs)
+    assert spent > 0 and ledger["input_tokens"] + ledger["output_tokens"] == spent  # both jobs charged it
+
+
+def test_emit_jobs_refuses_an_embedded_server(tmp_path):
+    from explorer_ablation.runner import emit_jobs
+
+    spec_path = write(tmp_path, EMBEDDED)
+    with pytest.raises(UsageError, match="--emit-jobs starts nothing"):
+        emit_jobs(load_spec(spec_path), tmp_path / "out", tmp_path / "jobs.txt", spec_path=spec_path)
+    assert not (tmp_path / "jobs.txt").exists()
