@@ -24,11 +24,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from explorer_pipeline.scenario_format import Scenario
+from explorer_pipeline.scenario_format import Scenario, ScenarioSet
 
 from .scores import continuous_scores
 
-__all__ = ["CONTROL_LEVELS", "continuous_controls", "control_values"]
+__all__ = ["CONTROL_LEVELS", "continuous_controls", "control_at", "control_values", "scenario_at"]
 
 QFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _GRID_STEPS = 21
@@ -91,3 +91,20 @@ def control_values(name: str, scenario: Scenario, discrete: bool, q_ref: QFuncti
     if found is None or found[0] is not scenario:  # the grid search runs once per scenario
         found = _found[id(scenario)] = (scenario, continuous_controls(scenario, q_ref))
     return found[1][name]
+
+
+def scenario_at(sset: ScenarioSet, env_step: int) -> Scenario:
+    """The scenario of ``sset`` for a learner at ``env_step``: the newest recorded at or before it
+    (the first scenario for a learner younger than all of them)."""
+    earlier = [s for s in sset.scenarios if s.step <= env_step]
+    if earlier:
+        return max(earlier, key=lambda s: s.step)
+    return min(sset.scenarios, key=lambda s: s.step)
+
+
+def control_at(name: str, sset: ScenarioSet, env_step: int,
+               q_ref: QFunction | None = None) -> tuple[Scenario, tuple[float, ...]]:
+    """Control ``name`` for a learner at ``env_step`` (training's ``reference-control`` proposer):
+    the scenario :func:`scenario_at` picks, and :func:`control_values` on it."""
+    scenario = scenario_at(sset, env_step)
+    return scenario, control_values(name, scenario, sset.spec.is_discrete, q_ref)
