@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- replay buffers
-class FastVectorReplayBuffer(VectorReplayBuffer):
-    """``VectorReplayBuffer`` without the full-buffer NaN rescan.
+class FastVectorReplayBuffer(fast.FastSamplingMixin, VectorReplayBuffer):
+    """``VectorReplayBuffer`` without the full-buffer NaN rescan, sampling with less Python
+    (:class:`~tianshou_integration.fast.FastSamplingMixin`: the same draws and arrays).
 
     Tianshou's trainer calls ``buffer.hasnull()`` after every collect, which materialises the
     whole buffer (10 ms for 100k CartPole transitions, seconds for Atari). Nothing we add can

@@ -115,6 +115,60 @@ def adam(lr: float, eps: float) -> AdamOptimizerFactory:
     return (ForeachAdamOptimizerFactory if enabled() else AdamOptimizerFactory)(lr=lr, eps=eps)
 
 
+# --------------------------------------------------------------------------- replay sampling
+class FastSamplingMixin:
+    """Put before ``VectorReplayBuffer`` in the bases: Tianshou's ``sample_indices`` and
+    ``__getitem__`` with less Python per batch, returning the same arrays.
+
+    ``sample_indices`` draws from the same generators in the same order as Tianshou's
+    ``ReplayBufferManager.sample_indices``: ``RandomState.choice(k, n, p=...)`` is the
+    searchsorted of ``random_sample(n)`` in the cumulative probabilities, and a sub-buffer's
+    ``choice(size, m)`` is ``randint(0, size, m)`` (without ``choice``'s argument checks, which
+    cost more than the draws). ``__getitem__`` puts the arrays it reads into the batch directly
+    instead of through ``Batch.__init__``'s per-value type dispatch, which keeps them as they are.
+    """
+
+    def sample_indices(self, batch_size: int | None) -> np.ndarray:
+        """Tianshou's sampler, the same draws; other cases (frame stacks, all indices) are Tianshou's."""
+        if (not enabled() or batch_size is None or batch_size <= 0
+                or (self._sample_avail and self.stack_num > 1)):  # type: ignore[attr-defined]
+            return super().sample_indices(batch_size)  # type: ignore[misc]
+        lengths = self._lengths  # type: ignore[attr-defined]
+        cdf = (lengths / lengths.sum()).cumsum()
+        cdf /= cdf[-1]
+        buffer_idx = cdf.searchsorted(self._random_state.random_sample(batch_size), side="right")  # type: ignore[attr-defined]
+        sample_num = np.bincount(buffer_idx, minlength=self.buffer_num)  # type: ignore[attr-defined]
+        parts = []
+        for offset, buf, n in zip(self._offset, self.buffers, sample_num.tolist(), strict=True):  # type: ignore[attr-defined]
+            if n == 0:  # Tianshou asks the sub-buffer for -1 indices: none
+                continue
+            if buf.stack_num == 1 or not buf._sample_avail:
+                parts.append(buf._random_state.randint(0, buf._size, size=n) + offset)
+            else:
+                parts.append(buf.sample_indices(n) + offset)
+        return np.concatenate(parts)
+
+    def __getitem__(self, index: Any) -> Any:
+        """``buffer[indices]`` for an index array; slices and other buffers are Tianshou's."""
+        if not enabled() or not isinstance(index, np.ndarray) or self.stack_num != 1:  # type: ignore[attr-defined]
+            return super().__getitem__(index)  # type: ignore[misc]
+        get = self.get  # type: ignore[attr-defined]
+        obs_next = (get(index, "obs_next", Batch()) if self._save_obs_next  # type: ignore[attr-defined]
+                    else get(self.next(index), "obs", Batch()))  # type: ignore[attr-defined]
+        keys = self._meta.__dict__  # type: ignore[attr-defined]
+        values = {"obs": get(index, "obs"), "act": keys["act"][index], "rew": keys["rew"][index],
+                  "terminated": keys["terminated"][index], "truncated": keys["truncated"][index],
+                  "done": keys["done"][index], "obs_next": obs_next, "info": get(index, "info", Batch()),
+                  "policy": get(index, "policy", Batch())}
+        for key in keys.keys() - set(self._input_keys):  # type: ignore[attr-defined]
+            values[key] = keys[key][index]
+        if not all(type(v) is Batch or (type(v) is np.ndarray and v.dtype.kind in "biuf") for v in values.values()):
+            return Batch(values)
+        batch = Batch()
+        batch.__dict__.update(values)
+        return batch
+
+
 # --------------------------------------------------------------------------- acting
 @contextlib.contextmanager
 def acting() -> Iterator[None]:
@@ -151,9 +205,47 @@ class _FastDQNTargetMixin:
     def _target_q(self, buffer: ReplayBuffer, indices: np.ndarray) -> torch.Tensor:
         if self.is_double or not self.use_target_network:  # type: ignore[attr-defined]
             return super()._target_q(buffer, indices)  # type: ignore[misc]
-        obs_next_batch = Batch(obs=_obs_next(buffer, indices), info=[None] * len(indices))
+        obs_next_batch = _obs_batch(_obs_next(buffer, indices))
         target_q = self.policy(obs_next_batch, model=self.model_old).logits  # type: ignore[attr-defined]
         return target_q.max(dim=1)[0]
+
+
+def _obs_batch(obs: Any) -> Batch:
+    """``Batch(obs=obs, info=[None] * len(obs))`` without ``Batch.__init__``'s conversions (the
+    list becomes the same object array of Nones)."""
+    batch = Batch()
+    info = np.empty(len(obs), dtype=object)  # filled with None
+    if type(obs) is np.ndarray and obs.dtype.kind in "biuf":
+        batch.__dict__.update(obs=obs, info=info)
+    else:
+        batch.obs, batch.info = obs, info
+    return batch
+
+
+class _OneStepReturnMixin:
+    """Tianshou's ``compute_nstep_return`` for ``n_step == 1`` without building the end flags of
+    the whole buffer (a copy of ``done`` and every sub-buffer's unfinished index, every batch):
+    with one step the kernel reads no end flag that changes its result (it would set the discount
+    exponent to 1, which it is, and zero a return that is still zero), so it gets ``done`` as it
+    is. Same kernel, same arithmetic; ``n_step > 1`` is Tianshou's."""
+
+    @staticmethod
+    def compute_nstep_return(batch: Any, buffer: ReplayBuffer, indices: np.ndarray, target_q_fn: Any,
+                             gamma: float = 0.99, n_step: int = 1) -> Any:
+        from tianshou.algorithm.algorithm_base import Algorithm, _nstep_return
+        from tianshou.data import to_numpy, to_torch_as
+
+        if n_step != 1 or not enabled():
+            return Algorithm.compute_nstep_return(batch, buffer, indices, target_q_fn, gamma, n_step)
+        with torch.no_grad():
+            target_q_torch = target_q_fn(buffer, indices)
+        target_q = to_numpy(target_q_torch.reshape(len(indices), -1))
+        target_q *= Algorithm.value_mask(buffer, indices).reshape(-1, 1)
+        returns = _nstep_return(buffer.rew, buffer.done, target_q, indices.reshape(1, -1), gamma, n_step)
+        batch.returns = to_torch_as(returns, target_q_torch)
+        if hasattr(batch, "weight"):
+            batch.weight = to_torch_as(batch.weight, target_q_torch)
+        return batch
 
 
 def _obs_next(buffer: ReplayBuffer, indices: np.ndarray) -> Any:
@@ -189,9 +281,13 @@ def accelerate(algorithm: nn.Module) -> bool:
     from tianshou.algorithm import DQN
 
     policy = algorithm.policy  # type: ignore[attr-defined]
+    from tianshou.algorithm.algorithm_base import Algorithm
+
     mixins: list[type] = [_NoModeSwitch]
     if type(algorithm) is DQN:  # subclasses may compute their targets differently
         mixins.insert(0, _FastDQNTargetMixin)
+    if getattr(type(algorithm), "compute_nstep_return", None) is Algorithm.compute_nstep_return:
+        mixins.insert(0, _OneStepReturnMixin)  # only where nothing overrides it
     algorithm.__class__ = _subclass(type(algorithm), *mixins)
     policy.__class__ = _subclass(type(policy), _NoModeSwitch)
     return True

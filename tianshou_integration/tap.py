@@ -88,44 +88,68 @@ class EpisodeTap:
         self.errors = 0
         self.blocking_timeouts = 0
         self.last_record: EpisodeRecord | None = None
-        self._open: dict[int, list[float]] = {}  # env id -> [return so far, steps so far]
+        # per env id (index): return and steps of the episode in progress, and whether one is
+        self._return = np.zeros(0, dtype=np.float64)
+        self._steps = np.zeros(0, dtype=np.int64)
+        self._running = np.zeros(0, dtype=bool)
         self._finished: deque[tuple[float, int]] = deque(maxlen=1024)  # ended, record not made yet
 
     # ------------------------------------------------------------------ collector hooks
     def on_step(self, action_batch: Any, rollout_batch: Any) -> None:
         """``on_step_hook``: advance the env-step counter by the number of envs that stepped, and
-        add each env's reward to its episode in progress."""
-        n = len(rollout_batch)
+        add each env's reward to its episode in progress (one array operation for all envs)."""
+        rewards = np.asarray(rollout_batch.rew, dtype=np.float64).reshape(-1)
+        n = len(rewards)
         self.counter.value += n
-        rewards = np.asarray(rollout_batch.rew, dtype=np.float64).reshape(n).tolist()
         done = np.logical_or(np.asarray(rollout_batch.terminated), np.asarray(rollout_batch.truncated)).reshape(n)
         info = rollout_batch.info if "info" in rollout_batch else None
-        ids = info.env_id if info is not None and "env_id" in info else np.arange(n)
-        for env_id, reward, ended in zip(np.asarray(ids).reshape(n).tolist(), rewards, done.tolist(), strict=True):
-            episode = self._open.setdefault(int(env_id), [0.0, 0])
-            episode[0] += reward
-            episode[1] += 1
-            if ended:  # the collector calls the episode hook for these next, in this order
-                self._finished.append(tuple(self._open.pop(int(env_id))))
+        ids = np.asarray(info.env_id if info is not None and "env_id" in info else np.arange(n)).reshape(n)
+        ids = ids.astype(np.int64, copy=False)
+        if n and ids.max() >= len(self._return):
+            self._grow(int(ids.max()) + 1)
+        self._return[ids] += rewards  # an env steps at most once per vector step: no repeated ids
+        self._steps[ids] += 1
+        self._running[ids] = True
+        if done.any():  # the collector calls the episode hook for these next, in this order
+            for env_id in ids[done].tolist():
+                self._finished.append((float(self._return[env_id]), int(self._steps[env_id])))
+            self._end(ids[done])
+
+    def _grow(self, size: int) -> None:
+        extra = size - len(self._return)
+        self._return = np.concatenate([self._return, np.zeros(extra, dtype=np.float64)])
+        self._steps = np.concatenate([self._steps, np.zeros(extra, dtype=np.int64)])
+        self._running = np.concatenate([self._running, np.zeros(extra, dtype=bool)])
+
+    def _end(self, ids: Any) -> None:
+        self._return[ids] = 0.0
+        self._steps[ids] = 0
+        self._running[ids] = False
 
     def forget_open_episodes(self) -> None:
         """The envs were reset: the episodes in progress will not finish."""
-        self._open.clear()
+        self._end(slice(None))
         self._finished.clear()
 
     def get_state(self) -> dict[str, Any]:
         """What a checkpoint keeps: counts, the last record, and the episodes in progress."""
+        running = np.flatnonzero(self._running).tolist()
         return {"episodes": self.episodes, "errors": self.errors, "blocking_timeouts": self.blocking_timeouts,
-                "last_record": self.last_record, "open": {k: list(v) for k, v in self._open.items()},
+                "last_record": self.last_record,
+                "open": {i: [float(self._return[i]), int(self._steps[i])] for i in running},
                 "finished": list(self._finished)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`get_state`'s output."""
         self.episodes, self.errors = state["episodes"], state["errors"]
         self.blocking_timeouts, self.last_record = state["blocking_timeouts"], state["last_record"]
-        self._open = {int(k): list(v) for k, v in state["open"].items()}
-        self._finished = deque((float(r), int(n)) for r, n in state["finished"])
-        self._finished = deque(self._finished, maxlen=1024)
+        self._end(slice(None))
+        for key, (episode_return, steps) in state["open"].items():
+            env_id = int(key)
+            if env_id >= len(self._return):
+                self._grow(env_id + 1)
+            self._return[env_id], self._steps[env_id], self._running[env_id] = float(episode_return), int(steps), True
+        self._finished = deque(((float(r), int(n)) for r, n in state["finished"]), maxlen=1024)
 
     def __call__(self, episode_batch: Any) -> None:
         """``on_episode_done_hook``. Returns None (adds nothing to the buffer)."""
