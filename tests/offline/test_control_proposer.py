@@ -109,3 +109,16 @@ def test_a_training_run_publishes_the_control(cartpole_set, tmp_path):
             assert note["scenario"] == scenario_at(sset, update["applied_at_step"]).id
         # floor 0: what training applied is exactly the control
         assert update["values"] == pytest.approx(list(expected), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["validation-controls-cartpole", "validation-controls-pendulum"])
+def test_the_validation_study_specs_resolve(name, tmp_path):
+    """The studies of docs/offline-eval.md: five levels and the baseline, 5 seeds, every run configured."""
+    root = Path(__file__).resolve().parents[2]
+    result = llm_explorer("ablate", str(root / "examples" / f"{name}.yaml"), "--dry-run", "--out", "study",
+                          cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "30 runs" in result.stderr and not (tmp_path / "study").exists()
+    configured = [line for line in result.stdout.splitlines() if '"reference-control"' in line]
+    assert len(configured) == 25
+    assert {level for level in LEVELS if f'"level": "{level}"' in result.stdout} == set(LEVELS)
