@@ -17,6 +17,12 @@ byte for byte; ``tests/tianshou/test_speed_invariance.py`` checks it against the
   instead of a Python loop over parameters); bit-identical to the loop on CPU.
 * :func:`acting`: forward passes for acting run under ``torch.no_grad()``: no autograd graph
   is built for actions that are never differentiated.
+* In :func:`accelerate` too: target networks (Tianshou's ``EvalModeModuleWrapper``) stop
+  switching their module to eval mode on every forward pass when nothing in it depends on the
+  mode; soft target updates (Polyak averaging) run as multi-tensor ``torch._foreach_*`` kernels
+  (the same elementwise operations in the same order: bit-identical); and the networks' device
+  lookup (Tianshou's ``torch_device``: a walk of the whole parameter tree on every forward pass)
+  remembers the module's first parameter and reads its device.
 
 Set the environment variable ``LLM_EXPLORER_FAST=0`` to run the plain path instead (what the
 invariance test compares against).
@@ -27,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +41,7 @@ import numpy as np
 import torch
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import Batch, ReplayBuffer
+from tianshou.utils.lagged_network import EvalModeModuleWrapper, LaggedNetworkCollection
 from tianshou.utils.net.discrete import NoisyLinear
 from torch import nn
 
@@ -257,6 +265,71 @@ def _obs_next(buffer: ReplayBuffer, indices: np.ndarray) -> Any:
     return buffer.get(buffer.next(indices), "obs", Batch())
 
 
+class _NoEvalSwitch:
+    """Put before ``EvalModeModuleWrapper``: the target network's forward pass without switching
+    its module to eval mode first (only for mode-insensitive modules, where that is a no-op walk)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def train(self, mode: bool = True) -> Any:
+        return self
+
+
+class _ForeachPolyak:
+    """Put before ``LaggedNetworkCollection``: Tianshou's soft update
+    ``tgt = tau * src + (1 - tau) * tgt`` for all parameters of a pair at once with ``torch._foreach_*``
+    (the same two products, one sum and one copy per tensor, so the same bits). The parameter lists
+    are read once: Tianshou's update pairs the two modules' ``parameters()`` on every call."""
+
+    def polyak_parameter_update(self, tau: float) -> None:
+        pairs = self.__dict__.setdefault("_fast_pairs", {})
+        for pair in self._lagged_network_pairs:  # type: ignore[attr-defined]
+            params = pairs.get(id(pair))
+            if params is None:
+                tgt, src = list(pair.target.parameters()), list(pair.source.parameters())
+                if len(tgt) != len(src):
+                    raise ValueError(f"target and source networks differ: {len(tgt)} and {len(src)} parameters")
+                params = pairs[id(pair)] = (pair, tgt, src)  # the pair itself keeps id(pair) unique
+            _, tgt, src = params
+            with torch.no_grad():
+                tgt_data = [p.data for p in tgt]
+                mixed = torch._foreach_mul([p.data for p in src], tau)
+                torch._foreach_add_(mixed, torch._foreach_mul(tgt_data, 1 - tau))
+                torch._foreach_copy_(tgt_data, mixed)
+
+
+# --------------------------------------------------------------------------- device lookups
+_FIRST_PARAMETER: weakref.WeakKeyDictionary[nn.Module, nn.Parameter] = weakref.WeakKeyDictionary()
+
+
+def torch_device(module: nn.Module) -> torch.device:
+    """Tianshou's ``torch_device`` (the device of the module's first parameter, CPU when it has
+    none) without walking the module tree on every call: the first parameter is looked up once and
+    its ``device`` read each time, so moving the module (``.to()`` changes the parameters' data in
+    place) is still seen. Replacing that parameter object by assignment is not."""
+    param = _FIRST_PARAMETER.get(module)
+    if param is None:
+        param = next(module.parameters(), None)
+        if param is None:
+            return torch.device("cpu")
+        _FIRST_PARAMETER[module] = param
+    return param.device
+
+
+def _patch_device_lookups() -> None:
+    """Point the network modules of Tianshou that call ``torch_device`` at :func:`torch_device`."""
+    import sys
+
+    from tianshou.utils import torch_utils
+
+    for name in ("tianshou.utils.net.common", "tianshou.utils.net.continuous", "tianshou.utils.net.discrete",
+                 "tianshou.env.atari.atari_network"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "torch_device", None) is torch_utils.torch_device:
+            module.torch_device = torch_device  # type: ignore[attr-defined]
+
+
 _CLASSES: dict[tuple[type, ...], type] = {}
 
 
@@ -270,14 +343,23 @@ def _subclass(cls: type, *mixins: type) -> type:
 
 def accelerate(algorithm: nn.Module) -> bool:
     """Switch ``algorithm`` (and its ``policy``) to the fast subclasses of their own classes where
-    that computes the same thing: no mode switches for mode-insensitive networks, and plain DQN's
-    target without the unused online forward pass. Returns whether anything changed.
+    that computes the same thing: soft target updates as multi-tensor kernels and the networks'
+    device lookup without a tree walk (every algorithm); and, for mode-insensitive networks only, no
+    mode switches (the algorithm's, the policy's, the target networks'), plain DQN's target without
+    the unused online forward pass, and the one-step return without the end flags. Returns whether
+    anything changed.
 
     Done once, right after the algorithm is built; the objects keep their state and their
     ``isinstance`` relations (the new classes derive from the old ones).
     """
-    if not enabled() or mode_sensitive(algorithm):
+    if not enabled():
         return False
+    _patch_device_lookups()
+    lagged = getattr(algorithm, "_lagged_networks", None)
+    if type(lagged) is LaggedNetworkCollection:
+        lagged.__class__ = _subclass(LaggedNetworkCollection, _ForeachPolyak)
+    if mode_sensitive(algorithm):
+        return True
     from tianshou.algorithm import DQN
 
     policy = algorithm.policy  # type: ignore[attr-defined]
@@ -290,4 +372,7 @@ def accelerate(algorithm: nn.Module) -> bool:
         mixins.insert(0, _OneStepReturnMixin)  # only where nothing overrides it
     algorithm.__class__ = _subclass(type(algorithm), *mixins)
     policy.__class__ = _subclass(type(policy), _NoModeSwitch)
+    for module in algorithm.modules():
+        if type(module) is EvalModeModuleWrapper:
+            module.__class__ = _subclass(EvalModeModuleWrapper, _NoEvalSwitch)
     return True

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sysconfig
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,57 @@ def test_numba_cached_n_step_return_equals_the_numpy_code():
         compiled = _nstep_return(rew, done, target_q, stacked, 0.99, n)
         python = _nstep_return.py_func(rew, done, target_q, stacked, 0.99, n)
         np.testing.assert_array_equal(compiled, python)
+
+
+def test_foreach_polyak_update_is_bit_identical_to_tianshous(monkeypatch):
+    from tianshou.utils.lagged_network import polyak_parameter_update
+
+    quick = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=True)
+    lagged = quick.algorithm._lagged_networks
+    assert type(lagged).polyak_parameter_update is fast._ForeachPolyak.polyak_parameter_update
+    torch.manual_seed(0)
+    pairs = lagged._lagged_network_pairs
+    copies = []
+    for pair in pairs:
+        for p in pair.source.parameters():
+            torch.nn.init.normal_(p)
+        copies.append([p.detach().clone() for p in pair.target.parameters()])
+    expected = []
+    for pair, copy in zip(pairs, copies, strict=True):
+        target = deepcopy(pair.target)
+        for p, c in zip(target.parameters(), copy, strict=True):
+            p.data.copy_(c)
+        for _ in range(3):
+            polyak_parameter_update(target, pair.source, 0.005)
+        expected.append([p.detach().clone() for p in target.parameters()])
+    for _ in range(3):
+        lagged.polyak_parameter_update(0.005)
+    for pair, want in zip(pairs, expected, strict=True):
+        got = list(pair.target.parameters())
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+        assert not all(torch.equal(a, b) for a, b in zip(got, pair.source.parameters(), strict=True))
+
+
+def test_target_networks_skip_eval_switches_only_when_mode_insensitive(monkeypatch):
+    from tianshou.utils.lagged_network import EvalModeModuleWrapper
+
+    quick = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=True)
+    wrappers = [m for m in quick.algorithm.modules() if isinstance(m, EvalModeModuleWrapper)]
+    assert wrappers and all(type(m) is not EvalModeModuleWrapper for m in wrappers)
+    actor_old = quick.algorithm.actor_old
+    actor_old.module.train(True)
+    actor_old(np.zeros((2, 3), dtype=np.float32))
+    assert actor_old.module.training  # no switch: nothing in it computes differently
+    rainbow = setup_for("rainbow", "CartPole-v1", monkeypatch, fast_paths=True)
+    assert not any(isinstance(m, fast._NoEvalSwitch) for m in rainbow.algorithm.modules())  # noisy layers
+
+
+def test_device_lookup_reads_the_first_parameter_and_follows_its_data():
+    from tianshou.utils.torch_utils import torch_device
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    assert fast.torch_device(net) == torch_device(net) == torch.device("cpu")
+    assert fast._FIRST_PARAMETER[net] is net[0].weight
+    net.to(torch.float64)  # parameters change their data in place: the remembered one follows
+    assert fast._FIRST_PARAMETER[net].dtype == torch.float64
+    assert fast.torch_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters
