@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup
-	$(VENV)/bin/ruff check explorer_pipeline explorer_ablation tianshou_integration plugins tests benchmarks
+	$(VENV)/bin/ruff check explorer_pipeline explorer_rundir explorer_ablation tianshou_integration plugins tests benchmarks
 	$(VENV)/bin/mypy
 
 demo: setup

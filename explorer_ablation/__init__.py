@@ -13,5 +13,5 @@ Modules: :mod:`.spec` (the YAML spec), :mod:`.plan` (runs and their configuratio
 Nothing here imports torch or the training code. Validating a spec resolves each run's
 configuration with ``tianshou_integration.config`` and looks environments up in gymnasium,
 both imported only when a spec is checked; Ray is imported only by the Ray backend, when it
-runs. Run directories are read through :mod:`explorer_pipeline.rundir_format`.
+runs. Run directories are read through :mod:`explorer_rundir.format`.
 """

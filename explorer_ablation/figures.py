@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from explorer_pipeline.rundir_format import pyplot, save_png
+from explorer_rundir.format import pyplot, save_png
 
 from .stats import Estimate, mean_band
 

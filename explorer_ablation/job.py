@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from explorer_pipeline.rundir_format import run_is_complete
+from explorer_rundir.format import run_is_complete
 
 from . import launch
 from .launch import Job

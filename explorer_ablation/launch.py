@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from explorer_pipeline import child_process
-from explorer_pipeline.rundir_format import CONFIG_FILE, run_is_complete
+from explorer_rundir.format import CONFIG_FILE, run_is_complete
 
 from .state import move_aside
 

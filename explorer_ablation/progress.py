@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explorer_pipeline.rundir_format import METRICS_FILE, UPDATES_FILE, read_json, read_jsonl, run_is_complete
+from explorer_rundir.format import METRICS_FILE, UPDATES_FILE, read_json, read_jsonl, run_is_complete
 
 __all__ = ["Progress", "RunState", "RunWatch", "StudyState", "format_duration", "study_state"]
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from explorer_pipeline.rundir_format import SUMMARY_FILE, read_json, run_is_complete
+from explorer_rundir.format import SUMMARY_FILE, read_json, run_is_complete
 
 from . import launch
 from .launch import Job, Outcome

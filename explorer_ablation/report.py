@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer_pipeline import informativeness
-from explorer_pipeline.rundir_format import write_text_atomic
+from explorer_rundir import informativeness
+from explorer_rundir.format import write_text_atomic
 
 from . import figures
 from .metrics import Metric, get_metric, study_metric

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from explorer_pipeline import informativeness
 from explorer_pipeline.budget import Price
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import (
+from explorer_rundir import informativeness
+from explorer_rundir.format import (
     METRICS_FILE,
     UPDATES_FILE,
     read_json,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import read_json, write_json_atomic, write_text_atomic
+from explorer_rundir.format import read_json, write_json_atomic, write_text_atomic
 
 from .backends import Backend
 from .endpoint import jobs_env, open_endpoint, prepare_runs

@@ -11,7 +11,7 @@
       logs/             each run's stdout and stderr
       summary.csv, report.md, figures/   written by ``llm-explorer report``
 
-A run is *complete* as :func:`explorer_pipeline.rundir_format.run_is_complete` says: its
+A run is *complete* as :func:`explorer_rundir.format.run_is_complete` says: its
 ``summary.json`` (written last and atomically by ``train``) is a JSON object with the result
 keys, does not say it was interrupted, and counts as many env steps as were asked for. Anything
 else in a run directory is half-written: it is moved aside to ``DIR.failed-N`` and the run
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import read_jsonl
+from explorer_rundir.format import read_jsonl
 
 __all__ = ["StatusLog", "StudyLock", "move_aside"]
 

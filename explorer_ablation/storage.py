@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import CONFIG_FILE, SUMMARY_FILE, run_is_complete
+from explorer_rundir.format import CONFIG_FILE, SUMMARY_FILE, run_is_complete
 
 if TYPE_CHECKING:
     from .launch import Job
@@ -203,7 +203,7 @@ class Remote:
     # ------------------------------------------------------------------ run directories
     def run_is_complete(self, rel: str, steps: int | None) -> bool:
         """The run directory ``rel`` on the storage is complete (its ``summary.json`` says so,
-        judged by :func:`explorer_pipeline.rundir_format.run_is_complete`)."""
+        judged by :func:`explorer_rundir.format.run_is_complete`)."""
         data = self.read_bytes(f"{rel}/{SUMMARY_FILE}")
         if data is None:
             return False
@@ -322,7 +322,7 @@ class StudyStorage:
         if self.remote is not None:
             self.remote.write_bytes(name, (token + "\n").encode("utf-8"))
             return self.remote.uri
-        from explorer_pipeline.rundir_format import write_text_atomic
+        from explorer_rundir.format import write_text_atomic
 
         write_text_atomic(self.local / name, token + "\n")
         return str(self.local)

@@ -1,7 +1,7 @@
 """Retry timing for calls to a shared LLM server: full-jitter exponential backoff that honours the
 server's ``Retry-After``, under a total deadline.
 
-These are tenacity strategies; :func:`explorer_pipeline.models.retrying` puts them together with
+These are tenacity strategies; :func:`explorer_pipeline.llm.retrying` puts them together with
 the attempt limit. A server that is overloaded (HTTP 429 or 503) usually says when to come back:
 
 - ``Retry-After: 30`` (seconds) or ``Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`` (an HTTP date),

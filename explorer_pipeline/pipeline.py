@@ -20,7 +20,7 @@ import numpy as np
 
 from . import controls
 from .errors import ParseError, PromptError, ValidationRejected
-from .models import RetryPolicy
+from .llm import RetryPolicy
 from .stages import STAGES, Analyser, Proposer, Request, StageContext, Summariser, Validator
 from .state import Stateful, state_of
 from .types import ActionSpec, EpisodeRecord, ExplorationUpdate, Provenance, RequestFailure, UpdateSource

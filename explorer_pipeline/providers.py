@@ -11,7 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from .models import DEFAULT_MAX_REPLY_BYTES, RetryPolicy
+from .llm import DEFAULT_MAX_REPLY_BYTES, RetryPolicy
 from .ratelimit import Limiter
 from .types import ActionSpec
 

@@ -2,7 +2,7 @@
 per minute, shared by every explorer that calls the same server.
 
 The seam is :class:`Limiter`: ``await acquire()`` before a call, ``release()`` after it (also
-after a failure). :class:`~explorer_pipeline.models.StageModels` does this around every model
+after a failure). :class:`~explorer_pipeline.llm.StageModels` does this around every model
 call when its provider gives a limiter (``Provider.limiter``; the ``openai`` provider's options
 ``max_concurrent`` and ``requests_per_minute``).
 
@@ -47,7 +47,7 @@ FACTORY_ENV = "LLM_EXPLORER_LIMITER_FACTORY"
 
 @runtime_checkable
 class Limiter(Protocol):
-    """What :class:`~explorer_pipeline.models.StageModels` needs of a limiter."""
+    """What :class:`~explorer_pipeline.llm.StageModels` needs of a limiter."""
 
     async def acquire(self) -> None:
         """Wait until one more call may start (a free slot, and the rate allows it)."""

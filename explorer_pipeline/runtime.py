@@ -142,6 +142,28 @@ class ExplorerRuntime:
         self._drain_scheduled = False
 
     # ------------------------------------------------------------------ lifecycle
+    def observe(
+        self,
+        *,
+        on_update: Callable[[ExplorationUpdate], None] | None = None,
+        on_failure: Callable[[RequestFailure], None] | None = None,
+    ) -> None:
+        """Add callbacks for published updates and failed requests, after those given to the constructor.
+
+        For an observer that exists only after the runtime was built (a run directory opened
+        later). The callbacks run on the loop thread like the constructor's; an exception they
+        raise is logged and contained.
+
+        :raises RuntimeError: once :meth:`start` has been called (the loop thread reads the
+            callback lists without a lock).
+        """
+        if self._thread is not None:
+            raise RuntimeError("ExplorerRuntime.observe() must be called before start()")
+        if on_update is not None:
+            self._on_update.append(on_update)
+        if on_failure is not None:
+            self._on_failure.append(on_failure)
+
     def start(self) -> ExplorerRuntime:
         """Start the pipeline thread and its event loop; returns once the loop runs."""
         if self._thread is not None:

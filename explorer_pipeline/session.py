@@ -18,7 +18,7 @@ from .cache import ExplorationCache
 from .config import NO_PROVIDER, ExplorerConfig, StageChoice
 from .errors import UnknownNameError, UsageError
 from .exchange_log import ExchangeLog
-from .models import RetryPolicy, StageModels
+from .llm import RetryPolicy, StageModels
 from .pipeline import ExplorationPipeline
 from .plugins import Catalogue, callers_by_plugin, collect, list_plugins, make_plugin_manager, no_coroutines
 from .prompts import PromptSet
@@ -68,6 +68,21 @@ class Explorer:
         """The runtime's counters (requests, updates, failures by reason, tokens) and, under
         ``budget``, the LLM budget: limits, what was spent, and when a limit was reached."""
         return {**self.runtime.stats.as_dict(), "budget": self.runtime.budget_summary()}
+
+    def observe(
+        self,
+        *,
+        on_update: Callable[[ExplorationUpdate], None] | None = None,
+        on_failure: Callable[[RequestFailure], None] | None = None,
+    ) -> None:
+        """Add callbacks for published updates and failed requests before the explorer starts.
+
+        For an observer created after :func:`open_explorer` (such as a run directory opened once
+        the explorer was built); see :meth:`ExplorerRuntime.observe`.
+
+        :raises RuntimeError: once the explorer has started.
+        """
+        self.runtime.observe(on_update=on_update, on_failure=on_failure)
 
     def __enter__(self) -> Explorer:
         self.runtime.start()

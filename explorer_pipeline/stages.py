@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .models import RetryPolicy, StageModels
+from .llm import RetryPolicy, StageModels
 from .types import ActionSpec, EpisodeRecord, StageUsage
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class Request:
     """One request in flight: the episode it is about, and the tally of its model calls.
 
     Shared by the stages of one request (and only that request). Stages that call a model
-    through :class:`~explorer_pipeline.models.StageModels` are counted automatically; a stage
+    through :class:`~explorer_pipeline.llm.StageModels` are counted automatically; a stage
     that talks to a model some other way calls :meth:`count_call` and :meth:`add_tokens` itself,
     so that the update's provenance (attempts, tokens) stays true.
     """

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from langchain_core.runnables import Runnable
 
-from explorer_pipeline.models import RetryPolicy, StageModels
+from explorer_pipeline.llm import RetryPolicy, StageModels
 from explorer_pipeline.pipeline import ExplorationPipeline
 from explorer_pipeline.plugins import make_plugin_manager
 from explorer_pipeline.prompts import PromptSet, load_prompt_set

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from explorer_pipeline.backoff import parse_retry_after, retry_after_s, stop_at_deadline, wait_jitter_or_retry_after
-from explorer_pipeline.models import RetryPolicy, retrying
+from explorer_pipeline.llm import RetryPolicy, retrying
 from explorer_pipeline.stages import Request
 from explorer_pipeline.types import EpisodeRecord
 

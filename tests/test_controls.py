@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from explorer_pipeline.controls import Control, entropy, entropy_matched, make_control
+from explorer_pipeline.default_plugins.scripted_model import ScriptedChatModel, ScriptedProvider
 from explorer_pipeline.pipeline import ExplorationPipeline
 from explorer_pipeline.providers import ProviderSettings
-from explorer_pipeline.scripted import ScriptedChatModel, ScriptedProvider
 from explorer_pipeline.session import ExplorerConfig
 from explorer_pipeline.types import ActionSpec, EpisodeRecord, ExplorationUpdate
 

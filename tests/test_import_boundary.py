@@ -1,6 +1,6 @@
 """explorer_pipeline never imports torch, tianshou or gymnasium, nor the packages built on it
-(DESIGN.md: the core package's boundary); the ablation package loads torch and tianshou only
-when a command needs them."""
+(DESIGN.md: the core package's boundary); neither does explorer_rundir (the run directory's file
+formats); the ablation package loads torch and tianshou only when a command needs them."""
 
 from __future__ import annotations
 
@@ -38,10 +38,17 @@ def run_probe(package: str, forbidden: tuple[str, ...]) -> dict:
 
 
 def test_core_package_loads_neither_torch_nor_tianshou_nor_gymnasium():
-    report = run_probe("explorer_pipeline", FORBIDDEN)
+    report = run_probe("explorer_pipeline", (*FORBIDDEN, "explorer_rundir"))  # the core never reads run dirs
     assert "explorer_pipeline.session" in report["imported"] and "explorer_pipeline.cli" in report["imported"]
     assert "explorer_pipeline.default_plugins.stages" in report["imported"]
-    assert "explorer_pipeline.rundir_format" in report["imported"]
+    assert {"explorer_pipeline.llm", "explorer_pipeline.default_plugins.scripted_model"} <= set(report["imported"])
+    assert report["loaded"] == []
+
+
+def test_rundir_format_package_loads_neither_torch_nor_tianshou_nor_gymnasium():
+    report = run_probe("explorer_rundir", FORBIDDEN)
+    assert {"explorer_rundir.format", "explorer_rundir.scenarios", "explorer_rundir.informativeness"} <= set(
+        report["imported"])
     assert report["loaded"] == []
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from explorer_pipeline import informativeness as inf
+from explorer_rundir import informativeness as inf
 
 # p = (0.25, 0.75): H = 0.25 ln 4 + 0.75 ln(4/3) = 0.346574 + 0.215762 = 0.562335 nats
 H_QUARTER = 0.25 * math.log(4) + 0.75 * math.log(4 / 3)

@@ -18,8 +18,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
-from explorer_pipeline.errors import ParseError, UsageError
-from explorer_pipeline.logprob_proposer import (
+from explorer_pipeline.default_plugins.logprob_proposer import (
     action_question,
     combine,
     first_token_top_logprobs,
@@ -28,8 +27,9 @@ from explorer_pipeline.logprob_proposer import (
     level_question,
     sharpen,
 )
+from explorer_pipeline.default_plugins.scripted_model import ScriptedProvider
+from explorer_pipeline.errors import ParseError, UsageError
 from explorer_pipeline.providers import Provider, ProviderSettings
-from explorer_pipeline.scripted import ScriptedProvider
 from explorer_pipeline.session import ExplorerConfig, open_explorer
 from explorer_pipeline.types import ActionSpec, EpisodeRecord, ExplorationUpdate, RequestFailure, StageUsage
 

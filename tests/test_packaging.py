@@ -24,7 +24,8 @@ def test_wheel_contains_the_prompts(tmp_path):
     for preset in presets:  # the run configuration's presets are data shipped in the wheel
         assert f"tianshou_integration/presets/{preset.name}" in names
     assert any(n.startswith("tianshou_integration/") for n in names)
-    assert {"explorer_ablation/plugin.py", "explorer_ablation/spec.py", "explorer_pipeline/rundir_format.py"} <= names
+    assert {"explorer_ablation/plugin.py", "explorer_ablation/spec.py", "explorer_rundir/format.py",
+            "explorer_rundir/py.typed"} <= names
     assert not any(n.startswith("explorer_pipeline/ablation/") for n in names)  # the ablation is its own package
     assert not any(n.startswith(("tests/", "plugins/")) for n in names)
 

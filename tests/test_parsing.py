@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from explorer_pipeline.default_plugins.parsing import DefaultParser
+from explorer_pipeline.default_plugins.validation import DefaultValidator
 from explorer_pipeline.errors import ParseError, ValidationRejected
-from explorer_pipeline.parsing import DefaultParser
 from explorer_pipeline.types import ActionSpec
-from explorer_pipeline.validation import DefaultValidator
 
 PARSER = DefaultParser()
 VALIDATOR = DefaultValidator()

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from explorer_pipeline import cli as cli_module
 from explorer_pipeline import hookimpl, hookspecs
 from explorer_pipeline.cli import cli
+from explorer_pipeline.default_plugins.scripted_model import ScriptedProvider
 from explorer_pipeline.errors import DuplicateRegistrationError, UnknownNameError, UsageError
 from explorer_pipeline.plugins import (
     AUTOLOAD_ENV,
@@ -21,7 +22,6 @@ from explorer_pipeline.plugins import (
     list_plugins,
     make_plugin_manager,
 )
-from explorer_pipeline.scripted import ScriptedProvider
 from explorer_pipeline.session import Catalogues, ExplorerConfig, open_explorer
 from explorer_pipeline.types import ActionSpec, EpisodeRecord, ExplorationUpdate, RequestFailure
 
@@ -393,7 +393,7 @@ class Shouting:
 
     @hookimpl
     def register_summarisers(self, register):
-        from explorer_pipeline.summariser import DefaultSummariser
+        from explorer_pipeline.default_plugins.summariser import DefaultSummariser
 
         plugin = self
 
@@ -622,6 +622,17 @@ def test_an_observer_hook_wrapper_can_contain_an_error(pm, caplog):
     assert caught == ["observer bug"]
     assert observer.updates == [outcome]
     assert "raised" not in caplog.text  # the wrapper handled it: nothing for the runtime to log
+
+
+def test_an_explorer_is_observed_by_callbacks_added_before_it_starts(pm):
+    seen: list[object] = []
+    explorer = open_explorer(ExplorerConfig(), "CartPole-v1", CARTPOLE, plugin_manager=pm)
+    explorer.observe(on_update=seen.append, on_failure=seen.append)
+    with explorer as ex:
+        outcome = ex.runtime.submit_and_wait(RECORD, timeout=30)
+        with pytest.raises(RuntimeError):
+            ex.observe(on_update=seen.append)
+    assert isinstance(outcome, ExplorationUpdate) and seen == [outcome]
 
 
 def test_a_raising_observer_is_logged_with_its_plugin(pm, caplog):

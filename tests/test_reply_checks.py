@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
 
 from explorer_pipeline.exchange_log import ExchangeLog
-from explorer_pipeline.models import DEFAULT_MAX_REPLY_BYTES
+from explorer_pipeline.llm import DEFAULT_MAX_REPLY_BYTES
 from explorer_pipeline.providers import Provider, ProviderSettings
 from explorer_pipeline.ratelimit import LocalLimiter
 from explorer_pipeline.session import ExplorerConfig

@@ -8,9 +8,9 @@ import pytest
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
+from explorer_pipeline.default_plugins.scripted_model import ScriptedChatModel
 from explorer_pipeline.errors import ProviderError, ReplayMissError
 from explorer_pipeline.response_cache import SQLiteResponseCache
-from explorer_pipeline.scripted import ScriptedChatModel
 
 PROMPT = [SystemMessage("You choose probabilities."), HumanMessage("Episode return 12.0. Answer in JSON.")]
 OTHER_PROMPT = [SystemMessage("You choose probabilities."), HumanMessage("Episode return 13.0. Answer in JSON.")]

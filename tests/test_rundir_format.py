@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer_pipeline import rundir_format as fmt
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.types import ActionSpec, ExplorationUpdate
+from explorer_rundir import format as fmt
 
 
 def test_json_is_written_atomically_readable_by_others_and_with_numpy_values(tmp_path):

@@ -167,6 +167,25 @@ def test_observer_errors_are_contained():
     assert isinstance(outcome, ExplorationUpdate) and seen == [outcome]
 
 
+def test_observers_added_before_start_run_after_the_constructors():
+    class FailSecond:
+        async def handle(self, rec, history, version):
+            if rec.episode_index == 1:
+                raise RuntimeError("boom")
+            return ExplorationUpdate(version, "distribution", (0.2, 0.8))
+
+    calls = []
+    runtime = ExplorerRuntime(FailSecond(), ExplorationCache(SPEC), on_update=[lambda u: calls.append("first")])
+    runtime.observe(on_update=lambda u: calls.append(("update", u.version)))
+    runtime.observe(on_failure=lambda f: calls.append(("failure", f.reason)))
+    with runtime:
+        runtime.submit_and_wait(record(0), timeout=5)
+        runtime.submit_and_wait(record(1), timeout=5)
+        with pytest.raises(RuntimeError, match="before start"):
+            runtime.observe(on_update=calls.append)
+    assert calls == ["first", ("update", 1), ("failure", "handler_error")]
+
+
 @pytest.mark.parametrize("kwargs", [{"every_k": 0}, {"max_in_flight": 0}, {"request_timeout_s": 0}])
 def test_bad_settings_are_rejected(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):

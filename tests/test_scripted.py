@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from explorer_pipeline import scripted as scripted_module
+from explorer_pipeline.default_plugins import scripted_model as scripted_module
+from explorer_pipeline.default_plugins.parsing import DefaultParser
+from explorer_pipeline.default_plugins.scripted_model import ScriptedChatModel, ScriptedProvider
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.parsing import DefaultParser
 from explorer_pipeline.providers import ProviderSettings
-from explorer_pipeline.scripted import ScriptedChatModel, ScriptedProvider
 from explorer_pipeline.types import ActionSpec
 
 PROVIDER = ScriptedProvider()

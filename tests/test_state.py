@@ -8,9 +8,9 @@ import logging
 import pytest
 
 from explorer_pipeline.controls import Control
+from explorer_pipeline.default_plugins.scripted_model import ScriptedChatModel
 from explorer_pipeline.pipeline import ExplorationPipeline
 from explorer_pipeline.plugins import make_plugin_manager
-from explorer_pipeline.scripted import ScriptedChatModel
 from explorer_pipeline.session import ExplorerConfig, open_explorer
 from explorer_pipeline.stages import STAGES
 from explorer_pipeline.state import Stateful, Stateless, state_of

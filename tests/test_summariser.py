@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
+from explorer_pipeline.default_plugins.summariser import DefaultSummariser, describe_trend, sample_evenly
 from explorer_pipeline.prompts import EPISODE_VARIABLES
-from explorer_pipeline.summariser import DefaultSummariser, describe_trend, sample_evenly
 from explorer_pipeline.types import ActionSpec, EpisodeRecord
 
 #: what a summariser returns: every episode variable except the task ones (the pipeline adds them)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from explorer_pipeline.default_plugins.validation import DefaultValidator
 from explorer_pipeline.errors import ValidationRejected
 from explorer_pipeline.types import ActionSpec
-from explorer_pipeline.validation import DefaultValidator
 
 
 def assert_distribution(out, n):

@@ -19,7 +19,7 @@ import numpy as np
 
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import (
+from explorer_rundir.format import (
     CONFIG_FILE,
     EXCHANGES_FILE,
     SUMMARY_FILE,
@@ -55,17 +55,15 @@ LOCK_FILE = ".lock"
 """Held (``flock``) by the process writing the run directory."""
 
 
-def _open_explorer(config: RunConfig, out: Path, env: EnvInfo, rundir_ref: list[RunDir]) -> Explorer | None:
-    """Build (not start) the explorer; raises UsageError before anything is written."""
+def _open_explorer(config: RunConfig, out: Path, env: EnvInfo) -> Explorer | None:
+    """Build (not start) the explorer; raises UsageError before anything is written. The run
+    directory observes it once open (:meth:`Explorer.observe`)."""
     if config.baseline:
         return None
     from explorer_pipeline.session import open_explorer
 
     explorer = config.explorer.model_copy(update={"exchange_log": out / EXCHANGES_FILE})
-    # the callbacks run only once the runtime has started, after the run directory exists
-    return open_explorer(explorer, env.env_id, env.spec, seed=config.seed,
-                         on_update=(lambda update: rundir_ref[0].on_update(update),),
-                         on_failure=(lambda failure: rundir_ref[0].on_failure(failure),))
+    return open_explorer(explorer, env.env_id, env.spec, seed=config.seed)
 
 
 @contextlib.contextmanager
@@ -110,16 +108,16 @@ def run_experiment(config: RunConfig, out: str | Path, *, progress: bool | None 
         loaded, schedule = _check_resume(config, out, device, replay_schedule)
     else:
         loaded, schedule = None, _check_new_run(config, out, replay_schedule)
-    rundir_ref: list[RunDir] = []
     with contextlib.ExitStack() as stack:
-        explorer = None if schedule is not None else _open_explorer(config, out, env, rundir_ref)
+        explorer = None if schedule is not None else _open_explorer(config, out, env)
         if explorer is not None:
             stack.callback(explorer.close)
         out.mkdir(parents=True, exist_ok=True)
         stack.enter_context(_exclusive(out))
         rundir = _open_rundir(out, loaded)
         stack.callback(rundir.close)
-        rundir_ref.append(rundir)
+        if explorer is not None:  # not started yet: the runtime starts after the run directory is open
+            explorer.observe(on_update=rundir.on_update, on_failure=rundir.on_failure)
         counter = EnvStepCounter()
         cache = _cache_for(env, explorer, schedule, counter, rundir)
         rundir.track(cache)

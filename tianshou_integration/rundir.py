@@ -6,7 +6,7 @@
 ``updates.jsonl``      one line per exploration update (``source`` llm/control) or failed request
                        (``source`` fallback, with ``reason``), with ``applied_at_step``; update
                        lines also carry how informative the update was and how stale its
-                       evidence was when it took effect (:mod:`explorer_pipeline.informativeness`)
+                       evidence was when it took effect (:mod:`explorer_rundir.informativeness`)
 ``tensorboard/``       TensorBoard event files
 ``learning_curve.png`` training and greedy-evaluation returns over env steps
 ``exploration.png``    the distribution / bias of each update, its informativeness against the
@@ -47,9 +47,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from explorer_pipeline import informativeness
 from explorer_pipeline.cache import ExplorationCache
-from explorer_pipeline.rundir_format import (
+from explorer_pipeline.types import ExplorationUpdate, RequestFailure
+from explorer_rundir import informativeness
+from explorer_rundir.format import (
     CONFIG_FILE,
     EXCHANGES_FILE,
     MANIFEST_FILE,
@@ -64,7 +65,6 @@ from explorer_pipeline.rundir_format import (
     run_is_complete,
     write_json_atomic,
 )
-from explorer_pipeline.types import ExplorationUpdate, RequestFailure
 
 from . import rundir_figures
 
@@ -382,7 +382,7 @@ class RunDir:
         return len(self.informative_versions) + pending_informative
 
     def guidance_summary(self) -> dict[str, Any]:
-        """The guidance fields for ``summary.json`` (:func:`explorer_pipeline.informativeness.summarise`).
+        """The guidance fields for ``summary.json`` (:func:`explorer_rundir.informativeness.summarise`).
 
         ``updates_informative``, ``informative_share`` (of applied updates; None when none was
         applied), ``informative_threshold`` (``{"metric", "min", "unit"}``), ``guidance_kind``, and

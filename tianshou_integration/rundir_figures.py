@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from explorer_pipeline import informativeness
-from explorer_pipeline.rundir_format import EXPLORATION_PNG, LEARNING_CURVE_PNG, pyplot, save_png
+from explorer_rundir import informativeness
+from explorer_rundir.format import EXPLORATION_PNG, LEARNING_CURVE_PNG, pyplot, save_png
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 scenario (the episode the tap saw last, the recent returns, the states the learner visits over its
 next episodes with its own exploration, the learner's policy) and keeps the newest as the
 reference. :func:`load_reference` rebuilds the reference's networks for scoring continuous
-advice. The file format is :mod:`explorer_pipeline.scenario_format`.
+advice. The file format is :mod:`explorer_rundir.scenarios`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from tianshou.data import Batch
 
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import CONFIG_FILE, METRICS_FILE, write_json_atomic
 from explorer_pipeline.types import EpisodeRecord
+from explorer_rundir.format import CONFIG_FILE, METRICS_FILE, write_json_atomic
 
 from .algorithms import AlgoSetup, build_setup, noise_sigma
 from .checkpoint import STATE_FILE, StoredCheckpoint, complete_checkpoints
@@ -170,7 +170,7 @@ def record_scenarios(run_dir: str | Path, out: str | Path, *, episodes: int = 3,
     """Write the scenario set of the run in ``run_dir`` to ``out`` (which must not exist or be
     empty); returns its manifest. Raises :class:`UsageError` for a directory without a
     configuration or with fewer than two complete checkpoints, an Atari run, or an occupied ``out``."""
-    from explorer_pipeline import scenario_format as fmt
+    from explorer_rundir import scenarios as fmt
 
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / CONFIG_FILE).is_file():

@@ -29,7 +29,8 @@ from typing import Any
 
 from explorer_pipeline.cache import ExplorationCache
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import (
+from explorer_pipeline.types import ActionSpec, ExplorationUpdate, Provenance, StageUsage
+from explorer_rundir.format import (
     CONFIG_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
@@ -37,7 +38,6 @@ from explorer_pipeline.rundir_format import (
     UPDATES_FILE,
     read_summary,
 )
-from explorer_pipeline.types import ActionSpec, ExplorationUpdate, Provenance, StageUsage
 
 from .counter import EnvStepCounter
 
@@ -134,7 +134,7 @@ def read_recorded_schedule(run_dir: str | Path, steps: int) -> list[ScheduledUpd
 
 def write_schedule(path: str | Path, schedule: Sequence[ScheduledUpdate]) -> None:
     """Keep the replayed schedule in the replay's own run directory (one recorded line each)."""
-    from explorer_pipeline.rundir_format import write_text_atomic
+    from explorer_rundir.format import write_text_atomic
 
     write_text_atomic(path, "".join(json.dumps(s.line) + "\n" for s in schedule))
 

@@ -95,7 +95,7 @@ def eval_advice(spec: Path, scenario_sets: tuple[Path, ...], out: Path, arms: tu
     (summariser, analyser, proposer, validator), once per scenario, and each update is scored
     against the set's reference. Writes results.json, scores.csv, table.md and scores.png to OUT."""
     from explorer_pipeline.errors import UsageError
-    from explorer_pipeline.scenario_format import load_set
+    from explorer_rundir.scenarios import load_set
 
     from ..spec import load_spec
     from .evaluate import plan_arms, run_arm

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer_pipeline.scenario_format import ScenarioSet, load_set
 from explorer_pipeline.stages import Request, StageContext
+from explorer_rundir.scenarios import ScenarioSet, load_set
 
 from .controls import CONTROL_LEVELS, control_at
 

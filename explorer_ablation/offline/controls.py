@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from explorer_pipeline.scenario_format import Scenario, ScenarioSet
+from explorer_rundir.scenarios import Scenario, ScenarioSet
 
 from .scores import continuous_scores
 

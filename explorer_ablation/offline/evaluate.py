@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.scenario_format import Scenario, ScenarioSet
 from explorer_pipeline.types import ExplorationUpdate, RequestFailure
+from explorer_rundir.scenarios import Scenario, ScenarioSet
 
 from .controls import CONTROL_LEVELS, control_values
 from .scores import continuous_scores, discrete_scores

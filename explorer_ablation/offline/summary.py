@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from explorer_pipeline.rundir_format import pyplot, save_png, write_json_atomic, write_text_atomic
+from explorer_rundir.format import pyplot, save_png, write_json_atomic, write_text_atomic
 
 from .evaluate import Outcome
 

@@ -3,7 +3,7 @@
 from collections.abc import Callable
 
 from ..hookspecs import hookimpl
-from ..scripted import ScriptedProvider
+from .scripted_model import ScriptedProvider
 
 
 @hookimpl

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..analysis import DEFAULT_MAX_CHARS, ChainAnalyser
 from ..hookspecs import hookimpl
-from ..logprob_proposer import DEFAULT_LEVELS, FALLBACKS, TokenProbabilityProposer, logprobs_problem
-from ..parsing import DefaultParser
-from ..proposal import ParsingProposer
 from ..stages import StageContext
-from ..summariser import DefaultSummariser
-from ..validation import DefaultValidator
+from .analysis import DEFAULT_MAX_CHARS, ChainAnalyser
+from .logprob_proposer import DEFAULT_LEVELS, FALLBACKS, TokenProbabilityProposer, logprobs_problem
+from .parsing import DefaultParser
+from .proposal import ParsingProposer
+from .summariser import DefaultSummariser
+from .validation import DefaultValidator
 
 
 def default_summariser(context: StageContext, *, window: int = 10) -> DefaultSummariser:

@@ -156,7 +156,7 @@ def rewrite_run(run_dir: Path, lines: list[dict], **summary_fields) -> None:
 
 @pytest.fixture(scope="module")
 def guided_study(tmp_path_factory) -> Path:
-    from explorer_pipeline import informativeness
+    from explorer_rundir import informativeness
 
     out, result = fake_study(tmp_path_factory.mktemp("guidance"), GUIDANCE_SPEC)
     assert result.ok and result.done == 8

@@ -17,7 +17,7 @@ from explorer_ablation.runner import run_study
 from explorer_ablation.spec import load_spec
 from explorer_ablation.state import StudyLock
 from explorer_pipeline.errors import UsageError
-from explorer_pipeline.rundir_format import run_is_complete
+from explorer_rundir.format import run_is_complete
 
 from .helpers import FAKE_TRAIN_COMMAND, ROOT, cli_env, status_events, wait_for
 

@@ -97,7 +97,7 @@ def test_function_calling_reads_a_real_tool_call(llama_server, tmp_path):
     from llm_explorer_openai import OpenAIProvider
 
     from explorer_pipeline import ProviderSettings
-    from explorer_pipeline.parsing import DefaultParser
+    from explorer_pipeline.default_plugins.parsing import DefaultParser
     from explorer_pipeline.pipeline import output_format
     from explorer_pipeline.providers import tool_call_as_text
 

@@ -14,8 +14,8 @@ import pytest
 
 from explorer_ablation.offline.control_proposer import LEVELS, ReferenceControlProposer, reference_control_proposer
 from explorer_ablation.offline.controls import scenario_at
-from explorer_pipeline.scenario_format import load_set
 from explorer_pipeline.types import ActionSpec
+from explorer_rundir.scenarios import load_set
 
 LLM_EXPLORER = str(Path(sys.executable).with_name("llm-explorer"))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer_pipeline.scenario_format import MANIFEST, ScenarioSetError, load_set
+from explorer_rundir.scenarios import MANIFEST, ScenarioSetError, load_set
 
 LLM_EXPLORER = str(Path(sys.executable).with_name("llm-explorer"))
 CONTROLS = ["control-best", "control-good", "control-none", "control-bad", "control-worst"]

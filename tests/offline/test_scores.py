@@ -10,8 +10,8 @@ import pytest
 from explorer_ablation.offline.controls import CONTROL_LEVELS, control_values
 from explorer_ablation.offline.scores import continuous_scores, discrete_scores
 from explorer_ablation.offline.summary import bootstrap_interval
-from explorer_pipeline.scenario_format import Scenario
 from explorer_pipeline.types import EpisodeRecord
+from explorer_rundir.scenarios import Scenario
 
 # two states, three actions. State 0: Q = (0, 1, 2), mean 1, advantages (-1, 0, 1), std sqrt(2/3);
 # state 1: Q = (4, 1, 1), mean 2, advantages (2, -1, -1), std sqrt(2).

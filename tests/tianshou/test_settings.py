@@ -142,7 +142,7 @@ def test_a_run_without_an_llm_starts_without_langchain(tmp_path):
     loaded = json.loads(out.read_text())
     assert {"tianshou.data", "tianshou_integration.training", "explorer_pipeline.config"} <= set(loaded)
     offenders = [m for m in loaded if m.split(".")[0] in ("langchain_core", "langchain", "langsmith")
-                 or m in ("explorer_pipeline.providers", "explorer_pipeline.session", "explorer_pipeline.models")]
+                 or m in ("explorer_pipeline.providers", "explorer_pipeline.session", "explorer_pipeline.llm")]
     assert offenders == []
 
 

@@ -15,7 +15,7 @@ from llm_explorer_llamacpp.grammar import proposal_grammar
 from llm_explorer_llamacpp.server import LlamaServerChatModel
 
 from explorer_pipeline import ActionSpec, ProviderSettings, UsageError
-from explorer_pipeline.parsing import DefaultParser
+from explorer_pipeline.default_plugins.parsing import DefaultParser
 
 GRAMMAR_SPECS = ([ActionSpec.discrete(n) for n in (1, 2, 6, 18)]
                  + [ActionSpec.continuous([-1.0] * n, [1.0] * n) for n in (1, 6, 17)])

@@ -54,7 +54,7 @@ from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletion
 
 from explorer_pipeline import Provider, ProviderSettings, UsageError
-from explorer_pipeline.models import RetryPolicy, bad_reply_in
+from explorer_pipeline.llm import RetryPolicy, bad_reply_in
 from explorer_pipeline.ratelimit import Limiter, limiter_for
 
 from .transport import RedirectRefused, guarded_async_client, guarded_client, redact_url

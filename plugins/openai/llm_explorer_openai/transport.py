@@ -12,10 +12,10 @@ applies it (a hook, not a transport, so that proxies from the environment still 
 - **UTF-8**: the body of a successful answer that is not valid UTF-8 is refused the same way.
 
 The clients ask for ``Accept-Encoding: identity``: the cap counts the bytes as sent, and the
-core checks the decoded text again (:func:`explorer_pipeline.models.check_reply`).
+core checks the decoded text again (:func:`explorer_pipeline.llm.check_reply`).
 
 The OpenAI SDK wraps whatever the transport raises in its own ``APIConnectionError``; the core
-finds a ``BadReply`` behind it (:func:`explorer_pipeline.models.bad_reply_in`), and so does the
+finds a ``BadReply`` behind it (:func:`explorer_pipeline.llm.bad_reply_in`), and so does the
 preflight for :class:`RedirectRefused`.
 """
 

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from explorer_pipeline import hookimpl
-from explorer_pipeline.summariser import DefaultSummariser
-from explorer_pipeline.validation import DefaultValidator
+from explorer_pipeline.default_plugins.summariser import DefaultSummariser
+from explorer_pipeline.default_plugins.validation import DefaultValidator
 
 MARKER = "[summarised by llm-explorer-testplugin]"
 

@@ -24,8 +24,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import ParseError
-from .types import ActionSpec
+from ..errors import ParseError
+from ..types import ActionSpec
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*(.*?)```", re.DOTALL)

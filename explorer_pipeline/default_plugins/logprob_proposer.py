@@ -46,12 +46,12 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-from .errors import ParseError
-from .models import StageModels, retrying, to_messages
+from ..errors import ParseError
+from ..llm import StageModels, retrying, to_messages
+from ..providers import ProviderSettings
+from ..stages import Request, StageContext
+from ..types import ActionSpec
 from .proposal import ParsingProposer
-from .providers import ProviderSettings
-from .stages import Request, StageContext
-from .types import ActionSpec
 
 NAME = "token-probabilities"
 LETTERS: tuple[str, ...] = tuple(string.ascii_uppercase)

@@ -15,9 +15,9 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import Field
 
-from .errors import UsageError
-from .providers import Provider, ProviderSettings
-from .types import ActionSpec
+from ..errors import UsageError
+from ..providers import Provider, ProviderSettings
+from ..types import ActionSpec
 
 #: The token the scripted model gives the probability that falls on no label.
 NON_LABEL_TOKEN = "The"

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from .errors import ParseError
-from .models import retrying, to_messages
-from .stages import Parser, Request, StageContext
-from .state import Stateless
+from ..errors import ParseError
+from ..llm import retrying, to_messages
+from ..stages import Parser, Request, StageContext
+from ..state import Stateless
 
 
 class ParsingProposer(Stateless):

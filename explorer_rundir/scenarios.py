@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
-from .rundir_format import read_json
-from .types import ActionSpec, EpisodeRecord
+from explorer_pipeline.errors import UsageError
+from explorer_pipeline.types import ActionSpec, EpisodeRecord
+
+from .format import read_json
 
 __all__ = ["FORMAT", "MANIFEST", "VERSION", "Scenario", "ScenarioSet", "ScenarioSetError", "load_set",
            "record_from_json", "record_to_json", "spec_from_json", "spec_to_json"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .models import retrying, to_messages
+from ..llm import retrying, to_messages
+from ..stages import Request, StageContext
+from ..state import Stateless
 from .parsing import clean_reply
-from .stages import Request, StageContext
-from .state import Stateless
 
 #: the longest stage-1 reply (characters) that reaches stage 2, the exchange log and the provenance
 DEFAULT_MAX_CHARS = 4000

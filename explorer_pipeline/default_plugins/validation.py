@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .errors import ValidationRejected
-from .state import Stateless
-from .types import ActionSpec
+from ..errors import ValidationRejected
+from ..state import Stateless
+from ..types import ActionSpec
 
 
 class DefaultValidator(Stateless):

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .state import Stateless
-from .types import ActionSpec, EpisodeRecord
+from ..state import Stateless
+from ..types import ActionSpec, EpisodeRecord
 
 
 def sample_evenly(actions: Sequence[Any], m: int) -> list[Any]:

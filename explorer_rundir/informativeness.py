@@ -3,8 +3,8 @@
 An update that is (almost) a uniform distribution, or (almost) a zero bias, leaves epsilon-greedy
 or Gaussian exploration as it was: applying it is not guidance. This module measures every update
 against that default, against the update it replaced, and in time (how old its evidence was when
-it took effect). It is pure numpy/scipy so that the core package, the run directory and the
-ablation report all share one definition.
+it took effect). It is pure numpy/scipy so that the run directory (training side) and the
+ablation report share one definition.
 
 Per update (the keys :func:`measure` and :func:`staleness` return, written into ``updates.jsonl``):
 
