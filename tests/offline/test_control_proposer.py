@@ -122,3 +122,17 @@ def test_the_validation_study_specs_resolve(name, tmp_path):
     configured = [line for line in result.stdout.splitlines() if '"reference-control"' in line]
     assert len(configured) == 25
     assert {level for level in LEVELS if f'"level": "{level}"' in result.stdout} == set(LEVELS)
+
+
+@pytest.mark.parametrize(("name", "runs", "model_runs"), [("validation-embedded-cartpole", 15, 10),
+                                                          ("validation-embedded-pendulum", 10, 5)])
+def test_the_embedded_model_validation_specs_resolve(name, runs, model_runs, tmp_path):
+    """The embedded model's arms beside the validation study: blocking, the local provider, 5 seeds."""
+    root = Path(__file__).resolve().parents[2]
+    result = llm_explorer("ablate", str(root / "examples" / f"{name}.yaml"), "--dry-run", "--out", "study",
+                          cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"{runs} runs" in result.stderr and not (tmp_path / "study").exists()
+    model = [line for line in result.stdout.splitlines() if '"provider": "local"' in line]
+    assert len(model) == model_runs and all('"mode": "blocking"' in line for line in model)
+    assert ('"token-probabilities"' in result.stdout) == (name == "validation-embedded-cartpole")
