@@ -74,7 +74,11 @@ def test_ctrl_c_on_the_driver_lets_each_running_run_checkpoint(cluster, write_sp
     try:
         wait_for(lambda: len(_beats(out)) == 2 or driver.poll() is not None, 600, "two runs past 200 steps")
         assert driver.poll() is None, driver.communicate()
-        shown = run_cli("status", str(out), cwd=tmp_path)
+        # the ETA needs a speed, i.e. a second heartbeat of some run: ask until it is there
+        statuses = []
+        wait_for(lambda: statuses.append(run_cli("status", str(out), cwd=tmp_path)) or "; ETA " in statuses[-1].stdout,
+                 120, "an ETA in the status")
+        shown = statuses[-1]
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith("4 runs: 2 queued, 2 running, 0 done, 0 failed, 0 interrupted; ETA ")
         running = [line for line in shown.stdout.splitlines() if line.startswith("  running ")]
