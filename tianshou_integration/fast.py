@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -266,14 +267,12 @@ def _obs_next(buffer: ReplayBuffer, indices: np.ndarray) -> Any:
 
 
 class _NoEvalSwitch:
-    """Put before ``EvalModeModuleWrapper``: the target network's forward pass without switching
-    its module to eval mode first (only for mode-insensitive modules, where that is a no-op walk)."""
+    """Put before ``EvalModeModuleWrapper`` (with :class:`_NoModeSwitch`): the target network's
+    forward pass without switching its module to eval mode first (only for mode-insensitive modules,
+    where that is a no-op walk)."""
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)  # type: ignore[attr-defined]
-
-    def train(self, mode: bool = True) -> Any:
-        return self
 
 
 class _ForeachPolyak:
@@ -283,15 +282,14 @@ class _ForeachPolyak:
     are read once: Tianshou's update pairs the two modules' ``parameters()`` on every call."""
 
     def polyak_parameter_update(self, tau: float) -> None:
-        pairs = self.__dict__.setdefault("_fast_pairs", {})
         for pair in self._lagged_network_pairs:  # type: ignore[attr-defined]
-            params = pairs.get(id(pair))
+            params = vars(pair).get("_fast_params")
             if params is None:
-                tgt, src = list(pair.target.parameters()), list(pair.source.parameters())
-                if len(tgt) != len(src):
-                    raise ValueError(f"target and source networks differ: {len(tgt)} and {len(src)} parameters")
-                params = pairs[id(pair)] = (pair, tgt, src)  # the pair itself keeps id(pair) unique
-            _, tgt, src = params
+                params = pair._fast_params = (list(pair.target.parameters()), list(pair.source.parameters()))
+                if len(params[0]) != len(params[1]):
+                    raise ValueError(f"target and source networks differ: {len(params[0])} and "
+                                     f"{len(params[1])} parameters")
+            tgt, src = params
             with torch.no_grad():
                 tgt_data = [p.data for p in tgt]
                 mixed = torch._foreach_mul([p.data for p in src], tau)
@@ -319,8 +317,6 @@ def torch_device(module: nn.Module) -> torch.device:
 
 def _patch_device_lookups() -> None:
     """Point the network modules of Tianshou that call ``torch_device`` at :func:`torch_device`."""
-    import sys
-
     from tianshou.utils import torch_utils
 
     for name in ("tianshou.utils.net.common", "tianshou.utils.net.continuous", "tianshou.utils.net.discrete",
@@ -374,5 +370,5 @@ def accelerate(algorithm: nn.Module) -> bool:
     policy.__class__ = _subclass(type(policy), _NoModeSwitch)
     for module in algorithm.modules():
         if type(module) is EvalModeModuleWrapper:
-            module.__class__ = _subclass(EvalModeModuleWrapper, _NoEvalSwitch)
+            module.__class__ = _subclass(EvalModeModuleWrapper, _NoEvalSwitch, _NoModeSwitch)
     return True
