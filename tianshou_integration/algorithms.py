@@ -219,7 +219,7 @@ def build_setup(
 
 
 def _adam(lr: float, hp: AlgorithmConfig) -> AdamOptimizerFactory:
-    return fast.adam(lr, hp.adam_eps)
+    return fast.adam(lr, hp.adam_eps, fused=hp.fused_adam)
 
 
 # --------------------------------------------------------------------------- discrete builders

@@ -347,7 +347,7 @@ def build_curl(config: Any, env: Any, space: Any, cache: ExplorationCache | None
                              v_max=hp.v_max, eps_training=hp.epsilon.start, eps_inference=hp.epsilon.eval)
     if cache is not None:
         policy.attach_explorer(cache, rng, counter)
-    algorithm = CURL(policy=policy, optim=fast.adam(hp.lr, hp.adam_eps), gamma=hp.gamma,
+    algorithm = CURL(policy=policy, optim=fast.adam(hp.lr, hp.adam_eps, fused=hp.fused_adam), gamma=hp.gamma,
                      n_step_return_horizon=hp.n_step, target_update_freq=hp.target_update_freq,
                      momentum=hp.curl.momentum, contrastive_coef=hp.curl.loss_coef,
                      max_grad_norm=hp.curl.max_grad_norm)

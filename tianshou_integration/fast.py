@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import Batch, ReplayBuffer
+from tianshou.data.collector import _HACKY_create_info_batch as _stock_info_batch
 from tianshou.utils.lagged_network import EvalModeModuleWrapper, LaggedNetworkCollection
 from tianshou.utils.net.discrete import NoisyLinear
 from torch import nn
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ENV_VAR",
     "ForeachAdamOptimizerFactory",
+    "FusedAdamOptimizerFactory",
     "accelerate",
     "acting",
     "adam",
@@ -119,9 +121,22 @@ class ForeachAdamOptimizerFactory(AdamOptimizerFactory):
                                 weight_decay=self.weight_decay, foreach=True)
 
 
-def adam(lr: float, eps: float) -> AdamOptimizerFactory:
-    """Adam for the algorithms: :class:`ForeachAdamOptimizerFactory` on the fast path."""
-    return (ForeachAdamOptimizerFactory if enabled() else AdamOptimizerFactory)(lr=lr, eps=eps)
+class FusedAdamOptimizerFactory(AdamOptimizerFactory):
+    """Tianshou's Adam factory with ``fused=True``: one kernel per parameter tensor for the whole
+    update. Not bit-identical to the loop (float rounding differs), hence a setting
+    (``algorithm.fused_adam``) rather than a pure-speed path."""
+
+    def _create_optimizer_for_params(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps,
+                                weight_decay=self.weight_decay, fused=True)
+
+
+def adam(lr: float, eps: float, *, fused: bool = False) -> AdamOptimizerFactory:
+    """Adam for the algorithms: fused when asked (the run configuration's ``algorithm.fused_adam``),
+    else :class:`ForeachAdamOptimizerFactory` on the fast path; torch's default on the plain path."""
+    if not enabled():
+        return AdamOptimizerFactory(lr=lr, eps=eps)
+    return (FusedAdamOptimizerFactory if fused else ForeachAdamOptimizerFactory)(lr=lr, eps=eps)
 
 
 # --------------------------------------------------------------------------- replay sampling
@@ -231,6 +246,17 @@ def _obs_batch(obs: Any) -> Batch:
     return batch
 
 
+class _FastActorCriticTargetMixin:
+    """Tianshou's actor-critic target (DDPG, TD3, SAC: ``ActorCriticOffPolicyAlgorithm._target_q``)
+    reading ``obs_next`` alone from the buffer instead of building a whole transition batch to
+    take one field of it; the action and value functions are the algorithm's own."""
+
+    def _target_q(self, buffer: ReplayBuffer, indices: np.ndarray) -> torch.Tensor:
+        obs_next_batch = _obs_batch(_obs_next(buffer, indices))
+        act_batch = self._target_q_compute_action(obs_next_batch)  # type: ignore[attr-defined]
+        return self._target_q_compute_value(obs_next_batch, act_batch)  # type: ignore[attr-defined, no-any-return]
+
+
 class _OneStepReturnMixin:
     """Tianshou's ``compute_nstep_return`` for ``n_step == 1`` without building the end flags of
     the whole buffer (a copy of ``done`` and every sub-buffer's unfinished index, every batch):
@@ -259,8 +285,8 @@ class _OneStepReturnMixin:
 
 def _obs_next(buffer: ReplayBuffer, indices: np.ndarray) -> Any:
     """``buffer[indices].obs_next`` without building the rest of the batch (stock buffers only)."""
-    if type(buffer).__getitem__ is not ReplayBuffer.__getitem__:
-        return buffer[indices].obs_next
+    if type(buffer).__getitem__ not in (ReplayBuffer.__getitem__, FastSamplingMixin.__getitem__):
+        return buffer[indices].obs_next  # e.g. frame stacks built on read
     if buffer._save_obs_next:
         return buffer.get(indices, "obs_next", Batch())
     return buffer.get(buffer.next(indices), "obs", Batch())
@@ -295,6 +321,40 @@ class _ForeachPolyak:
                 mixed = torch._foreach_mul([p.data for p in src], tau)
                 torch._foreach_add_(mixed, torch._foreach_mul(tgt_data, 1 - tau))
                 torch._foreach_copy_(tgt_data, mixed)
+
+
+# --------------------------------------------------------------------------- collector info batches
+def _info_batch(info_array: np.ndarray) -> Batch:
+    """Tianshou's ``_HACKY_create_info_batch`` (the collector's per-step ``info`` batch for the
+    policy) for the common case of flat dicts with the same keys and scalar values of one type per
+    key (Tianshou's vector envs add ``env_id`` to every info): the same ``Batch`` of arrays, built
+    directly instead of through ``Batch``'s conversion of an array of dicts. Anything else, and the
+    plain path, go to Tianshou's function."""
+    if enabled() and len(info_array):
+        first = info_array[0]
+        if type(first) is dict and first and all(type(d) is dict and d.keys() == first.keys() for d in info_array):
+            values = {}
+            for key, value in first.items():
+                kind = type(value)
+                if kind not in (int, float, bool) or not isinstance(key, str):
+                    break
+                column = [d[key] for d in info_array]
+                if any(type(v) is not kind for v in column):
+                    break
+                values[key] = np.array(column)
+            else:
+                batch = Batch()
+                batch.__dict__.update(values)
+                return batch
+    return _stock_info_batch(info_array)
+
+
+def _patch_info_batches() -> None:
+    """Point Tianshou's collector at :func:`_info_batch` (which defers to the stock function)."""
+    from tianshou.data import collector
+
+    if collector._HACKY_create_info_batch is _stock_info_batch:
+        collector._HACKY_create_info_batch = _info_batch
 
 
 # --------------------------------------------------------------------------- device lookups
@@ -351,22 +411,29 @@ def accelerate(algorithm: nn.Module) -> bool:
     if not enabled():
         return False
     _patch_device_lookups()
+    _patch_info_batches()
     lagged = getattr(algorithm, "_lagged_networks", None)
     if type(lagged) is LaggedNetworkCollection:
         lagged.__class__ = _subclass(LaggedNetworkCollection, _ForeachPolyak)
-    if mode_sensitive(algorithm):
-        return True
     from tianshou.algorithm import DQN
-
-    policy = algorithm.policy  # type: ignore[attr-defined]
     from tianshou.algorithm.algorithm_base import Algorithm
+    from tianshou.algorithm.modelfree.ddpg import ActorCriticOffPolicyAlgorithm
 
-    mixins: list[type] = [_NoModeSwitch]
-    if type(algorithm) is DQN:  # subclasses may compute their targets differently
-        mixins.insert(0, _FastDQNTargetMixin)
-    if getattr(type(algorithm), "compute_nstep_return", None) is Algorithm.compute_nstep_return:
-        mixins.insert(0, _OneStepReturnMixin)  # only where nothing overrides it
-    algorithm.__class__ = _subclass(type(algorithm), *mixins)
+    mixins: list[type] = []
+    if getattr(type(algorithm), "_target_q", None) is ActorCriticOffPolicyAlgorithm._target_q:
+        mixins.append(_FastActorCriticTargetMixin)
+    sensitive = mode_sensitive(algorithm)
+    if not sensitive:
+        if type(algorithm) is DQN:  # subclasses may compute their targets differently
+            mixins.append(_FastDQNTargetMixin)
+        if getattr(type(algorithm), "compute_nstep_return", None) is Algorithm.compute_nstep_return:
+            mixins.append(_OneStepReturnMixin)  # only where nothing overrides it
+        mixins.append(_NoModeSwitch)
+    if mixins:
+        algorithm.__class__ = _subclass(type(algorithm), *mixins)
+    if sensitive:
+        return True
+    policy = algorithm.policy  # type: ignore[attr-defined]
     policy.__class__ = _subclass(type(policy), _NoModeSwitch)
     for module in algorithm.modules():
         if type(module) is EvalModeModuleWrapper:

@@ -43,7 +43,9 @@ RUNS = {
 }
 COMMON = ["--seed", "5", "--provider", "scripted", "--mode", "blocking", "--k", "2", "--eval-episodes", "2",
           "--set", "eval.every=500", "--set", "algorithm.learning_starts=200", "--set", "network.hidden_sizes=[64,64]",
-          "--set", "checkpoint.enabled=false"]
+          "--set", "checkpoint.enabled=false",
+          # fused Adam is a setting, not a pure-speed path (it rounds differently): off in both arms
+          "--set", "algorithm.fused_adam=false"]
 
 
 def train(out: Path, algo: str, fast_paths: bool) -> Path:
@@ -75,10 +77,11 @@ def test_fast_paths_leave_a_seeded_run_unchanged(tmp_path, algo):
 
 
 # --------------------------------------------------------------------------- the pieces
-def setup_for(algo: str, env_id: str, monkeypatch, *, fast_paths: bool):
+def setup_for(algo: str, env_id: str, monkeypatch, *, fast_paths: bool, fused_adam: bool = False):
     monkeypatch.setenv(fast.ENV_VAR, "1" if fast_paths else "0")
     config = resolve(overrides=[(("env",), env_id, "test"), (("algo",), algo, "test"),
-                                (("network", "hidden_sizes"), [32, 32], "test")])
+                                (("network", "hidden_sizes"), [32, 32], "test"),
+                                (("algorithm", "fused_adam"), fused_adam, "test")])
     return build_setup(config, describe_env(env_id), cache=None)
 
 
@@ -125,11 +128,37 @@ def test_mode_switches_are_skipped_only_for_mode_insensitive_networks(monkeypatc
     assert not any(m.training for m in plain.policy.model.modules())
 
 
-def test_foreach_adam_only_on_the_fast_path(monkeypatch):
-    quick = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=True)
-    plain = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=False)
-    assert quick.algorithm.policy_optim._optim.defaults["foreach"] is True
+def test_adam_kernel_follows_the_setting_on_the_fast_path_only(monkeypatch):
+    foreach = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=True)
+    fused = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=True, fused_adam=True)
+    plain = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=False, fused_adam=True)
+    for optim in (foreach.algorithm.policy_optim, foreach.algorithm.critic_optim, foreach.algorithm.critic2_optim):
+        assert optim._optim.defaults["foreach"] is True and not optim._optim.defaults["fused"]
+    for optim in (fused.algorithm.policy_optim, fused.algorithm.critic_optim, fused.algorithm.critic2_optim):
+        assert optim._optim.defaults["fused"] is True
     assert plain.algorithm.policy_optim._optim.defaults["foreach"] is None
+    assert not plain.algorithm.policy_optim._optim.defaults["fused"]
+    assert resolve(overrides=[(("env",), "CartPole-v1", "test"), (("algo",), "dqn", "test")]).algorithm.fused_adam
+
+
+def test_fused_adam_matches_the_loop_up_to_rounding():
+    """Not bit-identical (hence a setting), but the same update: 200 steps stay within float32 rounding."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    optims = [torch.optim.Adam(nets[0].parameters(), lr=1e-3, eps=1e-8),
+              fast.FusedAdamOptimizerFactory(lr=1e-3, eps=1e-8)._create_optimizer_for_params(nets[1].parameters())]
+    start = [p.detach().clone() for p in nets[0].parameters()]
+    for _ in range(200):
+        x, y = torch.randn(16, 3), torch.randn(16, 2)
+        for net, optim in zip(nets, optims, strict=True):
+            optim.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+            optim.step()
+    moved = max((a - s).abs().max().item() for a, s in zip(nets[0].parameters(), start, strict=True))
+    gap = max((a - b).abs().max().item() for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True))
+    assert moved > 0.05  # the weights travelled ...
+    assert gap < 1e-4 * moved  # ... and the two kernels agree to rounding
 
 
 def test_foreach_adam_steps_are_bit_identical_to_the_loop():
@@ -214,3 +243,54 @@ def test_device_lookup_reads_the_first_parameter_and_follows_its_data():
     net.to(torch.float64)  # parameters change their data in place: the remembered one follows
     assert fast._FIRST_PARAMETER[net].dtype == torch.float64
     assert fast.torch_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_actor_critic_target_reads_obs_next_alone_with_the_same_result(monkeypatch, algo):
+    from tianshou.algorithm.modelfree.ddpg import ActorCriticOffPolicyAlgorithm
+
+    setup = setup_for(algo, "Pendulum-v1", monkeypatch, fast_paths=True)
+    algorithm = setup.algorithm
+    assert type(algorithm)._target_q is not ActorCriticOffPolicyAlgorithm._target_q
+    buffer = filled(setup)
+    indices = buffer.sample_indices(64)
+    results = []
+    for target_q in (algorithm._target_q, lambda b, i: ActorCriticOffPolicyAlgorithm._target_q(algorithm, b, i)):
+        torch.manual_seed(3)  # TD3's target smoothing noise and SAC's action samples
+        with torch.no_grad():
+            results.append(target_q(buffer, indices))
+    assert results[0].shape[0] == 64
+    assert torch.equal(results[0], results[1])
+
+
+INFOS = {
+    "env ids": [{"env_id": 0}, {"env_id": 1}, {"env_id": 2}],
+    "several scalar types": [{"env_id": i, "x": 0.5 * i, "flag": i == 1} for i in range(3)],
+    "empty": [{}, {}],
+    "some empty": [{}, {"env_id": 1}],
+    "mixed types in a key": [{"a": 1}, {"a": 2.5}],
+    "numpy scalars": [{"a": np.float32(1.0)}, {"a": np.float32(2.0)}],
+    "nested": [{"a": {"b": 1}}, {"a": {"b": 2}}],
+    "different keys": [{"a": 1}, {"b": 2}],
+}
+
+
+@pytest.mark.parametrize("case", list(INFOS))
+def test_collector_info_batch_equals_tianshous(monkeypatch, case):
+    from tianshou.data import collector
+
+    stock = fast._stock_info_batch  # Tianshou's function, taken before fast patches the collector
+    assert stock.__module__ == collector.__name__
+    monkeypatch.setenv(fast.ENV_VAR, "1")
+    infos = np.array(INFOS[case], dtype=object)
+    ours, theirs = fast._info_batch(infos.copy()), stock(infos.copy())
+    assert sorted(ours.keys()) == sorted(theirs.keys())
+    if case in ("env ids", "several scalar types"):  # built directly, without Tianshou's function
+        monkeypatch.setattr(fast, "_stock_info_batch", None)  # would fail if called
+        assert sorted(fast._info_batch(infos.copy()).keys()) == sorted(theirs.keys())
+    for key in theirs.keys():  # noqa: SIM118 (iterating a Batch yields its rows)
+        if isinstance(theirs[key], np.ndarray):
+            assert ours[key].dtype == theirs[key].dtype
+            assert np.array_equal(ours[key], theirs[key])
+        else:
+            assert ours[key] == theirs[key]
