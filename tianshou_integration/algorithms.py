@@ -24,7 +24,7 @@ from tianshou.algorithm.algorithm_base import OffPolicyAlgorithm, Policy
 from tianshou.algorithm.modelfree.sac import AutoAlpha
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import PrioritizedVectorReplayBuffer, ReplayBuffer, VectorReplayBuffer
-from tianshou.env import BaseVectorEnv, DummyVectorEnv
+from tianshou.env import BaseVectorEnv, DummyVectorEnv, ShmemVectorEnv, SubprocVectorEnv
 from tianshou.exploration import GaussianNoise
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic, ContinuousActorProbabilistic, ContinuousCritic
@@ -152,8 +152,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _make_envs(config: RunConfig, env: EnvInfo, n: int, *, training: bool) -> DummyVectorEnv:
-    return DummyVectorEnv([env_factory(env.env_id, config, training=training) for _ in range(n)])
+_VECTOR_ENVS: dict[str, type[BaseVectorEnv]] = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv,
+                                                 "shmem": ShmemVectorEnv}
+
+
+def _make_envs(config: RunConfig, env: EnvInfo, n: int, *, training: bool) -> BaseVectorEnv:
+    return _VECTOR_ENVS[config.env_workers]([env_factory(env.env_id, config, training=training) for _ in range(n)])
 
 
 def _make_buffer(config: RunConfig, env: EnvInfo, n_envs: int) -> ReplayBuffer:

@@ -328,6 +328,13 @@ class RunConfig(_Section):
     """Training environments stepped together (batched forward passes)."""
     test_envs: int = Field(10, ge=1)
     """Evaluation environments (at most ``eval.episodes`` are used)."""
+    env_workers: Literal["dummy", "subproc", "shmem"] = "dummy"
+    """How the vector envs step their environments (Tianshou's vector envs): ``dummy``, one after
+    another in this process; ``subproc``, each in its own process, talking through pipes;
+    ``shmem``, each in its own process with observations in shared memory (for Atari frames).
+    Worker processes pay off when a step costs more than the round trip to them (Atari, MuJoCo)
+    and there are cores for them; the environments, seeds and results are the same. Checkpoints
+    cannot save environments in other processes: a resumed run starts fresh episodes."""
     device: Annotated[Literal["auto", "cpu", "cuda"], Setting(flag="--device")] = "cpu"
     """Where the networks live; ``auto`` takes CUDA when torch sees a GPU."""
     torch_threads: int = Field(1, ge=1)
