@@ -324,11 +324,15 @@ class _ForeachPolyak:
 
 
 # --------------------------------------------------------------------------- collector info batches
+_NP_SCALARS = (np.integer, np.floating, np.bool_)
+
+
 def _info_batch(info_array: np.ndarray) -> Batch:
     """Tianshou's ``_HACKY_create_info_batch`` (the collector's per-step ``info`` batch for the
-    policy) for the common case of flat dicts with the same keys and scalar values of one type per
-    key (Tianshou's vector envs add ``env_id`` to every info): the same ``Batch`` of arrays, built
-    directly instead of through ``Batch``'s conversion of an array of dicts. Anything else, and the
+    policy) for the common case of flat dicts with the same keys and scalar values (Python's or
+    numpy's) of one type per key (Tianshou's vector envs add ``env_id``, a numpy integer, to every
+    info): the same ``Batch`` of arrays, built directly instead of through ``Batch``'s conversion
+    of an array of dicts. Anything else, and the
     plain path, go to Tianshou's function."""
     if enabled() and len(info_array):
         first = info_array[0]
@@ -336,7 +340,7 @@ def _info_batch(info_array: np.ndarray) -> Batch:
             values = {}
             for key, value in first.items():
                 kind = type(value)
-                if kind not in (int, float, bool) or not isinstance(key, str):
+                if not isinstance(key, str) or not (kind in (int, float, bool) or issubclass(kind, _NP_SCALARS)):
                     break
                 column = [d[key] for d in info_array]
                 if any(type(v) is not kind for v in column):

@@ -264,12 +264,15 @@ def test_actor_critic_target_reads_obs_next_alone_with_the_same_result(monkeypat
 
 
 INFOS = {
-    "env ids": [{"env_id": 0}, {"env_id": 1}, {"env_id": 2}],
+    # numpy integers, as Tianshou's collector passes them
+    "env ids": [{"env_id": np.int64(0)}, {"env_id": np.int64(1)}, {"env_id": np.int64(2)}],
+    "python ints": [{"env_id": 0}, {"env_id": 1}, {"env_id": 2}],
     "several scalar types": [{"env_id": i, "x": 0.5 * i, "flag": i == 1} for i in range(3)],
     "empty": [{}, {}],
     "some empty": [{}, {"env_id": 1}],
     "mixed types in a key": [{"a": 1}, {"a": 2.5}],
-    "numpy scalars": [{"a": np.float32(1.0)}, {"a": np.float32(2.0)}],
+    "numpy scalars": [{"a": np.float32(1.0), "b": np.bool_(True)}, {"a": np.float32(2.0), "b": np.bool_(False)}],
+    "numpy and python ints": [{"a": np.int64(1)}, {"a": 2}],
     "nested": [{"a": {"b": 1}}, {"a": {"b": 2}}],
     "different keys": [{"a": 1}, {"b": 2}],
 }
@@ -285,7 +288,8 @@ def test_collector_info_batch_equals_tianshous(monkeypatch, case):
     infos = np.array(INFOS[case], dtype=object)
     ours, theirs = fast._info_batch(infos.copy()), stock(infos.copy())
     assert sorted(ours.keys()) == sorted(theirs.keys())
-    if case in ("env ids", "several scalar types"):  # built directly, without Tianshou's function
+    # built directly, without Tianshou's function
+    if case in ("env ids", "python ints", "several scalar types", "numpy scalars"):
         monkeypatch.setattr(fast, "_stock_info_batch", None)  # would fail if called
         assert sorted(fast._info_batch(infos.copy()).keys()) == sorted(theirs.keys())
     for key in theirs.keys():  # noqa: SIM118 (iterating a Batch yields its rows)
