@@ -14,7 +14,10 @@ byte for byte; ``tests/tianshou/test_speed_invariance.py`` checks it against the
   ``s_{t+n}`` that only double Q-learning reads, and reads ``obs_next`` alone from the buffer
   instead of a whole transition batch.
 * :func:`adam`: Adam's ``foreach`` implementation (one multi-tensor kernel per step
-  instead of a Python loop over parameters); bit-identical to the loop on CPU.
+  instead of a Python loop over parameters); bit-identical to the loop on CPU. The run
+  configuration's ``algorithm.fused_adam`` (on by default) asks for the fused kernel instead,
+  which is faster still but rounds differently: a setting, compared over seeds in
+  docs/benchmarks.md, not one of these pure-speed paths.
 * :func:`acting`: forward passes for acting run under ``torch.no_grad()``: no autograd graph
   is built for actions that are never differentiated.
 * In :func:`accelerate` too: target networks (Tianshou's ``EvalModeModuleWrapper``) stop
@@ -22,7 +25,9 @@ byte for byte; ``tests/tianshou/test_speed_invariance.py`` checks it against the
   mode; soft target updates (Polyak averaging) run as multi-tensor ``torch._foreach_*`` kernels
   (the same elementwise operations in the same order: bit-identical); and the networks' device
   lookup (Tianshou's ``torch_device``: a walk of the whole parameter tree on every forward pass)
-  remembers the module's first parameter and reads its device.
+  remembers the module's first parameter and reads its device. DDPG, TD3 and SAC read
+  ``obs_next`` alone for their targets instead of a whole transition batch, and the collector's
+  per-step ``info`` batch is built directly when the infos are flat dicts of scalars.
 
 Set the environment variable ``LLM_EXPLORER_FAST=0`` to run the plain path instead (what the
 invariance test compares against).
@@ -332,8 +337,7 @@ def _info_batch(info_array: np.ndarray) -> Batch:
     policy) for the common case of flat dicts with the same keys and scalar values (Python's or
     numpy's) of one type per key (Tianshou's vector envs add ``env_id``, a numpy integer, to every
     info): the same ``Batch`` of arrays, built directly instead of through ``Batch``'s conversion
-    of an array of dicts. Anything else, and the
-    plain path, go to Tianshou's function."""
+    of an array of dicts. Anything else, and the plain path, go to Tianshou's function."""
     if enabled() and len(info_array):
         first = info_array[0]
         if type(first) is dict and first and all(type(d) is dict and d.keys() == first.keys() for d in info_array):
