@@ -262,6 +262,49 @@ class _FastActorCriticTargetMixin:
         return self._target_q_compute_value(obs_next_batch, act_batch)  # type: ignore[attr-defined, no-any-return]
 
 
+class _FastTD3UpdateMixin:
+    """TD3's update with both critics' losses backpropagated together: one backward pass over
+    ``loss1 + loss2`` instead of one per critic. The critics share no parameter, so each one's
+    gradient is exactly its own loss's (the sum passes 1.0 to each, as a lone ``backward()``
+    does), and each critic's Adam step is the one Tianshou takes; critic 2's forward pass does not
+    depend on critic 1's step. The actor update is Tianshou's. Only without gradient clipping on
+    the critics (:func:`accelerate` checks)."""
+
+    def _update_with_batch(self, batch: Any) -> Any:
+        from tianshou.algorithm.modelfree.td3 import TD3TrainingStats
+
+        weight = getattr(batch, "weight", 1.0)
+        target_q = batch.returns.flatten()
+        td1 = self.critic(batch.obs, batch.act).flatten() - target_q  # type: ignore[attr-defined]
+        critic1_loss = (td1.pow(2) * weight).mean()
+        td2 = self.critic2(batch.obs, batch.act).flatten() - target_q  # type: ignore[attr-defined]
+        critic2_loss = (td2.pow(2) * weight).mean()
+        optims = (self.critic_optim._optim, self.critic2_optim._optim)  # type: ignore[attr-defined]
+        for optim in optims:
+            optim.zero_grad()
+        (critic1_loss + critic2_loss).backward()
+        for optim in optims:
+            optim.step()
+        batch.weight = (td1 + td2) / 2.0  # prio-buffer
+        if self._cnt % self.update_actor_freq == 0:  # type: ignore[attr-defined]
+            actor_loss = -self.critic(batch.obs, self.policy(batch, eps=0.0).act).mean()  # type: ignore[attr-defined]
+            self._last = actor_loss.item()
+            self.policy_optim.step(actor_loss)  # type: ignore[attr-defined]
+            self._update_lagged_network_weights()  # type: ignore[attr-defined]
+        self._cnt += 1
+        return TD3TrainingStats(actor_loss=self._last, critic1_loss=critic1_loss.item(),
+                                critic2_loss=critic2_loss.item())
+
+
+def _td3_critics_separable(algorithm: Any) -> bool:
+    """The critics share no parameter and neither optimiser clips gradients."""
+    optims = (algorithm.critic_optim, algorithm.critic2_optim)
+    if any(getattr(o, "_max_grad_norm", None) is not None or not hasattr(o, "_optim") for o in optims):
+        return False
+    first = {id(p) for p in algorithm.critic.parameters()}
+    return not any(id(p) in first for p in algorithm.critic2.parameters())
+
+
 class _OneStepReturnMixin:
     """Tianshou's ``compute_nstep_return`` for ``n_step == 1`` without building the end flags of
     the whole buffer (a copy of ``done`` and every sub-buffer's unfinished index, every batch):
@@ -426,10 +469,14 @@ def accelerate(algorithm: nn.Module) -> bool:
     from tianshou.algorithm import DQN
     from tianshou.algorithm.algorithm_base import Algorithm
     from tianshou.algorithm.modelfree.ddpg import ActorCriticOffPolicyAlgorithm
+    from tianshou.algorithm.modelfree.td3 import TD3
 
     mixins: list[type] = []
     if getattr(type(algorithm), "_target_q", None) is ActorCriticOffPolicyAlgorithm._target_q:
         mixins.append(_FastActorCriticTargetMixin)
+    if isinstance(algorithm, TD3) and type(algorithm)._update_with_batch is TD3._update_with_batch \
+            and _td3_critics_separable(algorithm):
+        mixins.append(_FastTD3UpdateMixin)
     sensitive = mode_sensitive(algorithm)
     if not sensitive:
         if type(algorithm) is DQN:  # subclasses may compute their targets differently

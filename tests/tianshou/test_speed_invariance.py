@@ -298,3 +298,37 @@ def test_collector_info_batch_equals_tianshous(monkeypatch, case):
             assert np.array_equal(ours[key], theirs[key])
         else:
             assert ours[key] == theirs[key]
+
+
+def test_td3_critics_step_together_with_the_same_parameters_as_tianshous_update(monkeypatch):
+    from tianshou.algorithm.modelfree.td3 import TD3
+
+    setup = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=True, fused_adam=True)
+    quick = setup.algorithm
+    assert isinstance(quick, fast._FastTD3UpdateMixin)
+    buffer = filled(setup)
+    stock = deepcopy(quick)
+    before = [p.detach().clone() for p in quick.parameters()]
+    with policy_within_training_step(quick.policy), policy_within_training_step(stock.policy):
+        for _ in range(3):  # the first also updates the actor and the target networks
+            indices = buffer.sample_indices(32)
+            batch = quick._preprocess_batch(buffer[indices], buffer, indices)
+            ours = quick._update_with_batch(deepcopy(batch))
+            theirs = TD3._update_with_batch(stock, deepcopy(batch))
+            assert (ours.critic1_loss, ours.critic2_loss, ours.actor_loss) == \
+                (theirs.critic1_loss, theirs.critic2_loss, theirs.actor_loss)
+    after = list(quick.parameters())
+    assert len(after) > 10 and all(not torch.equal(a, b) for a, b in zip(after, before, strict=True))  # all trained
+    for a, b in zip(after, stock.parameters(), strict=True):  # critics, actor and the three target networks
+        assert torch.equal(a, b)
+    for ours_optim, their_optim in ((quick.critic_optim, stock.critic_optim),
+                                    (quick.critic2_optim, stock.critic2_optim)):
+        for p, q in zip(ours_optim._optim.param_groups[0]["params"], their_optim._optim.param_groups[0]["params"],
+                        strict=True):
+            assert torch.equal(ours_optim._optim.state[p]["exp_avg_sq"], their_optim._optim.state[q]["exp_avg_sq"])
+
+
+def test_td3_with_clipped_critic_gradients_keeps_tianshous_update(monkeypatch):
+    setup = setup_for("td3", "Pendulum-v1", monkeypatch, fast_paths=False)
+    setup.algorithm.critic_optim._max_grad_norm = 1.0
+    assert not fast._td3_critics_separable(setup.algorithm)
