@@ -327,7 +327,8 @@ class RayBackend:
             self._cancel(pending, mailbox, events, running)
             raise
 
-    def _relay(self, mailbox: Any, events: Events, running: set[str]) -> None:
+    def _relay(self, mailbox: Any, events: Events, running: set[str],
+               stopped: dict[str, dict[str, Any]] | None = None) -> None:
         try:
             messages = self._ray.get(mailbox.drain.remote(), timeout=30)
         except Exception as exc:  # the mailbox is slow or gone: progress only, the runs go on
@@ -336,6 +337,8 @@ class RayBackend:
         for kind, run_id, fields in messages:
             if kind == "started":
                 running.add(run_id)
+            elif kind == "stopped" and stopped is not None:
+                stopped[run_id] = fields
             note = getattr(events, "note", None)
             if note is not None:
                 note(kind, run_id, fields)
@@ -351,12 +354,26 @@ class RayBackend:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=False)
         deadline = time.monotonic() + STOP_GRACE_S + 30.0
+        stopped: dict[str, dict[str, Any]] = {}  # what the tasks said once their train had exited
         try:
             while pending and time.monotonic() < deadline:
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_RAY_S)
-                self._relay(mailbox, events, running)
+                self._relay(mailbox, events, running, stopped)
+                reported = 0
                 for ref in ready:
-                    self._report_stopped(ref, pending.pop(ref), events, running)
+                    run_id = pending[ref].run_id
+                    # a cancelled task's result is ready at once, while its train may still be writing
+                    # its checkpoint and summary: wait for the task's "stopped" message
+                    if run_id in running and run_id not in stopped:
+                        with contextlib.suppress(Exception):
+                            ray.get(ref, timeout=0)
+                            self._report_stopped(ref, pending.pop(ref), events, running)  # it ended by itself
+                            reported += 1
+                        continue
+                    self._report_stopped(ref, pending.pop(ref), events, running, stopped.get(run_id))
+                    reported += 1
+                if ready and not reported:
+                    time.sleep(POLL_RAY_S)  # ray.wait returns at once for cancelled tasks
         except KeyboardInterrupt:
             log.warning("second interrupt: cancelling the remaining runs by force")
         for ref, job in list(pending.items()):
@@ -365,12 +382,17 @@ class RayBackend:
             if job.run_id in running:
                 events.finished(Outcome(job.run_id, None, 0.0, False, "stopped (forced)", interrupted=True))
 
-    def _report_stopped(self, ref: Any, job: Job, events: Events, running: set[str]) -> None:
+    def _report_stopped(self, ref: Any, job: Job, events: Events, running: set[str],
+                        said: dict[str, Any] | None = None) -> None:
         ray = self._ray
         try:
             outcome = ray.get(ref)
         except Exception:  # TaskCancelledError: it was stopped, or never started
-            if job.run_id in running:
+            if said is not None:  # the task's own account of how its train ended
+                complete = bool(said.get("complete"))
+                events.finished(Outcome(job.run_id, said.get("rc"), float(said.get("wall_s") or 0.0), complete,
+                                        "" if complete else "stopped (Ctrl-C)", interrupted=not complete))
+            elif job.run_id in running:
                 events.finished(Outcome(job.run_id, None, 0.0, False, "stopped (Ctrl-C)", interrupted=True))
             return
         events.finished(outcome)
