@@ -29,8 +29,6 @@ __all__ = ["Backend", "Events", "LocalBackend", "RayBackend", "available_cpus"]
 
 POLL_S = 0.2
 POLL_RAY_S = 1.0
-REPEATED_INTERRUPT_S = 3.0
-"""A Ctrl-C this soon after the first is the first one raised again by Ray, not a second press."""
 PREFLIGHT_TIMEOUT_S = 300.0
 STORAGE_MARKER = ".storage-check"
 """Written by the driver into the study directory; every node's preflight must read it back."""
@@ -352,52 +350,37 @@ class RayBackend:
         from .ray_task import STOP_GRACE_S
 
         ray = self._ray
-        first = time.monotonic()
-        deadline = first + STOP_GRACE_S + 30.0
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=False)
+        deadline = time.monotonic() + STOP_GRACE_S + 30.0
         stopped: dict[str, dict[str, Any]] = {}  # what the tasks said once their train had exited
-        cancelled = False
-        while pending and time.monotonic() < deadline:
-            try:
-                if not cancelled:
-                    for ref in pending:
+        try:
+            while pending and time.monotonic() < deadline:
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_RAY_S)
+                self._relay(mailbox, events, running, stopped)
+                reported = 0
+                for ref in ready:
+                    run_id = pending[ref].run_id
+                    # a cancelled task's result is ready at once, while its train may still be writing
+                    # its checkpoint and summary: wait for the task's "stopped" message
+                    if run_id in running and run_id not in stopped:
                         with contextlib.suppress(Exception):
-                            ray.cancel(ref, force=False)
-                    cancelled = True
-                self._poll_stops(pending, mailbox, events, running, stopped)
-            except KeyboardInterrupt:
-                # Ray's blocking calls can raise the Ctrl-C that brought us here once more, right away
-                if time.monotonic() - first < REPEATED_INTERRUPT_S:
-                    continue
-                log.warning("second interrupt: cancelling the remaining runs by force")
-                break
+                            ray.get(ref, timeout=0)
+                            self._report_stopped(ref, pending.pop(ref), events, running)  # it ended by itself
+                            reported += 1
+                        continue
+                    self._report_stopped(ref, pending.pop(ref), events, running, stopped.get(run_id))
+                    reported += 1
+                if ready and not reported:
+                    time.sleep(POLL_RAY_S)  # ray.wait returns at once for cancelled tasks
+        except KeyboardInterrupt:
+            log.warning("second interrupt: cancelling the remaining runs by force")
         for ref, job in list(pending.items()):
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
             if job.run_id in running:
                 events.finished(Outcome(job.run_id, None, 0.0, False, "stopped (forced)", interrupted=True))
-
-    def _poll_stops(self, pending: dict[Any, Job], mailbox: Any, events: Events, running: set[str],
-                    stopped: dict[str, dict[str, Any]]) -> None:
-        """One round of waiting for cancelled runs: report those whose task has told how its train
-        ended (or that ended by themselves, or never started)."""
-        ray = self._ray
-        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_RAY_S)
-        self._relay(mailbox, events, running, stopped)
-        reported = 0
-        for ref in ready:
-            run_id = pending[ref].run_id
-            # a cancelled task's result is ready at once, while its train may still be writing its
-            # checkpoint and summary: wait for the task's "stopped" message
-            if run_id in running and run_id not in stopped:
-                with contextlib.suppress(Exception):
-                    ray.get(ref, timeout=0)
-                    self._report_stopped(ref, pending.pop(ref), events, running)  # it ended by itself
-                    reported += 1
-                continue
-            self._report_stopped(ref, pending.pop(ref), events, running, stopped.get(run_id))
-            reported += 1
-        if ready and not reported:
-            time.sleep(POLL_RAY_S)  # ray.wait returns at once for cancelled tasks
 
     def _report_stopped(self, ref: Any, job: Job, events: Events, running: set[str],
                         said: dict[str, Any] | None = None) -> None:
