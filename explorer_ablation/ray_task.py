@@ -79,6 +79,7 @@ def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: fl
     and at the end (:class:`.storage.RunSync`)."""
     import ray
 
+    _accept_cancellation()
     context = ray.get_runtime_context()
     gpu_ids = [str(i) for i in context.get_accelerator_ids().get("GPU", [])] if job.num_gpus > 0 else []
     details: dict[str, Any] = {"node": context.get_node_id(), "gpu_ids": gpu_ids}
@@ -127,6 +128,16 @@ def run_task(job: Job, env: dict[str, str], mailbox: Any = None, heartbeat_s: fl
     return Outcome(outcome.run_id, rc, outcome.wall_s, outcome.complete, outcome.error,
                    moved_aside=outcome.moved_aside, host=outcome.host,
                    details={**details, "resumed": resume})
+
+
+def _accept_cancellation() -> None:
+    """Let Ray's non-forced cancellation reach this task. Ray delivers it as a simulated SIGINT in
+    the worker's main thread, which Python drops when SIGINT is ignored — and a Ray node started
+    from a background job of a non-interactive shell (``ray start ... &`` in a script, a CI step)
+    passes SIG_IGN for SIGINT to every worker. Then Ctrl-C on the driver never reached the runs."""
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _stopped_by_signal(run_dir: Path) -> bool:
