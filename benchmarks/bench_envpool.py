@@ -69,31 +69,24 @@ def compare_frames(game: str, steps: int, seed: int) -> dict:
 
 def speed(game: str, backend: str, n: int, steps: int, seed: int) -> float:
     """Env steps/s with random actions (resets of finished envs included)."""
-    rng = np.random.default_rng(seed)
     if backend == "envpool":
         env = envpool_env(game, n, seed)
-        env.reset()
-        acts = rng.integers(0, env.action_space.n, size=(steps // n + 1, n))
-        start = time.perf_counter()
-        for act in acts:
-            _, _, term, trunc, _ = env.step(act)
-            done = np.flatnonzero(term | trunc)
-            if len(done):
-                env.reset(done)
+        actions = env.action_space.n
     else:
         from tianshou.env import DummyVectorEnv, ShmemVectorEnv
 
         cls = {"dummy": DummyVectorEnv, "shmem": ShmemVectorEnv}[backend]
         env = cls([lambda: make_atari_env(f"ALE/{game}-v5") for _ in range(n)])
         env.seed(seed)
-        env.reset()
-        acts = rng.integers(0, env.action_space[0].n, size=(steps // n + 1, n))
-        start = time.perf_counter()
-        for act in acts:
-            _, _, term, trunc, _ = env.step(act)
-            done = np.flatnonzero(term | trunc)
-            if len(done):
-                env.reset(done)
+        actions = env.action_space[0].n
+    env.reset()
+    acts = np.random.default_rng(seed).integers(0, actions, size=(steps // n + 1, n))
+    start = time.perf_counter()
+    for act in acts:
+        _, _, term, trunc, _ = env.step(act)
+        done = np.flatnonzero(term | trunc)
+        if len(done):
+            env.reset(done)
     elapsed = time.perf_counter() - start
     env.close()
     return len(acts) * n / elapsed

@@ -141,20 +141,27 @@ def test_adam_kernel_follows_the_setting_on_the_fast_path_only(monkeypatch):
     assert resolve(overrides=[(("env",), "CartPole-v1", "test"), (("algo",), "dqn", "test")]).algorithm.fused_adam
 
 
-def test_fused_adam_matches_the_loop_up_to_rounding():
-    """Not bit-identical (hence a setting), but the same update: 200 steps stay within float32 rounding."""
+def _train_beside_the_loop(factory, steps: int):
+    """Two equal nets trained on the same data, one by torch's default Adam, one by ``factory``'s;
+    returns the nets and the first net's starting parameters."""
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     optims = [torch.optim.Adam(nets[0].parameters(), lr=1e-3, eps=1e-8),
-              fast.FusedAdamOptimizerFactory(lr=1e-3, eps=1e-8)._create_optimizer_for_params(nets[1].parameters())]
+              factory(lr=1e-3, eps=1e-8)._create_optimizer_for_params(nets[1].parameters())]
     start = [p.detach().clone() for p in nets[0].parameters()]
-    for _ in range(200):
+    for _ in range(steps):
         x, y = torch.randn(16, 3), torch.randn(16, 2)
         for net, optim in zip(nets, optims, strict=True):
             optim.zero_grad()
             ((net(x) - y) ** 2).mean().backward()
             optim.step()
+    return nets, start
+
+
+def test_fused_adam_matches_the_loop_up_to_rounding():
+    """Not bit-identical (hence a setting), but the same update: 200 steps stay within float32 rounding."""
+    nets, start = _train_beside_the_loop(fast.FusedAdamOptimizerFactory, 200)
     moved = max((a - s).abs().max().item() for a, s in zip(nets[0].parameters(), start, strict=True))
     gap = max((a - b).abs().max().item() for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True))
     assert moved > 0.05  # the weights travelled ...
@@ -162,17 +169,7 @@ def test_fused_adam_matches_the_loop_up_to_rounding():
 
 
 def test_foreach_adam_steps_are_bit_identical_to_the_loop():
-    torch.manual_seed(0)
-    nets = [torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)) for _ in range(2)]
-    nets[1].load_state_dict(nets[0].state_dict())
-    optims = [torch.optim.Adam(nets[0].parameters(), lr=1e-3, eps=1e-8),
-              fast.ForeachAdamOptimizerFactory(lr=1e-3, eps=1e-8)._create_optimizer_for_params(nets[1].parameters())]
-    for _ in range(50):
-        x, y = torch.randn(16, 3), torch.randn(16, 2)
-        for net, optim in zip(nets, optims, strict=True):
-            optim.zero_grad()
-            ((net(x) - y) ** 2).mean().backward()
-            optim.step()
+    nets, _ = _train_beside_the_loop(fast.ForeachAdamOptimizerFactory, 50)
     assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True))
 
 
