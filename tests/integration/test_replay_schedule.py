@@ -36,11 +36,13 @@ def applied_lines(out: Path) -> list[dict]:
 def test_an_async_run_replays_offline_to_the_same_metrics(fresh_llama_server, tmp_path):
     recorded, replayed = tmp_path / "recorded", tmp_path / "replayed"
     # one short call per request, so several answers land during training; ε decays slowly, so
-    # exploratory draws (which apply updates) go on while they arrive
-    result = train("--env", "CartPole-v1", "--algo", "dqn", "--steps", "8000", "--seed", "2", "--provider", "openai",
+    # exploratory draws (which apply updates) go on while they arrive. An answer takes ~6.5 s here
+    # (a 600-token prompt on 2 busy cores) and 8 000 steps trained in ~13 s once training got faster,
+    # which left room for a single applied update: 20 000 steps leave room for several.
+    result = train("--env", "CartPole-v1", "--algo", "dqn", "--steps", "20000", "--seed", "2", "--provider", "openai",
                    "--base-url", fresh_llama_server.base_url, "--model", "smollm2", "--mode", "async", "--k", "1",
                    "--prompt-set", "single-stage", "--set", "explorer.max_tokens_proposal=40",
-                   "--eval-episodes", "2", "--set", "algorithm.epsilon.decay_steps=8000", "--out", str(recorded))
+                   "--eval-episodes", "2", "--set", "algorithm.epsilon.decay_steps=20000", "--out", str(recorded))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((recorded / "summary.json").read_text())
     assert summary["mode"] == "async" and summary["updates_applied"] >= 2, summary
