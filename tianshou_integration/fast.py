@@ -375,12 +375,11 @@ class _ForeachPolyak:
 _NP_SCALARS = (np.integer, np.floating, np.bool_)
 
 
-def _info_batch(info_array: np.ndarray) -> Batch:
-    """Tianshou's ``_HACKY_create_info_batch`` (the collector's per-step ``info`` batch for the
-    policy) for the common case of flat dicts with the same keys and scalar values (Python's or
-    numpy's) of one type per key (Tianshou's vector envs add ``env_id``, a numpy integer, to every
-    info): the same ``Batch`` of arrays, built directly instead of through ``Batch``'s conversion
-    of an array of dicts. Anything else, and the plain path, go to Tianshou's function."""
+def flat_info_batch(info_array: np.ndarray) -> Batch | None:
+    """The ``Batch`` that Tianshou's conversion of an array of info dicts gives, built directly,
+    when every dict is non-empty, has the same string keys, and holds scalars (Python's or numpy's)
+    of one type per key (Tianshou's vector envs add ``env_id``, a numpy integer, to every info);
+    None for anything else (and on the plain path)."""
     if enabled() and len(info_array):
         first = info_array[0]
         if type(first) is dict and first and all(type(d) is dict and d.keys() == first.keys() for d in info_array):
@@ -388,16 +387,23 @@ def _info_batch(info_array: np.ndarray) -> Batch:
             for key, value in first.items():
                 kind = type(value)
                 if not isinstance(key, str) or not (kind in (int, float, bool) or issubclass(kind, _NP_SCALARS)):
-                    break
+                    return None
                 column = [d[key] for d in info_array]
                 if any(type(v) is not kind for v in column):
-                    break
+                    return None
                 values[key] = np.array(column)
-            else:
-                batch = Batch()
-                batch.__dict__.update(values)
-                return batch
-    return _stock_info_batch(info_array)
+            batch = Batch()
+            batch.__dict__.update(values)
+            return batch
+    return None
+
+
+def _info_batch(info_array: np.ndarray) -> Batch:
+    """Tianshou's ``_HACKY_create_info_batch`` (the collector's per-step ``info`` batch for the
+    policy): :func:`flat_info_batch` where it applies (the same ``Batch`` of arrays), Tianshou's
+    function for anything else and on the plain path."""
+    batch = flat_info_batch(info_array)
+    return batch if batch is not None else _stock_info_batch(info_array)
 
 
 def _patch_info_batches() -> None:

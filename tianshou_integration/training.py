@@ -40,6 +40,7 @@ from .callbacks import Callback, CallbackList, ProgressBar
 from .continuous import store_executed_actions
 from .counter import EnvStepCounter
 from .discrete import enable_noisy_collection
+from .fast_collector import FastCollector
 from .tap import EpisodeTap
 from .tianshou_state import collector_state, restore_collector
 
@@ -198,8 +199,8 @@ class TrainingLoop:
         self._wall_before = 0.0
         self._started = time.perf_counter()
         self._callback: Callback = Callback()
-        self.train_collector = Collector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True,
-                                         on_episode_done_hook=self.tap, on_step_hook=self.tap.on_step)
+        self.train_collector = FastCollector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True,
+                                             on_episode_done_hook=self.tap, on_step_hook=self.tap.on_step)
         # evaluation ε (DQN family) acts through add_exploration_noise outside a training step; continuous
         # policies evaluate without noise
         eval_eps = setup.config.algorithm.epsilon.eval if setup.is_discrete else 0.0
