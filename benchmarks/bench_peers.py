@@ -23,8 +23,9 @@ dqn-atari     DQN, ALE/Breakout-v5, the ``paper`` preset's Nature-CNN and batch 
               256, the ``--atari-steps`` default is 768), ε ≈ 1 in both (the preset's multiplicative
               decay barely moves in so few steps). SB3 gets our own Atari env (same preprocessing).
 
-Per run: env steps/s of training (ours: ``steps / train_wall_s`` from summary.json, i.e. the
-training loop; SB3: ``steps / (time of model.learn)``), process wall time, gradient steps, final
+Per run: env steps/s of training (ours: ``steps / (train_wall_s - eval_wall_s)`` from
+summary.json, i.e. the training loop without its final greedy evaluation episode, which SB3's
+timed part does not run either; SB3: ``steps / (time of model.learn)``), process wall time, gradient steps, final
 greedy return (one episode; ours: the final evaluation, SB3: ``evaluate_policy(deterministic=True)``
 after the timed part), and the CPU seconds (user + system) of the whole process, start-up included:
 on a machine shared with other work, env steps per CPU second hardly depend on the load, while env
@@ -78,8 +79,9 @@ def run_ours(row: str, seed: int, steps: int, workdir: Path, *, plain: bool = Fa
     subprocess.run(cmd, check=True, capture_output=True, env=env)
     process_s, cpu_s = time.perf_counter() - started, children_cpu_s() - cpu_before
     summary = json.loads((out / "summary.json").read_text())
+    training_s = summary["train_wall_s"] - summary["eval_wall_s"]  # SB3's timed part evaluates nothing either
     return {"peer": "ours-plain" if plain else "ours", "seed": seed, "env_steps": summary["env_steps"],
-            "steps_per_s": summary["env_steps"] / summary["train_wall_s"], "process_s": process_s, "cpu_s": cpu_s,
+            "steps_per_s": summary["env_steps"] / training_s, "process_s": process_s, "cpu_s": cpu_s,
             "gradient_steps": summary["gradient_steps"], "final_return": summary["final_eval_return"]}
 
 

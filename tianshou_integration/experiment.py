@@ -266,6 +266,7 @@ def _summary(config: RunConfig, env: EnvInfo, result: TrainResult, stats: dict[s
         "gradient_steps": result.gradient_steps,
         "wall_s": round(wall_s, 3),
         "train_wall_s": round(result.wall_s, 3),
+        "eval_wall_s": round(result.eval_wall_s, 3),
         "steps_per_s": round(result.steps_per_s, 2),
         "final_eval_return": RunDir.finite(result.final_eval_return),
         "best_eval_return": RunDir.finite(result.best_eval_return),

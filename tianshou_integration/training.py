@@ -56,6 +56,7 @@ class TrainResult:
     :param eval_history: ``(env_step, mean greedy return)`` per evaluation.
     :param threshold_step: first evaluation step whose mean reached the env's reward threshold.
     :param interrupted: training stopped early on Ctrl-C (no final evaluation then).
+    :param eval_wall_s: the part of ``wall_s`` spent in greedy evaluations.
     """
 
     env_steps: int = 0
@@ -67,6 +68,7 @@ class TrainResult:
     best_eval_return: float | None = None
     threshold_step: int | None = None
     interrupted: bool = False
+    eval_wall_s: float = 0.0  # a class default too: checkpoints written before it existed read 0.0
 
     @property
     def steps_per_s(self) -> float:
@@ -268,6 +270,7 @@ class TrainingLoop:
         saved, result = resume.result, self.result
         result.gradient_steps, result.eval_history = saved.gradient_steps, list(saved.eval_history)
         result.best_eval_return, result.threshold_step = saved.best_eval_return, saved.threshold_step
+        result.eval_wall_s = saved.eval_wall_s
         self._wall_before = saved.wall_s
         if resume.collector is None:
             self.train_collector.reset_env()  # fresh episodes; the buffer keeps what it holds
@@ -297,8 +300,10 @@ class TrainingLoop:
 
     def _evaluate(self) -> float:
         """A greedy evaluation now, recorded in the result (best return, threshold step)."""
+        started = time.perf_counter()
         mean = evaluate(self.setup, self.test_collector, self.eval_episodes)
         result, threshold = self.result, self.setup.env.reward_threshold
+        result.eval_wall_s += time.perf_counter() - started
         result.eval_history.append((self.env_step, mean))
         if math.isfinite(mean):
             result.best_eval_return = mean if result.best_eval_return is None else max(result.best_eval_return, mean)

@@ -151,7 +151,7 @@ def test_a_node_killed_mid_study_its_run_resumes_elsewhere_and_ends_like_an_unin
     assert (victim["dir"] / "metrics.csv").read_bytes() == (twin / "metrics.csv").read_bytes()
     assert _jsonl(victim["dir"] / "updates.jsonl") == _jsonl(twin / "updates.jsonl")
     summaries = [json.loads((d / "summary.json").read_text()) for d in (victim["dir"], twin)]
-    timing = {"wall_s", "train_wall_s", "steps_per_s", "checkpoints"}
+    timing = {"wall_s", "train_wall_s", "eval_wall_s", "steps_per_s", "checkpoints"}
     killed_summary, twin_summary = ({k: v for k, v in s.items() if k not in timing} for s in summaries)
     assert killed_summary == twin_summary
     # heartbeats told the driver how far runs were

@@ -22,7 +22,7 @@ from explorer_ablation.spec import load_spec
 from .helpers import status_events, wait_for
 from .test_ray_cluster import CLUSTER_SPEC, _jsonl, _metric_steps, _nodes_gone, cluster  # noqa: F401 -- fixture
 
-TIMING = {"wall_s", "train_wall_s", "steps_per_s", "checkpoints"}
+TIMING = {"wall_s", "train_wall_s", "eval_wall_s", "steps_per_s", "checkpoints"}
 
 
 def _uploaded_steps(run_dir: Path) -> list[int]:

@@ -272,6 +272,19 @@ def test_networks_scale_uint8_frames_inside():
         build_atari_q_network("ppo", (4, 84, 84), 4)
 
 
+def test_the_torso_scales_uint8_in_place_to_the_same_values_and_leaves_float_input_alone():
+    torso = build_atari_q_network("dqn", (4, 84, 84), 4).torso
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    seen = []
+    torso.convs[0].register_forward_hook(lambda _m, args, _out: seen.append(args[0].clone()))
+    torso(frames)
+    assert torch.equal(seen[0], frames.float() / 255.0)  # bit for bit the out-of-place scaling
+    floats = frames.float()
+    before = floats.clone()
+    torso(floats)  # a float tensor is scaled too, into a new tensor
+    assert torch.equal(floats, before) and torch.equal(seen[1], before / 255.0)
+
+
 def test_dueling_heads_have_the_dueling_form():
     torch.manual_seed(0)
     net = build_atari_q_network("dueling-dqn", (4, 84, 84), 5)

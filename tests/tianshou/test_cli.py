@@ -86,6 +86,8 @@ def test_run_directory_contents(tmp_path):
                 "final_eval_return", "tokens"):
         assert key in summary
     assert {"analysis", "proposal"} <= set(summary["tokens"])
+    # the evaluations' wall time (one at 512 steps, the final one) is part of the training's
+    assert 0 < summary["eval_wall_s"] < summary["train_wall_s"] <= summary["wall_s"]
     for png in ("learning_curve.png", "exploration.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())

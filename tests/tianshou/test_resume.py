@@ -85,7 +85,7 @@ def assert_same_run(reference: Path, out: Path) -> None:
     assert jsonl(out / "updates.jsonl") == jsonl(reference / "updates.jsonl")
     assert jsonl(out / "exchanges.jsonl") == jsonl(reference / "exchanges.jsonl")
     ref, got = (json.loads((d / "summary.json").read_text()) for d in (reference, out))
-    timing = {"wall_s", "train_wall_s", "steps_per_s", "checkpoints"}
+    timing = {"wall_s", "train_wall_s", "eval_wall_s", "steps_per_s", "checkpoints"}
     assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in ref.items() if k not in timing}
 
 

@@ -173,6 +173,19 @@ def test_foreach_adam_steps_are_bit_identical_to_the_loop():
     assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True))
 
 
+def test_lean_adam_zero_grad_sets_the_gradients_to_none_as_torchs_does():
+    nets, _ = _train_beside_the_loop(fast.ForeachAdamOptimizerFactory, 1)
+    optim = fast.ForeachAdamOptimizerFactory(lr=1e-3, eps=1e-8)._create_optimizer_for_params(nets[1].parameters())
+    assert isinstance(optim, fast.LeanAdam)
+    nets[1](torch.randn(4, 3)).sum().backward()
+    assert all(p.grad is not None for p in nets[1].parameters())
+    optim.zero_grad()
+    assert all(p.grad is None for p in nets[1].parameters())
+    nets[1](torch.randn(4, 3)).sum().backward()
+    optim.zero_grad(set_to_none=False)  # torch's own path: zeroed tensors
+    assert all(p.grad is not None and not p.grad.any() for p in nets[1].parameters())
+
+
 def test_numba_cached_n_step_return_equals_the_numpy_code():
     assert fast.enable_numba_cache()
     rng = np.random.default_rng(0)
