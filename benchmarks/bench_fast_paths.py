@@ -19,19 +19,19 @@ import time
 
 
 def worker(env_id: str, algo: str, reps: int) -> None:
-    from tianshou.data import Collector
     from tianshou.utils.torch_utils import policy_within_training_step
 
     from tianshou_integration import fast
     from tianshou_integration.algorithms import build_setup
     from tianshou_integration.config import resolve
     from tianshou_integration.envs import describe_env
+    from tianshou_integration.fast_collector import FastCollector  # Tianshou's loop when the paths are off
     from tianshou_integration.training import prepare_policy
 
     config = resolve(overrides=[(("env",), env_id, "bench"), (("algo",), algo, "bench")])
     setup = build_setup(config, describe_env(config.env), cache=None)
     prepare_policy(setup.policy)
-    collector = Collector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True)
+    collector = FastCollector(setup.algorithm, setup.train_envs, setup.buffer, exploration_noise=True)
     collector.reset()
     with policy_within_training_step(setup.policy), fast.acting():
         collector.collect(n_step=2000, random=True)
