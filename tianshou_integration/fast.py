@@ -31,6 +31,9 @@ byte for byte; ``tests/tianshou/test_speed_invariance.py`` checks it against the
   ``obs_next`` alone for their targets instead of a whole transition batch, and the collector's
   per-step ``info`` batch is built directly when the infos are flat dicts of scalars.
 
+The training collector's own loop (:class:`~tianshou_integration.fast_collector.FastCollector`)
+is another such path, in its own module; it reads :func:`enabled` too.
+
 Set the environment variable ``LLM_EXPLORER_FAST=0`` to run the plain path instead (what the
 invariance test compares against).
 """

@@ -12,10 +12,12 @@ calls on the policy, the envs, the random action spaces, the buffer and the hook
 writes the same replay buffer and the same ``metrics.csv``
 (``tests/tianshou/test_speed_invariance.py``); its batches are built directly from their arrays.
 
-What it returns differs in one way: the ``CollectStats`` hold the steps, episodes, returns and
-lengths, not the standard deviations of the action distribution that Tianshou gathers for
-stochastic policies (nothing here reads them). Episode-count collection (evaluation), rendering,
-and the plain path (``LLM_EXPLORER_FAST=0``) run Tianshou's own loop.
+Two things differ, neither read by anything here: the ``CollectStats`` hold the steps, episodes,
+returns and lengths, not the standard deviations of the action distribution that Tianshou gathers
+for stochastic policies; and the step batch handed to the ``on_step_hook`` has no ``dist`` field
+(Tianshou drops it before the buffer too; the action batch still carries it). Episode-count
+collection (evaluation), rendering, and the plain path (``LLM_EXPLORER_FAST=0``) run Tianshou's
+own loop.
 """
 
 from __future__ import annotations
