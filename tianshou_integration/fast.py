@@ -210,11 +210,26 @@ class FastSamplingMixin:
                   "policy": get(index, "policy", Batch())}
         for key in keys.keys() - set(self._input_keys):  # type: ignore[attr-defined]
             values[key] = keys[key][index]
-        if not all(type(v) is Batch or (type(v) is np.ndarray and v.dtype.kind in "biuf") for v in values.values()):
-            return Batch(values)
-        batch = Batch()
-        batch.__dict__.update(values)
-        return batch
+        return direct_batch(values)
+
+
+# --------------------------------------------------------------------------- batches
+_KEPT_AS_IS = (np.bool_, np.number)
+
+
+def direct_batch(values: dict[str, Any]) -> Batch:
+    """``Batch(values)``, without ``Batch``'s per-value conversion for the values it keeps as they
+    are (numeric arrays, tensors, batches, None); anything else goes through that conversion."""
+    batch = Batch()
+    fields = batch.__dict__
+    for key, value in values.items():
+        kind = type(value)
+        if (value is None or kind is Batch or kind is torch.Tensor
+                or (kind is np.ndarray and issubclass(value.dtype.type, _KEPT_AS_IS))):
+            fields[key] = value
+        else:
+            setattr(batch, key, value)  # Batch's own conversion
+    return batch
 
 
 # --------------------------------------------------------------------------- acting
@@ -417,7 +432,7 @@ def flat_info_batch(info_array: np.ndarray) -> Batch | None:
     return None
 
 
-def _info_batch(info_array: np.ndarray) -> Batch:
+def policy_info_batch(info_array: np.ndarray) -> Batch:
     """Tianshou's ``_HACKY_create_info_batch`` (the collector's per-step ``info`` batch for the
     policy): :func:`flat_info_batch` where it applies (the same ``Batch`` of arrays), Tianshou's
     function for anything else and on the plain path."""
@@ -426,11 +441,11 @@ def _info_batch(info_array: np.ndarray) -> Batch:
 
 
 def _patch_info_batches() -> None:
-    """Point Tianshou's collector at :func:`_info_batch` (which defers to the stock function)."""
+    """Point Tianshou's collector at :func:`policy_info_batch` (which defers to the stock function)."""
     from tianshou.data import collector
 
     if collector._HACKY_create_info_batch is _stock_info_batch:
-        collector._HACKY_create_info_batch = _info_batch
+        collector._HACKY_create_info_batch = policy_info_batch
 
 
 # --------------------------------------------------------------------------- device lookups

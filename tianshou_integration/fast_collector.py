@@ -26,31 +26,14 @@ from copy import copy
 from typing import Any
 
 import numpy as np
-import torch
 from tianshou.data import Batch, Collector, CollectStats
 from tianshou.data.collector import _dict_of_arr_to_arr_of_dicts
 from tianshou.data.utils.converter import to_numpy
 
 from . import fast
+from .fast import direct_batch
 
 __all__ = ["FastCollector"]
-
-_KEPT_AS_IS = (np.bool_, np.number)
-
-
-def _batch(**values: Any) -> Batch:
-    """``Batch(**values)`` without ``Batch``'s conversion of values it keeps as they are (numeric
-    arrays, tensors, batches, None); anything else goes through it."""
-    batch = Batch()
-    fields = batch.__dict__
-    for key, value in values.items():
-        kind = type(value)
-        if (value is None or kind is Batch or kind is torch.Tensor
-                or (kind is np.ndarray and issubclass(value.dtype.type, _KEPT_AS_IS))):
-            fields[key] = value
-        else:
-            setattr(batch, key, value)  # Batch's own conversion
-    return batch
 
 
 def _info(info_array: np.ndarray) -> Any:
@@ -72,7 +55,6 @@ class FastCollector(Collector):
                                     gym_reset_kwargs=gym_reset_kwargs)
         ready = np.arange(self.env_num)
         stats = self.collect_stats_class()
-        step_count = episodes = 0
         last_obs, last_info = self._pre_collect_obs_RO, self._pre_collect_info_R
         last_hidden = self._pre_collect_hidden_state_RH
         while True:
@@ -82,20 +64,19 @@ class FastCollector(Collector):
             if isinstance(info, dict):  # EnvPool: a dict of arrays
                 info = _dict_of_arr_to_arr_of_dicts(info)
             done = np.logical_or(terminated, truncated)
-            step = _batch(obs=last_obs, act=act, policy=policy_entry, obs_next=obs_next, rew=rew,
-                          terminated=terminated, truncated=truncated, done=done, info=_info(info))
+            step = direct_batch({"obs": last_obs, "act": act, "policy": policy_entry, "obs_next": obs_next,
+                                 "rew": rew, "terminated": terminated, "truncated": truncated, "done": done,
+                                 "info": _info(info)})
             if self._on_step_hook is not None:
-                action_batch = _batch(act=act, act_normalized=act_normalized, policy_entry=policy_entry, dist=dist,
-                                      hidden_state=hidden)
+                action_batch = direct_batch({"act": act, "act_normalized": act_normalized,
+                                             "policy_entry": policy_entry, "dist": dist, "hidden_state": hidden})
                 self.run_on_step_hook(action_batch, step)
             stats.n_collected_steps += len(ready)
-            step_count += len(ready)
             inserted, ep_return, _, ep_start = self.buffer.add(step, buffer_ids=ready)
             # the next step's inputs, modified in place below: copies, as Tianshou's collector makes
             last_obs, last_info, last_hidden = copy(obs_next), copy(info), copy(hidden)
             if done.any():
                 finished = np.flatnonzero(done)
-                episodes += len(finished)
                 obs_reset, info_reset = self.env.reset(env_id=ready[finished], **(gym_reset_kwargs or {}))
                 self._reset_hidden_state_based_on_type(finished, last_hidden)
                 for local in finished:
@@ -107,10 +88,10 @@ class FastCollector(Collector):
                     stats.update_at_episode_done(episode_batch=episode, episode_return=ep_return[local])
                 last_obs[finished] = obs_reset
                 last_info[finished] = info_reset
-            if step_count >= n_step:
+            if stats.n_collected_steps >= n_step:
                 break
-        self.collect_step += step_count
-        self.collect_episode += episodes
+        self.collect_step += stats.n_collected_steps
+        self.collect_episode += stats.n_collected_episodes
         self._pre_collect_obs_RO, self._pre_collect_info_R = last_obs, last_info
         self._pre_collect_hidden_state_RH = last_hidden
         return stats
@@ -123,12 +104,7 @@ class FastCollector(Collector):
             computed = self._compute_action_policy_hidden(random=True, ready_env_ids_R=ready, last_obs_RO=obs,
                                                           last_info_R=info, last_hidden_state_RH=hidden)
             return computed.act, computed.act_normalized, computed.policy_entry, None, None
-        info_batch = fast.flat_info_batch(info)
-        if info_batch is None:
-            from tianshou.data import collector  # the module's function, as patched by fast
-
-            info_batch = collector._HACKY_create_info_batch(info)
-        obs_batch = _batch(obs=obs, info=info_batch)
+        obs_batch = direct_batch({"obs": obs, "info": fast.policy_info_batch(info)})
         result = self.policy(obs_batch, hidden)
         act = to_numpy(result.act)
         if self.exploration_noise:

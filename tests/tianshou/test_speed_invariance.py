@@ -296,12 +296,12 @@ def test_collector_info_batch_equals_tianshous(monkeypatch, case):
     assert stock.__module__ == collector.__name__
     monkeypatch.setenv(fast.ENV_VAR, "1")
     infos = np.array(INFOS[case], dtype=object)
-    ours, theirs = fast._info_batch(infos.copy()), stock(infos.copy())
+    ours, theirs = fast.policy_info_batch(infos.copy()), stock(infos.copy())
     assert sorted(ours.keys()) == sorted(theirs.keys())
     # built directly, without Tianshou's function
     if case in ("env ids", "python ints", "several scalar types", "numpy scalars"):
         monkeypatch.setattr(fast, "_stock_info_batch", None)  # would fail if called
-        assert sorted(fast._info_batch(infos.copy()).keys()) == sorted(theirs.keys())
+        assert sorted(fast.policy_info_batch(infos.copy()).keys()) == sorted(theirs.keys())
     for key in theirs.keys():  # noqa: SIM118 (iterating a Batch yields its rows)
         if isinstance(theirs[key], np.ndarray):
             assert ours[key].dtype == theirs[key].dtype
